@@ -1,0 +1,1 @@
+"""tts — MaskGCT-style zero-shot text-to-speech (text→semantic, semantic→acoustic)."""
