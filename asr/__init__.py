@@ -1,0 +1,12 @@
+"""asr — speech recognition models, training task and inference.
+
+``from asr import Speech2Text`` is the inference API (imported lazily: ESPnet is heavy).
+"""
+
+
+def __getattr__(name):
+    if name in ("Speech2Text", "Hypothesis"):
+        from asr import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'asr' has no attribute {name!r}")

@@ -1,0 +1,660 @@
+"""Synthetic English ASR corpus from Debian's offline TTS engines.
+
+Speakers are voices of three engines: espeak-ng accents × variants (``espeak:en-us+f3``),
+flite voices (``flite:slt``) and festival voices (``festival:kal_diphone``). Each speaker
+draws (seeded) a centre rate and pitch; every utterance draws its rate, pitch and peak
+level around that centre. Audio is written as 16 kHz mono 16-bit WAV via sox.
+
+Splits: ``train`` (``--train_hours`` of estimated audio), ``dev`` (same voices as train)
+and ``test`` (held-out voices that never occur in train or dev). Sentences are disjoint
+across the three splits. Training audio is shared between engines by estimated duration
+(``--engine_shares``; festival is the slowest engine, so its default share is small).
+
+The build is deterministic for a seed (same utterances, voices, parameters and
+byte-identical WAVs, whatever ``--nj``), idempotent (a ``.done`` sentinel per split/job
+under ``OUT/.state``; a rerun after completion does nothing) and resumable (WAVs are
+written to a temporary name and renamed; a rerun synthesises only missing utterances).
+
+Usage::
+
+    python -m asr.data.synth_en --out downloads/synth_en --train_hours 1 \\
+        --dev_utts 200 --test_utts 200 --nj 2 --seed 0
+    python -m asr.data.synth_en --list_voices
+
+Layout: ``OUT/wav/<spk>/<utt>.wav``, data dirs ``OUT/{train,dev,test}``, per-utterance
+metadata ``OUT/meta/<split>.tsv`` and statistics ``OUT/stats.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+import soundfile as sf
+
+from asr.data.kaldi import validate_data_dir, write_data_dir
+from asr.data.text import MissingToolError, Sentence, load_sentences
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+SPLITS = ("train", "dev", "test")
+ENGINES = ("espeak", "flite", "festival")
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
+                  "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
+                   "klatt", "klatt2", "klatt3", "croak")
+FLITE_F0 = {"kal16": 95.0, "awb": 125.0, "slt": 165.0}  # voices whose f0 flite can set
+FESTIVAL_VOICES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+                   "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
+FESTIVAL_DIPHONE_F0 = {"kal_diphone": (105.0, 14.0), "ked_diphone": (105.0, 15.0)}
+DEFAULT_SHARES = {"espeak": 0.6, "flite": 0.25, "festival": 0.15}
+# Fitted on a 1 h build (see egs/synth_en/asr1/README.md): seconds ≈ PAD_SEC +
+# len(speakable) / (CHARS_PER_SEC × rate); SPEED = seconds of audio per CPU second.
+CHARS_PER_SEC = {"espeak": 19.0, "flite": 18.5, "festival": 18.3}
+PAD_SEC = {"espeak": 0.3, "flite": 0.45, "festival": 0.45}
+SPEED = {"espeak": 130.0, "flite": 60.0, "festival": 30.0}
+FESTIVAL_BATCH = 40
+CHUNK = 16
+SILENT_PEAK = 1e-3
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A synthesis voice: ``engine`` and its voice ``name`` (espeak: ``accent+variant``)."""
+
+    engine: str
+    name: str
+
+    @property
+    def speaker(self) -> str:
+        """Speaker id: ``[a-z0-9_]`` only, so ``<spk>-<index>`` ids sort with their speakers."""
+        return re.sub(r"[^a-z0-9]+", "_", f"{self.engine}_{self.name}".lower())
+
+    @property
+    def spec(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned utterance: what to say, who says it and how."""
+
+    utt_id: str
+    speaker: str
+    engine: str
+    voice: str
+    text: str          # normalised transcript
+    speakable: str     # what the engine reads
+    source: str
+    rate: float        # speed factor, 1.0 = the voice's default
+    pitch_st: float    # pitch shift in semitones
+    gain_db: float     # peak level of the output, dBFS
+    est_dur: float     # estimated seconds (planning only)
+
+
+def parse_voice(spec: str) -> Voice:
+    """``"espeak:en-us+f3"`` → ``Voice("espeak", "en-us+f3")``; validates the form."""
+    engine, sep, name = spec.partition(":")
+    if not sep or engine not in ENGINES or not name:
+        raise ValueError(f"voice {spec!r} must be '<engine>:<name>' with engine in {ENGINES}")
+    if engine == "espeak" and "+" not in name:
+        raise ValueError(f"espeak voice {spec!r} must be 'espeak:<accent>+<variant>'")
+    return Voice(engine, name)
+
+
+def default_voices() -> tuple[list[Voice], list[Voice]]:
+    """The catalogue: (train/dev voices, held-out test voices).
+
+    espeak: 8 accents × 16 variants; accent ``i`` is held out with variant ``2i + 1``,
+    so each test combination pairs an accent and a variant both seen in training, never
+    together. flite: ``rms`` held out (``kal16``, ``awb``, ``slt`` train). festival:
+    ``ked_diphone`` held out (``kal_diphone`` — same diphone family — and the HTS
+    ``cmu_us_slt_arctic_hts`` train).
+    """
+    train, test = [], []
+    for i, accent in enumerate(ESPEAK_ACCENTS):
+        held = ESPEAK_VARIANTS[(2 * i + 1) % len(ESPEAK_VARIANTS)]
+        for variant in ESPEAK_VARIANTS:
+            (test if variant == held else train).append(Voice("espeak", f"{accent}+{variant}"))
+    train += [Voice("flite", v) for v in ("kal16", "awb", "slt")]
+    test.append(Voice("flite", "rms"))
+    train += [Voice("festival", v) for v in ("kal_diphone", "cmu_us_slt_arctic_hts")]
+    test.append(Voice("festival", "ked_diphone"))
+    return train, test
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def _which(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise MissingToolError(f"program '{tool}' not found: install the Debian package "
+                               f"'{package}' (apt-get install {package})")
+    return path
+
+
+def check_tools(voices: Iterable[Voice]) -> None:
+    """Raise :class:`MissingToolError` naming the Debian package for anything missing."""
+    voices = list(voices)
+    _which("sox", "sox")
+    engines = {v.engine for v in voices}
+    if "espeak" in engines:
+        _which("espeak-ng", "espeak-ng")
+        data = re.search(r"Data at:\s*(\S+)", _run(["espeak-ng", "--version"]).decode())
+        for v in voices:
+            variant = v.name.partition("+")[2]
+            if v.engine == "espeak" and data and not os.path.exists(
+                    os.path.join(data.group(1), "voices", "!v", variant)):
+                raise ValueError(f"espeak variant {variant!r} of voice {v.spec!r} not found "
+                                 f"in {data.group(1)}/voices/!v")
+    if "flite" in engines:
+        _which("flite", "flite")
+        known = _run(["flite", "-lv"]).decode().split(":")[-1].split()
+        for v in voices:
+            if v.engine == "flite" and v.name not in known:
+                raise ValueError(f"flite voice {v.spec!r} unknown; flite -lv lists {known}")
+    if "festival" in engines:
+        _which("festival", "festival")
+        for v in voices:
+            if v.engine != "festival":
+                continue
+            if v.name not in FESTIVAL_VOICES:
+                raise ValueError(f"festival voice {v.spec!r} unknown; valid: "
+                                 f"{sorted(FESTIVAL_VOICES)}")
+            found = any(os.path.isdir(os.path.join(root, lang, v.name))
+                        for root in ("/usr/share/festival/voices",) for lang in ("english", "us"))
+            if not found:
+                pkg = FESTIVAL_VOICES[v.name]
+                raise MissingToolError(f"festival voice {v.name!r} not found: install the "
+                                       f"Debian package '{pkg}' (apt-get install {pkg})")
+
+
+def _run(cmd: Sequence[str], **kw) -> bytes:
+    proc = subprocess.run(list(cmd), capture_output=True, **kw)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()[-500:]
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)[:300]}\n{err}")
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _speaker_centre(seed: int, voice: Voice) -> tuple[float, float]:
+    rng = random.Random(f"{seed}:speaker:{voice.speaker}")
+    spread = 3.0 if voice.engine == "espeak" else 2.0
+    return rng.uniform(0.85, 1.15), rng.uniform(-spread, spread)
+
+
+def _make_utt(seed: int, voice: Voice, index: int, sent: Sentence) -> Utterance:
+    utt_id = f"{voice.speaker}-{index:06d}"
+    rate_c, pitch_c = _speaker_centre(seed, voice)
+    rng = random.Random(f"{seed}:utt:{utt_id}")
+    rate = round(rate_c + rng.uniform(-0.1, 0.1), 3)
+    return Utterance(utt_id=utt_id, speaker=voice.speaker, engine=voice.engine,
+                     voice=voice.name, text=sent.text, speakable=sent.speakable,
+                     source=sent.source, rate=rate,
+                     pitch_st=round(pitch_c + rng.uniform(-1.0, 1.0), 2),
+                     gain_db=round(rng.uniform(-12.0, -1.0), 1),
+                     est_dur=estimate_duration(sent.speakable, voice.engine, rate))
+
+
+def estimate_duration(speakable: str, engine: str, rate: float) -> float:
+    """Planning estimate of an utterance's seconds (padding included)."""
+    return PAD_SEC[engine] + len(speakable) / (CHARS_PER_SEC[engine] * rate)
+
+
+def _assign(seed: int, split: str, voices: Sequence[Voice], shares: Mapping[str, float],
+            sentences: Iterable[tuple[int, Sentence]], limit: Callable[[int, float], bool],
+            ) -> list[Utterance]:
+    """Give sentences to engines by deficit of estimated seconds, to voices round-robin."""
+    by_engine = {e: [v for v in voices if v.engine == e] for e in ENGINES}
+    engines = [e for e in ENGINES if by_engine[e] and shares.get(e, 0) > 0]
+    if not engines:
+        raise ValueError(f"{split}: no voice of an engine with a positive share {dict(shares)}")
+    rng = random.Random(f"{seed}:{split}:speakers")
+    queues: dict[str, list[Voice]] = {e: [] for e in engines}
+    seconds = {e: 0.0 for e in engines}
+    utts: list[Utterance] = []
+    for index, sent in sentences:
+        if limit(len(utts), sum(seconds.values())):
+            break
+        engine = min(engines, key=lambda e: (seconds[e] / shares[e], engines.index(e)))
+        if not queues[engine]:
+            queues[engine] = rng.sample(by_engine[engine], len(by_engine[engine]))
+        utt = _make_utt(seed, queues[engine].pop(), index, sent)
+        seconds[engine] += utt.est_dur
+        utts.append(utt)
+    return sorted(utts, key=lambda u: u.utt_id)
+
+
+def plan_corpus(sentences: Sequence[Sentence], train_voices: Sequence[Voice],
+                test_voices: Sequence[Voice], train_hours: float, dev_utts: int,
+                test_utts: int, seed: int, shares: Mapping[str, float] = DEFAULT_SHARES,
+                test_shares: Mapping[str, float] | None = None) -> dict[str, list[Utterance]]:
+    """Plan every split: sentences disjoint across splits, test voices disjoint from train.
+
+    The utterance id is ``<speaker>-<sentence index>`` (the index into ``sentences``), so
+    ids are unique across splits and a larger ``train_hours`` only appends utterances.
+    ``test_shares`` defaults to equal shares of the engines present in ``test_voices``.
+    """
+    overlap = {v.spec for v in train_voices} & {v.spec for v in test_voices}
+    if overlap:
+        raise ValueError(f"held-out test voices also in the training voices: {sorted(overlap)}")
+    if train_hours < 0 or dev_utts < 0 or test_utts < 0:
+        raise ValueError(f"sizes must be >= 0: train_hours={train_hours}, "
+                         f"dev_utts={dev_utts}, test_utts={test_utts}")
+    order = list(range(len(sentences)))
+    random.Random(f"{seed}:sentences").shuffle(order)
+    n_fixed = test_utts + dev_utts
+    if n_fixed > len(order):
+        raise ValueError(f"only {len(order)} sentences for {n_fixed} dev+test utterances")
+    pool = {"test": order[:test_utts], "dev": order[test_utts:n_fixed], "train": order[n_fixed:]}
+    test_shares = test_shares or {e: 1.0 for e in ENGINES}
+    budget = train_hours * 3600.0
+    plan = {
+        "test": _assign(seed, "test", test_voices, test_shares,
+                        ((i, sentences[i]) for i in pool["test"]), lambda n, s: False),
+        "dev": _assign(seed, "dev", train_voices, shares,
+                       ((i, sentences[i]) for i in pool["dev"]), lambda n, s: False),
+        "train": _assign(seed, "train", train_voices, shares,
+                         ((i, sentences[i]) for i in pool["train"]), lambda n, s: s >= budget),
+    }
+    got = sum(u.est_dur for u in plan["train"])
+    if got < budget * 0.99:
+        raise ValueError(f"train_hours={train_hours} needs more sentences than the "
+                         f"{len(pool['train'])} left after dev/test ({got / 3600:.2f} h)")
+    return plan
+
+
+def assign_jobs(utts: Sequence[Utterance], nj: int) -> list[list[Utterance]]:
+    """Split utterances into ``nj`` jobs of similar estimated CPU time (deterministic)."""
+    if nj < 1:
+        raise ValueError(f"nj must be >= 1, got {nj}")
+    jobs: list[list[Utterance]] = [[] for _ in range(nj)]
+    load = [0.0] * nj
+    for u in sorted(utts, key=lambda u: (-u.est_dur / SPEED[u.engine], u.utt_id)):
+        j = min(range(nj), key=lambda k: (load[k], k))
+        jobs[j].append(u)
+        load[j] += u.est_dur / SPEED[u.engine] + 0.02
+    return [sorted(job, key=lambda u: u.utt_id) for job in jobs]
+
+
+# --------------------------------------------------------------------------- synthesis
+
+
+def wav_path(out: str, utt: Utterance) -> str:
+    return os.path.join(out, "wav", utt.speaker, utt.utt_id + ".wav")
+
+
+def _engine_command(utt: Utterance, raw: str) -> list[str]:
+    if utt.engine == "espeak":
+        pitch = min(99, max(0, round(50 + 6 * utt.pitch_st)))
+        return ["espeak-ng", "-v", utt.voice, "-s", str(round(175 * utt.rate)),
+                "-p", str(pitch), "-w", raw, utt.speakable]
+    assert utt.engine == "flite", utt.engine
+    cmd = ["flite", "-voice", utt.voice, "--setf", f"duration_stretch={1 / utt.rate:.4f}"]
+    if utt.voice in FLITE_F0:
+        cmd += ["--setf", f"int_f0_target_mean={FLITE_F0[utt.voice] * 2 ** (utt.pitch_st / 12):.2f}"]
+    return cmd + ["-t", utt.speakable, "-o", raw]
+
+
+def _engine_sets_pitch(utt: Utterance) -> bool:
+    return utt.engine == "espeak" or utt.voice in FLITE_F0 or utt.voice in FESTIVAL_DIPHONE_F0
+
+
+def _festival_script(utts: Sequence[Utterance], raws: Sequence[str]) -> str:
+    lines = [f"(voice_{utts[0].voice})"]
+    for utt, raw in zip(utts, raws):
+        assert utt.voice == utts[0].voice and '"' not in utt.speakable + raw
+        if utt.voice in FESTIVAL_DIPHONE_F0:
+            mean, std = FESTIVAL_DIPHONE_F0[utt.voice]
+            lines.append(f"(Parameter.set 'Duration_Stretch {1 / utt.rate:.4f})")
+            lines.append(f"(set! int_lr_params '((target_f0_mean {mean * 2 ** (utt.pitch_st / 12):.2f})"
+                         f" (target_f0_std {std}) (model_f0_mean 170) (model_f0_std 34)))")
+        else:  # HTS: speed through hts_engine's -r; pitch is shifted by sox afterwards
+            lines.append(f"(set! hts_engine_params (append {utt.voice}::hts_engine_params "
+                         f"'((\"-r\" {utt.rate:.4f}))))")
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{utt.speakable}")) "{raw}" \'riff)')
+    return "\n".join(lines) + "\n"
+
+
+def _finish(utt: Utterance, raw: str, out: str) -> str | None:
+    """sox ``raw`` → 16 kHz mono 16-bit at ``wav_path``; returns a drop reason or None."""
+    if not os.path.exists(raw):
+        return "engine wrote no file"
+    info = sf.info(raw)
+    if info.frames == 0:
+        return "empty audio"
+    audio, _ = sf.read(raw, dtype="float32")
+    if float(abs(audio).max()) < SILENT_PEAK:
+        return "silent audio"
+    final = wav_path(out, utt)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    part = os.path.join(os.path.dirname(final), f".{utt.utt_id}.wav.part")
+    effects = [] if _engine_sets_pitch(utt) else ["pitch", f"{100 * utt.pitch_st:.0f}"]
+    effects += ["gain", "-n", f"{utt.gain_db:.1f}", "rate", "-h", str(SAMPLE_RATE)]
+    _run(["sox", "-R", raw, "-t", "wav", "-e", "signed-integer", "-b", "16", "-c", "1",
+          part, *effects])
+    os.replace(part, final)  # atomic: a wav that exists is complete
+    return None
+
+
+def _run_festival(utts: Sequence[Utterance], raws: Sequence[str], tmp: str) -> None:
+    """One festival process for the batch; after a failure, the unfinished ones singly."""
+    script = os.path.join(tmp, f"{utts[0].utt_id}.scm")
+    with open(script, "w") as f:
+        f.write(_festival_script(utts, raws))
+    try:
+        _run(["festival", "-b", script])
+    except RuntimeError as e:
+        if len(utts) == 1:
+            logger.warning("festival failed on %s: %s", utts[0].utt_id, e)
+            return
+        for utt, raw in zip(utts, raws):
+            if not os.path.exists(raw):
+                _run_festival([utt], [raw], tmp)
+
+
+def synthesize_chunk(utts: Sequence[Utterance], out: str) -> dict[str, str]:
+    """Synthesise utterances (one festival process for a festival chunk) not yet on disk.
+
+    Returns ``{utt_id: reason}`` for utterances dropped as empty or silent.
+    """
+    todo = [u for u in utts if not os.path.exists(wav_path(out, u))]
+    if not todo:
+        return {}
+    dropped = {}
+    with tempfile.TemporaryDirectory(prefix="synth_en.") as tmp:
+        raws = [os.path.join(tmp, f"{u.utt_id}.wav") for u in todo]
+        if todo[0].engine == "festival":
+            _run_festival(todo, raws, tmp)
+        for utt, raw in zip(todo, raws):
+            if utt.engine != "festival":
+                _run(_engine_command(utt, raw))
+            reason = _finish(utt, raw, out)
+            if reason is not None:
+                logger.warning("dropped %s (%s): %s", utt.utt_id, utt.speakable, reason)
+                dropped[utt.utt_id] = reason
+    return dropped
+
+
+def _chunks(job: Sequence[Utterance]) -> list[list[Utterance]]:
+    """Festival utterances in batches of one voice; the others in small chunks."""
+    chunks = []
+    for voice in sorted({u.voice for u in job if u.engine == "festival"}):
+        same = [u for u in job if u.engine == "festival" and u.voice == voice]
+        chunks += [same[i:i + FESTIVAL_BATCH] for i in range(0, len(same), FESTIVAL_BATCH)]
+    rest = [u for u in job if u.engine != "festival"]
+    return chunks + [rest[i:i + CHUNK] for i in range(0, len(rest), CHUNK)]
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+class _LogProgress:
+    """Fallback progress report when tqdm is not installed."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n, self._last = total, desc, 0, -1
+
+    def update(self, n: int) -> None:
+        self.n += n
+        decile = 10 * self.n // max(self.total, 1)
+        if decile != self._last:
+            self._last = decile
+            logger.info("%s: %d/%d utterances", self.desc, self.n, self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _LogProgress(total, desc)
+    return tqdm(total=total, desc=desc, unit="utt", dynamic_ncols=True)
+
+
+def _write_json(path: str, obj: object) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def synthesize_split(out: str, split: str, utts: Sequence[Utterance], nj: int) -> dict[str, str]:
+    """Synthesise a split over ``nj`` processes, skipping finished jobs and utterances.
+
+    Each job writes ``OUT/.state/<split>/job<j>of<nj>.done`` (with its dropped
+    utterances) when all its utterances are on disk. Returns ``{utt_id: drop reason}``.
+    """
+    state = os.path.join(out, ".state", split)
+    jobs = assign_jobs(utts, nj)
+    sentinels = [os.path.join(state, f"job{j + 1}of{nj}.done") for j in range(nj)]
+    dropped: dict[str, str] = {}
+    for sentinel in sentinels:
+        if os.path.exists(sentinel):
+            with open(sentinel) as f:
+                dropped.update(json.load(f)["dropped"])
+    tasks = [(j, chunk) for j, job in enumerate(jobs) if not os.path.exists(sentinels[j])
+             for chunk in _chunks(job)]
+    left = {j: sum(1 for k, _ in tasks if k == j) for j in range(nj)}
+    job_dropped: dict[int, dict[str, str]] = {j: {} for j in range(nj)}
+    bar = _progress_bar(len(utts), split)
+    bar.update(len(utts) - sum(len(c) for _, c in tasks))
+
+    def chunk_done(j: int, chunk: Sequence[Utterance], result: dict[str, str]) -> None:
+        job_dropped[j].update(result)
+        bar.update(len(chunk))
+        left[j] -= 1
+        if left[j] == 0:
+            _write_json(sentinels[j], {"utts": len(jobs[j]), "dropped": job_dropped[j]})
+            dropped.update(job_dropped[j])
+
+    try:
+        if nj == 1 or len(tasks) <= 1:
+            for j, chunk in tasks:
+                chunk_done(j, chunk, synthesize_chunk(chunk, out))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=nj, mp_context=ctx) as pool:
+                futures = {pool.submit(synthesize_chunk, chunk, out): (j, chunk)
+                           for j, chunk in tasks}
+                try:
+                    for future in as_completed(futures):
+                        chunk_done(*futures[future], future.result())
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    return dropped
+
+
+def write_split(out: str, split: str, utts: Sequence[Utterance],
+                dropped: Mapping[str, str]) -> list[dict]:
+    """Write the data dir ``OUT/<split>`` and ``OUT/meta/<split>.tsv``; return the rows."""
+    rows = []
+    for u in utts:
+        path = wav_path(out, u)
+        if u.utt_id in dropped or not os.path.exists(path):
+            continue
+        info = sf.info(path)
+        rows.append({**asdict(u), "wav": path, "duration": round(info.frames / info.samplerate, 3)})
+    if not rows:
+        raise RuntimeError(f"{split}: no utterance was synthesised ({len(dropped)} dropped)")
+    data_dir = os.path.join(out, split)
+    write_data_dir(data_dir, wav_scp={r["utt_id"]: r["wav"] for r in rows},
+                   text={r["utt_id"]: r["text"] for r in rows},
+                   utt2spk={r["utt_id"]: r["speaker"] for r in rows},
+                   extra={"utt2dur": {r["utt_id"]: r["duration"] for r in rows}})
+    validate_data_dir(data_dir)
+    cols = ["utt_id", "speaker", "engine", "voice", "rate", "pitch_st", "gain_db",
+            "duration", "source", "speakable"]
+    meta = os.path.join(out, "meta", f"{split}.tsv")
+    os.makedirs(os.path.dirname(meta), exist_ok=True)
+    with open(meta, "w") as f:
+        f.write("\t".join(cols) + "\n")
+        f.writelines("\t".join(str(r[c]) for c in cols) + "\n" for r in rows)
+    return rows
+
+
+def split_stats(rows: Sequence[Mapping]) -> dict[str, dict]:
+    """Per engine and overall: utterances, speakers, hours, mean duration, chars/second."""
+    groups: dict[str, list[Mapping]] = {"all": list(rows)}
+    for r in rows:
+        groups.setdefault(r["engine"], []).append(r)
+    stats = {}
+    for name, rs in groups.items():
+        secs = sum(r["duration"] for r in rs)
+        stats[name] = {"utts": len(rs), "speakers": len({r["speaker"] for r in rs}),
+                       "hours": round(secs / 3600, 4), "mean_dur": round(secs / len(rs), 2),
+                       "chars_per_sec": round(sum(len(r["text"]) for r in rs) / secs, 2)}
+    return stats
+
+
+def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
+                 test_utts: int = 200, nj: int = 2, seed: int = 0,
+                 voices: Sequence[str] | None = None, test_voices: Sequence[str] | None = None,
+                 shares: Mapping[str, float] | None = None,
+                 test_shares: Mapping[str, float] | None = None,
+                 text_sources: Sequence[str] = ("fortunes", "bible"),
+                 sentences: Sequence[Sentence] | None = None) -> dict:
+    """Build (or finish, or leave alone if complete) the corpus in ``out``; return its stats.
+
+    ``voices``/``test_voices`` are specs like ``"espeak:en-us+f3"`` (default: the
+    catalogue of :func:`default_voices`); ``sentences`` overrides ``text_sources``.
+
+    Raises:
+        ValueError: ``out`` was built with other options, or invalid options.
+        MissingToolError: a program or voice is missing (names the Debian package).
+    """
+    default_train, default_test = default_voices()
+    train_v = [parse_voice(v) for v in voices] if voices else default_train
+    test_v = [parse_voice(v) for v in test_voices] if test_voices else default_test
+    config = {"train_hours": train_hours, "dev_utts": dev_utts, "test_utts": test_utts,
+              "seed": seed, "voices": [v.spec for v in train_v],
+              "test_voices": [v.spec for v in test_v], "shares": dict(shares or DEFAULT_SHARES),
+              "test_shares": dict(test_shares) if test_shares else None,
+              "text": list(text_sources) if sentences is None else
+              [len(sentences), sentences[0].text if sentences else ""]}
+    state = os.path.join(out, ".state")
+    config_path = os.path.join(state, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            previous = json.load(f)
+        if previous != json.loads(json.dumps(config)):
+            changed = sorted(k for k in config if previous.get(k) != json.loads(json.dumps(config[k])))
+            raise ValueError(f"{out} was built with other options ({', '.join(changed)}); "
+                             "use another --out or delete it")
+    if all(os.path.exists(os.path.join(state, f"{s}.done")) for s in SPLITS):
+        logger.info("%s is complete (%s): nothing to do", out, os.path.join(state, "*.done"))
+        with open(os.path.join(out, "stats.json")) as f:
+            return json.load(f)
+    check_tools(train_v + test_v)
+    if sentences is None:
+        sentences = load_sentences(text_sources)
+    logger.info("%d sentences available", len(sentences))
+    plan = plan_corpus(sentences, train_v, test_v, train_hours, dev_utts, test_utts, seed,
+                       shares or DEFAULT_SHARES, test_shares)
+    _write_json(config_path, config)
+    stats_path = os.path.join(out, "stats.json")
+    stats = {"sentences": len(sentences), "splits": {}, "speed": {}}
+    if os.path.exists(stats_path):
+        with open(stats_path) as f:
+            stats = json.load(f)
+    for split in ("test", "dev", "train"):
+        if os.path.exists(os.path.join(state, f"{split}.done")):
+            continue
+        start = time.perf_counter()
+        dropped = synthesize_split(out, split, plan[split], nj)
+        rows = write_split(out, split, plan[split], dropped)
+        wall = time.perf_counter() - start
+        audio = sum(r["duration"] for r in rows)
+        stats["splits"][split] = split_stats(rows)
+        stats["speed"][split] = {"audio_sec": round(audio, 1), "wall_sec": round(wall, 1),
+                                 "nj": nj, "x_real_time": round(audio / wall, 1)}
+        stats["dropped"] = {**stats.get("dropped", {}), **dropped}
+        _write_json(stats_path, stats)
+        logger.info("%s: %d utterances, %.3f h, %d dropped; %.0f s of audio in %.0f s wall "
+                    "(%.0fx real time, nj=%d)", split, len(rows), audio / 3600, len(dropped),
+                    audio, wall, audio / wall, nj)
+        _write_json(os.path.join(state, f"{split}.done"), {"utts": len(rows)})
+    return stats
+
+
+def _parse_shares(text: str) -> dict[str, float]:
+    shares = {}
+    for item in text.split(","):
+        engine, sep, value = item.partition("=")
+        if not sep or engine not in ENGINES:
+            raise argparse.ArgumentTypeError(f"bad share {item!r}: use e.g. espeak=0.6,flite=0.3")
+        shares[engine] = float(value)
+    return shares
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", help="output directory (required unless --list_voices)")
+    parser.add_argument("--train_hours", type=float, default=1.0)
+    parser.add_argument("--dev_utts", type=int, default=200)
+    parser.add_argument("--test_utts", type=int, default=200)
+    parser.add_argument("--nj", type=int, default=2, help="parallel processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--voices", nargs="+", help="train/dev voices, e.g. espeak:en-us+f3 "
+                        "flite:slt festival:kal_diphone (default: the built-in catalogue)")
+    parser.add_argument("--test_voices", nargs="+", help="held-out test voices")
+    parser.add_argument("--engine_shares", type=_parse_shares,
+                        default=",".join(f"{k}={v}" for k, v in DEFAULT_SHARES.items()),
+                        help="share of train/dev audio per engine")
+    parser.add_argument("--test_engine_shares", type=_parse_shares, default=None,
+                        help="share of test audio per engine (default: equal)")
+    parser.add_argument("--text_sources", nargs="+", default=["fortunes", "bible"])
+    parser.add_argument("--list_voices", action="store_true", help="print the voices and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
+    if args.list_voices:
+        train, test = default_voices()
+        for split, vs in (("train/dev", train), ("test", test)):
+            print(f"# {split}: {len(vs)} voices")
+            print("\n".join(f"{v.spec}\t{v.speaker}" for v in vs))
+        return 0
+    if not args.out:
+        get_parser().error("--out is required")
+    try:
+        stats = build_corpus(args.out, args.train_hours, args.dev_utts, args.test_utts, args.nj,
+                             args.seed, args.voices, args.test_voices, args.engine_shares,
+                             args.test_engine_shares, args.text_sources)
+    except (MissingToolError, ValueError) as e:
+        logger.error("%s", e)
+        return 1
+    print(json.dumps(stats["splits"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
