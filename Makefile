@@ -1,0 +1,40 @@
+# nar-speech — the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+STAMPS := $(CURDIR)/.stamps
+PY := $(VENV)/bin/python
+# demo knobs (see egs/synth_en/asr1/run.sh --help)
+DEMO_ARGS ?=
+
+.PHONY: setup demo test bench clean-venv help
+
+help:
+	@echo "make demo   # install if needed, build the offline corpus, train, decode, score, print the table"
+	@echo "make test   # install if needed, run the test suite"
+	@echo "make bench  # benchmarks in bench/ (tables + JSON under bench/results)"
+
+setup: $(STAMPS)/debian $(STAMPS)/venv
+
+$(STAMPS)/debian: tools/install_debian.sh
+	bash tools/install_debian.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/venv: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip<25" "setuptools>=64,<74" wheel
+	$(PY) -m pip install -q -e ".[test,bench]"
+	$(PY) tools/offline_nltk.py
+	@mkdir -p $(STAMPS) && touch $@
+
+demo: setup
+	cd egs/synth_en/asr1 && PATH=$(VENV)/bin:$$PATH ./run.sh $(DEMO_ARGS)
+
+test: setup
+	PATH=$(VENV)/bin:$$PATH $(PY) -m pytest -q tests
+
+bench: setup
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/core_ops.py
+
+clean-venv:
+	rm -rf $(VENV) $(STAMPS)

@@ -1,0 +1,104 @@
+"""Decode a Kaldi-style data dir with a trained model; writes Kaldi-style result files.
+
+Usage:
+    python -m asr.bin.decode --model_dir exp/asr_train_ctc_char --data_dir dump/raw/test \
+        --output_dir exp/asr_train_ctc_char/decode_greedy/test --config conf/decode_greedy.yaml
+
+Outputs in --output_dir: ``text`` (hypotheses), ``token``, ``score``, ``timestamps``
+(``utt start-end start-end ...`` in seconds, one pair per token) and ``rtf.json``.
+Utterances are sorted by length and batched; the output keeps the data dir's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from asr.audio import as_waveform
+from asr.data.kaldi import read_kaldi_map
+
+#: keys a decode config may set, and their defaults
+DECODE_DEFAULTS = {"search": "greedy", "beam_size": 10, "nbest": 1, "timestamps": True}
+
+
+def load_decode_config(path: str | None) -> dict:
+    config = dict(DECODE_DEFAULTS)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            given = yaml.safe_load(f) or {}
+        unknown = sorted(set(given) - set(DECODE_DEFAULTS))
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys: {sorted(DECODE_DEFAULTS)}")
+        config.update(given)
+    return config
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_file", default=None, help="checkpoint (default: see asr.inference)")
+    p.add_argument("--data_dir", required=True, help="dir with wav.scp")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--config", default=None, help="decode YAML: " + ", ".join(DECODE_DEFAULTS))
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num_threads", type=int, default=2)
+    return p
+
+
+def main(argv=None) -> None:
+    args = get_parser().parse_args(argv)
+    from asr.inference import Speech2Text
+
+    torch.set_num_threads(args.num_threads)
+    config = load_decode_config(args.config)
+    s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device, **config)
+    wav_scp = Path(args.data_dir) / "wav.scp"
+    utts = read_kaldi_map(str(wav_scp))
+    keys = list(utts)
+    wavs = {k: as_waveform(utts[k], s2t.sample_rate, name=f"{wav_scp}:{k}") for k in keys}
+    order = sorted(keys, key=lambda k: wavs[k].numel(), reverse=True)
+    results = {}
+    start = time.perf_counter()
+    with tqdm(total=len(order), desc=f"decode {Path(args.data_dir).name}", unit="utt") as bar:
+        for i in range(0, len(order), args.batch_size):
+            batch = order[i : i + args.batch_size]
+            hyps = s2t.recognize_nbest([wavs[k] for k in batch])
+            results.update({k: h[0] for k, h in zip(batch, hyps)})
+            bar.update(len(batch))
+    elapsed = time.perf_counter() - start
+    audio_seconds = sum(w.numel() for w in wavs.values()) / s2t.sample_rate
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "text").open("w") as ft, (out / "token").open("w") as fk, (
+        out / "score"
+    ).open("w") as fs, (out / "timestamps").open("w") as fts:
+        for k in keys:
+            h = results[k]
+            ft.write(f"{k} {h.text}\n")
+            fk.write(f"{k} {' '.join(h.tokens)}\n")
+            fs.write(f"{k} {h.score:.4f}\n")
+            fts.write(f"{k} {' '.join(f'{s:.3f}-{e:.3f}' for s, e in h.timestamps)}\n")
+    rtf = {
+        "utterances": len(keys),
+        "audio_seconds": round(audio_seconds, 3),
+        "decode_seconds": round(elapsed, 3),
+        "rtf": round(elapsed / max(audio_seconds, 1e-9), 5),
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "num_threads": args.num_threads,
+        "model_file": str(s2t.model_file),
+        "config": config,
+    }
+    (out / "rtf.json").write_text(json.dumps(rtf, indent=2))
+    print(f"decoded {len(keys)} utterances ({audio_seconds:.1f} s of audio) in {elapsed:.1f} s, RTF {rtf['rtf']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Python inference API for nar-speech ASR models: :class:`Speech2Text`.
+
+Example (a model trained by ``egs/synth_en/asr1/run.sh``)::
+
+    >>> from asr import Speech2Text                                     # doctest: +SKIP
+    >>> s2t = Speech2Text("egs/synth_en/asr1/exp/asr_train_ctc_char")  # doctest: +SKIP
+    >>> hyp = s2t("a.wav")                                               # doctest: +SKIP
+    >>> hyp.text, hyp.timestamps[0]                                      # doctest: +SKIP
+    ('hello world', (0.32, 0.416))
+    >>> hyps = s2t(["a.wav", numpy_array, torch_tensor])                  # batched  # doctest: +SKIP
+
+Shapes: B batch, N samples, T frames (after subsampling), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import torch
+import yaml
+
+from asr.audio import AudioInput, as_waveform
+from asr.task import NARASRTask
+from nar.align import forced_align, spans_to_timestamps, token_spans
+from nar.ctc import ctc_greedy_search, ctc_prefix_beam_search
+
+logger = logging.getLogger(__name__)
+
+#: checkpoints looked for in a model directory, in this order, when none is given
+CHECKPOINT_ORDER = ("valid.loss.ave.pth", "valid.cer_ctc.ave.pth", "valid.loss.best.pth", "latest.pth")
+#: keys of config.yaml that building a model reads
+REQUIRED_CONFIG_KEYS = ("token_list", "model", "encoder", "encoder_conf", "frontend", "ctc_conf")
+#: frames per encoder frame for ESPnet's input layers
+SUBSAMPLING = {"conv2d": 4, "conv2d1": 1, "conv2d2": 2, "conv2d6": 6, "conv2d8": 8, "linear": 1, "embed": 1}
+SEARCHES = ("greedy", "beam")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One recognition result."""
+
+    text: str
+    tokens: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    score: float  # log-probability of the hypothesis (greedy: best path; beam: prefix score)
+    timestamps: tuple[tuple[float, float], ...]  # per token (start, end) in seconds
+
+
+def _find_checkpoint(model_dir: Path) -> Path:
+    for name in CHECKPOINT_ORDER:
+        if (model_dir / name).exists():
+            return model_dir / name
+    averaged = sorted(model_dir.glob("*.ave.pth"))
+    if averaged:
+        return averaged[0]
+    epochs = sorted(model_dir.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
+    if epochs:
+        return epochs[-1]
+    raise FileNotFoundError(
+        f"{model_dir}: no checkpoint found (looked for {', '.join(CHECKPOINT_ORDER)}, "
+        "*.ave.pth and N epoch.pth); pass model_file="
+    )
+
+
+def load_model_config(model_dir: Path) -> dict[str, Any]:
+    """Read and check ``model_dir/config.yaml`` (the resolved training config)."""
+    config_file = model_dir / "config.yaml"
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} is missing: is {model_dir} a training output dir?")
+    with config_file.open(encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: expected a YAML mapping, got {type(config).__name__}")
+    missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
+    if missing:
+        raise KeyError(f"{config_file}: missing key(s) {missing} needed to build the model")
+    if not isinstance(config["token_list"], list):
+        raise ValueError(f"{config_file}: token_list must be the inline list written by training")
+    stats = (config.get("normalize_conf") or {}).get("stats_file")
+    if stats and not Path(stats).exists():
+        local = model_dir / "feats_stats.npz"
+        if not local.exists():
+            raise FileNotFoundError(
+                f"{config_file}: normalize_conf.stats_file {stats} not found and no "
+                f"{local} beside the checkpoint"
+            )
+        # GlobalMVN's statistics are also stored in the checkpoint; the file only shapes it.
+        config["normalize_conf"]["stats_file"] = str(local)
+    return config
+
+
+def frame_shift_seconds(config: dict[str, Any]) -> float:
+    """Seconds per encoder output frame, from the frontend hop and the subsampling layer."""
+    fconf = config.get("frontend_conf") or {}
+    fs = fconf.get("fs", 16000)
+    fs = int(str(fs).rstrip("k")) * 1000 if str(fs).endswith("k") else int(fs)
+    hop = int(fconf.get("hop_length", 128))
+    layer = (config.get("encoder_conf") or {}).get("input_layer", "conv2d")
+    if layer not in SUBSAMPLING:
+        raise ValueError(f"unknown encoder input_layer {layer!r}; known: {sorted(SUBSAMPLING)}")
+    return hop * SUBSAMPLING[layer] / fs
+
+
+class Speech2Text:
+    """Recognise speech with a trained nar-speech CTC model.
+
+    Args:
+        model_dir: a training output directory (``config.yaml`` + checkpoints).
+        model_file: checkpoint to load (default: the first of :data:`CHECKPOINT_ORDER` found).
+        device: ``"cpu"`` or ``"cuda"``.
+        search: ``"greedy"`` (best path) or ``"beam"`` (CTC prefix beam search).
+        beam_size: beam width for ``search="beam"``.
+        nbest: hypotheses returned per input by :meth:`recognize_nbest`.
+        timestamps: compute per-token timestamps by CTC forced alignment of each hypothesis.
+    """
+
+    def __init__(
+        self,
+        model_dir: Union[str, Path],
+        model_file: Union[str, Path, None] = None,
+        device: str = "cpu",
+        search: str = "greedy",
+        beam_size: int = 10,
+        nbest: int = 1,
+        timestamps: bool = True,
+    ):
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        if beam_size < 1 or nbest < 1 or nbest > beam_size:
+            raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
+        self.model_dir = Path(model_dir)
+        config = load_model_config(self.model_dir)
+        model_file = Path(model_file) if model_file else _find_checkpoint(self.model_dir)
+        if not model_file.is_file():
+            raise FileNotFoundError(f"checkpoint {model_file} does not exist")
+        self.model = self._build(config, model_file, device)
+        self.model_file = model_file
+        self.config = config
+        self.device = torch.device(device)
+        self.token_list: list[str] = config["token_list"]
+        self.token_type = config.get("token_type", "char")
+        self.sample_rate = self._sample_rate(config)
+        self.frame_shift = frame_shift_seconds(config)
+        self.search, self.beam_size, self.nbest = search, beam_size, nbest
+        self.timestamps = timestamps
+        self.blank_id = getattr(self.model, "blank_id", 0)
+
+    @staticmethod
+    def _build(config: dict[str, Any], model_file: Path, device: str) -> torch.nn.Module:
+        parser = NARASRTask.get_parser()
+        args = parser.parse_args(["--token_list", "none"])  # defaults for keys the config omits
+        for key, value in config.items():
+            setattr(args, key, value)
+        model = NARASRTask.build_model(args)
+        state = torch.load(model_file, map_location="cpu")
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{model_file} does not match the model of config.yaml: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        return model.to(device).eval()
+
+    @staticmethod
+    def _sample_rate(config: dict[str, Any]) -> int:
+        fs = (config.get("frontend_conf") or {}).get("fs", 16000)
+        return int(str(fs).rstrip("k")) * 1000 if str(fs).endswith("k") else int(fs)
+
+    # ------------------------------------------------------------------ public API
+    def __call__(
+        self, inputs: Union[AudioInput, Sequence[AudioInput]], sample_rate: int | None = None
+    ) -> Union[Hypothesis, list[Hypothesis]]:
+        """Best hypothesis for one input (path, array or tensor) or a list of them (batched)."""
+        if isinstance(inputs, (list, tuple)):
+            return [nbest[0] for nbest in self.recognize_nbest(inputs, sample_rate)]
+        return self.recognize_nbest([inputs], sample_rate)[0][0]
+
+    @torch.no_grad()
+    def recognize_nbest(
+        self, inputs: Sequence[AudioInput], sample_rate: int | None = None
+    ) -> list[list[Hypothesis]]:
+        """The n-best hypotheses (best first) of each input, decoded as one padded batch."""
+        if len(inputs) == 0:
+            raise ValueError("inputs is empty: give at least one path, array or tensor")
+        wavs = [
+            as_waveform(x, self.sample_rate, sample_rate, name=f"inputs[{i}]")
+            for i, x in enumerate(inputs)
+        ]
+        log_probs, lengths = self.ctc_log_probs(wavs)
+        return self.decode_log_probs(log_probs, lengths)
+
+    def ctc_log_probs(self, wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mono waveforms at the model rate -> CTC log-probs (B, T, V) and lengths (B,).
+
+        Features are computed per item (an STFT's edge frames depend on what follows the
+        signal), then padded; the encoder ignores padding, so each item's result does not
+        depend on the batch it is in.
+        """
+        feats, lens = [], []
+        for wav in wavs:
+            x = wav.to(self.device)[None]
+            f, n = self.model.extract_feats(x, torch.tensor([x.size(1)], device=self.device))
+            feats.append(f[0, : int(n[0])])
+            lens.append(int(n[0]))
+        padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+        enc = self.model.encode_feats(padded, torch.tensor(lens, device=self.device))
+        return self.model.ctc_log_probs(enc), enc.lengths
+
+    def decode_log_probs(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        """Search and timestamps on CTC log-probs (B, T, V) with lengths (B,)."""
+        log_probs = log_probs.float().cpu()
+        lengths = lengths.cpu()
+        if self.search == "greedy":
+            res = ctc_greedy_search(log_probs, lengths, blank=self.blank_id)
+            candidates = [[(tuple(t), float(s))] for t, s in zip(res.tokens, res.scores)]
+        else:
+            beams = ctc_prefix_beam_search(
+                log_probs, lengths, beam_size=self.beam_size, blank=self.blank_id, nbest=self.nbest
+            )
+            candidates = [[(h.tokens, h.score) for h in hyps] for hyps in beams]
+        times = self._timestamps(log_probs, lengths, candidates) if self.timestamps else None
+        out = []
+        for b, hyps in enumerate(candidates):
+            out.append(
+                [
+                    Hypothesis(
+                        text=self.tokens_to_text(ids),
+                        tokens=tuple(self.token_list[i] for i in ids),
+                        token_ids=tuple(ids),
+                        score=score,
+                        timestamps=times[b][k] if times else (),
+                    )
+                    for k, (ids, score) in enumerate(hyps)
+                ]
+            )
+        return out
+
+    def _timestamps(self, log_probs, lengths, candidates) -> list[list[tuple]]:
+        """Forced-align every hypothesis (all of them in one batch) and convert spans to seconds."""
+        rows = [(b, k, ids) for b, hyps in enumerate(candidates) for k, (ids, _) in enumerate(hyps)]
+        result: list[list[tuple]] = [[() for _ in hyps] for hyps in candidates]
+        rows = [r for r in rows if len(r[2]) > 0]
+        if not rows:
+            return result
+        index = torch.tensor([b for b, _, _ in rows])
+        max_len = max(len(ids) for _, _, ids in rows)
+        targets = torch.ones(len(rows), max_len, dtype=torch.long)
+        for i, (_, _, ids) in enumerate(rows):
+            targets[i, : len(ids)] = torch.tensor(ids)
+        target_lengths = torch.tensor([len(ids) for _, _, ids in rows])
+        labels, scores = forced_align(
+            log_probs[index], lengths[index], targets, target_lengths, blank=self.blank_id
+        )
+        spans = token_spans(labels, lengths[index], scores, blank=self.blank_id)
+        for (b, k, _), item_spans in zip(rows, spans):
+            stamps = spans_to_timestamps(item_spans, self.frame_shift)
+            result[b][k] = tuple((round(s, 3), round(e, 3)) for s, e in stamps)
+        return result
+
+    def tokens_to_text(self, ids: Sequence[int]) -> str:
+        """Token ids to text: ``<space>`` (char) and ``▁`` (BPE) become spaces."""
+        pieces = [self.token_list[i] for i in ids]
+        pieces = [p for p in pieces if not (p.startswith("<") and p.endswith(">")) or p == "<space>"]
+        if self.token_type == "bpe":
+            return "".join(pieces).replace("\u2581", " ").strip()
+        return "".join(" " if p == "<space>" else p for p in pieces).strip()
+
+
+__all__ = ["Speech2Text", "Hypothesis", "load_model_config", "frame_shift_seconds"]

@@ -1,0 +1,129 @@
+"""The nar-speech ASR task: ESPnet's ``ASRTask`` with our models registered.
+
+Everything ESPnet's ``asr_train`` does (YAML configs, ``exp/`` layout, ``--ngpu`` and
+multi-node DDP, resume, checkpoint averaging, ``--collect_stats``) works unchanged; the
+``--model`` choice additionally accepts the nar-speech models:
+
+=========  =====================================================================
+``ctc``    encoder-only CTC with intermediate CTC and self-conditioning (default)
+``espnet`` ESPnet's hybrid CTC/attention encoder–decoder (the AR baseline)
+=========  =====================================================================
+
+ESPnet's own ``espnet``/``maskctc``/``pit_espnet`` models are built by ESPnet's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from espnet2.asr.ctc import CTC
+from espnet2.tasks import asr as espnet_asr
+from espnet2.tasks.asr import ASRTask
+from espnet2.train.class_choices import ClassChoices
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+
+from asr.models.ctc import CTCModel
+
+#: our model classes; the keys are the YAML ``model:`` names
+NAR_MODELS: dict[str, type] = {"ctc": CTCModel}
+
+model_choices = ClassChoices(
+    "model",
+    classes=dict(**NAR_MODELS, **espnet_asr.model_choices.classes),
+    type_check=AbsESPnetModel,
+    default="ctc",
+)
+
+
+def _replace_choices(choices_list: list[ClassChoices], new: ClassChoices) -> list[ClassChoices]:
+    return [new if c.name == new.name else c for c in choices_list]
+
+
+def read_token_list(token_list: str | list[str]) -> list[str]:
+    """A token list given as a file path (one token per line) or as a list."""
+    if isinstance(token_list, (list, tuple)):
+        return list(token_list)
+    path = Path(token_list)
+    if not path.is_file():
+        raise FileNotFoundError(f"token_list file {path} does not exist (run the token stage)")
+    tokens = [line.rstrip("\n") for line in path.open(encoding="utf-8")]
+    if not tokens:
+        raise ValueError(f"token_list file {path} is empty")
+    return tokens
+
+
+def build_encoder_stack(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
+    """Frontend, SpecAugment, normalisation, pre-/post-encoder, encoder and CTC head from args.
+
+    Shared by every nar-speech model so all of them read the same encoder configuration.
+    """
+    if args.input_size is None:
+        frontend = espnet_asr.frontend_choices.get_class(args.frontend)(**args.frontend_conf)
+        input_size = frontend.output_size()
+    else:
+        frontend, input_size = None, args.input_size
+    specaug = None
+    if args.specaug is not None:
+        specaug = espnet_asr.specaug_choices.get_class(args.specaug)(**args.specaug_conf)
+    normalize = None
+    if args.normalize is not None:
+        normalize = espnet_asr.normalize_choices.get_class(args.normalize)(**args.normalize_conf)
+    preencoder = None
+    if getattr(args, "preencoder", None) is not None:
+        cls = espnet_asr.preencoder_choices.get_class(args.preencoder)
+        preencoder = cls(**args.preencoder_conf)
+        input_size = preencoder.output_size()
+    if getattr(args, "encoder", None) is None:
+        raise ValueError("config: `encoder:` is required for nar-speech models")
+    encoder = espnet_asr.encoder_choices.get_class(args.encoder)(
+        input_size=input_size, **args.encoder_conf
+    )
+    out_size = encoder.output_size()
+    postencoder = None
+    if getattr(args, "postencoder", None) is not None:
+        cls = espnet_asr.postencoder_choices.get_class(args.postencoder)
+        postencoder = cls(input_size=out_size, **args.postencoder_conf)
+        out_size = postencoder.output_size()
+    ctc = CTC(odim=vocab_size, encoder_output_size=out_size, **args.ctc_conf)
+    return dict(
+        frontend=frontend,
+        specaug=specaug,
+        normalize=normalize,
+        preencoder=preencoder,
+        encoder=encoder,
+        postencoder=postencoder,
+        ctc=ctc,
+    )
+
+
+class NARASRTask(ASRTask):
+    """ESPnet's ASR task with the nar-speech model choices."""
+
+    class_choices_list = _replace_choices(list(ASRTask.class_choices_list), model_choices)
+
+    @classmethod
+    def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
+        model_name = getattr(args, "model", None) or model_choices.default
+        if model_name not in NAR_MODELS:
+            return super().build_model(args)
+        token_list = read_token_list(args.token_list)
+        # As in ESPnet: the token list is stored inline so config.yaml is self-contained.
+        args.token_list = token_list
+        if getattr(args, "decoder", None) is not None:
+            raise ValueError(
+                f"model '{model_name}' builds its own decoder; remove `decoder:` from the config"
+            )
+        logging.info(f"Vocabulary size: {len(token_list)}")
+        parts = build_encoder_stack(args, len(token_list))
+        model_class = model_choices.get_class(model_name)
+        model = model_class(
+            vocab_size=len(token_list), token_list=token_list, **parts, **args.model_conf
+        )
+        if args.init is not None:
+            from espnet2.torch_utils.initialize import initialize
+
+            initialize(model, args.init)
+        return model

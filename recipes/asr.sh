@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# nar-speech ASR recipe template (ESPnet egs2 shape). A corpus's run.sh sets options and calls it.
+#
+# Usage:
+#   ./run.sh                                   # every stage with the corpus's defaults
+#   ./run.sh --stage 5 --stop_stage 7          # train, decode and score only
+#   ./run.sh --asr_config conf/train_ctc_large.yaml --token_type bpe --nbpe 300
+#   ./run.sh --help                            # every option with its current value
+#
+# Stages:
+#   1 data preparation (local/data.sh)      2 format/dump: validate, absolute paths, durations
+#   3 token list (char or BPE)             4 statistics collection (shapes, feats mean/var)
+#   5 training (python -m asr.bin.train)   6 decoding of every test set and decode config
+#   7 scoring (WER/CER) and RESULTS.md
+set -euo pipefail
+recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
+. "${recipe_utils}/options.sh"
+
+usage_text "Usage: $0 [options]   (see the header of recipes/asr.sh)"
+opt stage 1 "first stage to run"
+opt stop_stage 100 "last stage to run"
+opt nj 2 "parallel jobs for data preparation"
+opt ngpu 0 "GPUs for training (0: CPU)"
+opt decode_device cpu "device for decoding: cpu or cuda"
+opt num_threads 2 "torch threads for training and decoding"
+opt train_set train "training data set name (under data/)"
+opt valid_set dev "validation data set name"
+opt test_sets "dev test" "space-separated evaluation sets"
+opt local_data_opts "" "options passed to local/data.sh"
+opt min_wav_duration 0.1 "drop training utterances shorter than this (seconds)"
+opt max_wav_duration 20 "drop training utterances longer than this (seconds)"
+opt token_type char "char or bpe"
+opt nbpe 300 "BPE vocabulary size (token_type bpe)"
+opt bpemode unigram "sentencepiece model type: unigram or bpe"
+opt asr_config "" "training config (YAML)" required
+opt asr_tag "" "experiment name (default: from the config name and token type)"
+opt asr_args "" "extra options for python -m asr.bin.train"
+opt feats_normalize global_mvn "global_mvn (needs the stats stage) or utterance_mvn"
+opt inference_configs "conf/decode_greedy.yaml" "space-separated decode configs"
+opt inference_batch_size 16 "utterances per decoding batch"
+opt results_title "" "section of RESULTS.md to write (default: the experiment tag)"
+opt dumpdir dump "directory for formatted data"
+opt expdir exp "directory for experiments"
+parse_opts "$@"
+require_opts
+
+if [ -f path.sh ]; then . ./path.sh; fi
+export OMP_NUM_THREADS=${num_threads}
+
+data_feats=${dumpdir}/raw
+token_listdir=data/token_list/${token_type}
+if [ "${token_type}" = bpe ]; then token_listdir=data/token_list/bpe_${bpemode}${nbpe}; fi
+token_list=${token_listdir}/tokens.txt
+bpemodel=none
+if [ "${token_type}" = bpe ]; then bpemodel=${token_listdir}/bpe.model; fi
+case "${token_type}" in char|bpe) ;; *) log "--token_type must be char or bpe, got '${token_type}'"; exit 2 ;; esac
+if [ -z "${asr_tag}" ]; then
+  asr_tag="$(basename "${asr_config}" .yaml)_${token_type}"
+  [ "${token_type}" = bpe ] && asr_tag+="${nbpe}"
+fi
+asr_exp=${expdir}/asr_${asr_tag}
+asr_stats_dir=${expdir}/asr_stats_${token_type}
+[ "${token_type}" = bpe ] && asr_stats_dir+="${nbpe}"
+# The command line that reproduces this run, for RESULTS.md.
+run_command="$0 $*"
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+  log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
+  # shellcheck disable=SC2086
+  local/data.sh --nj "${nj}" ${local_data_opts}
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  log "Stage 2: format data dirs into ${data_feats}"
+  for dset in ${train_set} ${valid_set} ${test_sets}; do
+    [ -d "${data_feats}/${dset}" ] && [ "${data_feats}/${dset}/.done" -nt "data/${dset}/text" ] && continue
+    _opts=""
+    if [ "${dset}" = "${train_set}" ]; then
+      _opts="--min_duration ${min_wav_duration} --max_duration ${max_wav_duration}"
+    fi
+    # shellcheck disable=SC2086
+    python -m asr.bin.format_data --src "data/${dset}" --dst "${data_feats}/${dset}" ${_opts}
+  done
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  log "Stage 3: token list (${token_type}) in ${token_listdir}"
+  mkdir -p "${token_listdir}"
+  if [ "${token_type}" = bpe ]; then
+    cut -f 2- -d " " "${data_feats}/${train_set}/text" > "${token_listdir}/train.txt"
+    python -m espnet2.bin.spm_train --input="${token_listdir}/train.txt" --vocab_size="${nbpe}" \
+      --model_type="${bpemode}" --model_prefix="${token_listdir}/bpe" \
+      --character_coverage=1.0 --input_sentence_size=100000000
+  fi
+  python -m espnet2.bin.tokenize_text --token_type "${token_type}" --bpemodel "${bpemodel}" \
+    --input "${data_feats}/${train_set}/text" --output "${token_list}" --field 2- \
+    --cleaner none --g2p none --write_vocabulary true \
+    --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'
+fi
+
+train_data_opts=(
+  --token_type "${token_type}" --token_list "${token_list}" --bpemodel "${bpemodel}"
+  --non_linguistic_symbols none --cleaner none --g2p none
+  --train_data_path_and_name_and_type "${data_feats}/${train_set}/wav.scp,speech,sound"
+  --train_data_path_and_name_and_type "${data_feats}/${train_set}/text,text,text"
+  --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/wav.scp,speech,sound"
+  --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/text,text,text"
+  --frontend_conf fs=16k --num_workers 0 --use_matplotlib false --use_tensorboard false
+)
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  log "Stage 4: statistics collection into ${asr_stats_dir}"
+  mkdir -p "${asr_stats_dir}"
+  python -m asr.bin.train --collect_stats true --config "${asr_config}" "${train_data_opts[@]}" \
+    --train_shape_file "${data_feats}/${train_set}/wav.scp" \
+    --valid_shape_file "${data_feats}/${valid_set}/wav.scp" \
+    --output_dir "${asr_stats_dir}" --ngpu 0 > "${asr_stats_dir}/collect_stats.log" 2>&1 \
+    || { log "statistics collection failed; see ${asr_stats_dir}/collect_stats.log"; tail -n 20 "${asr_stats_dir}/collect_stats.log"; exit 1; }
+  ntok=$(wc -l < "${token_list}")
+  for s in train valid; do
+    awk -v N="${ntok}" '{ print $0 "," N }' "${asr_stats_dir}/${s}/text_shape" \
+      > "${asr_stats_dir}/${s}/text_shape.${token_type}"
+  done
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+  log "Stage 5: training ${asr_exp} (log: ${asr_exp}/train.log)"
+  mkdir -p "${asr_exp}"
+  _norm=(--normalize "${feats_normalize}")
+  if [ "${feats_normalize}" = global_mvn ]; then
+    _norm+=(--normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz")
+  fi
+  # shellcheck disable=SC2086
+  python -m asr.bin.train --config "${asr_config}" "${train_data_opts[@]}" "${_norm[@]}" \
+    --train_shape_file "${asr_stats_dir}/train/speech_shape" \
+    --train_shape_file "${asr_stats_dir}/train/text_shape.${token_type}" \
+    --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
+    --valid_shape_file "${asr_stats_dir}/valid/text_shape.${token_type}" \
+    --resume true --output_dir "${asr_exp}" --ngpu "${ngpu}" ${asr_args} \
+    > "${asr_exp}/train.log" 2>&1 \
+    || { log "training failed; see ${asr_exp}/train.log"; tail -n 30 "${asr_exp}/train.log"; exit 1; }
+  if [ "${feats_normalize}" = global_mvn ]; then
+    # beside the checkpoint, so the model directory is self-contained for inference
+    cp "${asr_stats_dir}/train/feats_stats.npz" "${asr_exp}/feats_stats.npz"
+  fi
+  grep -E "[0-9]+epoch results" "${asr_exp}/train.log" | tail -n 3 || true
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+  for inference_config in ${inference_configs}; do
+    inference_tag=decode_$(basename "${inference_config}" .yaml)
+    for dset in ${test_sets}; do
+      _dir=${asr_exp}/${inference_tag}/${dset}
+      log "Stage 6: decoding ${dset} with ${inference_config} into ${_dir}"
+      python -m asr.bin.decode --model_dir "${asr_exp}" --data_dir "${data_feats}/${dset}" \
+        --output_dir "${_dir}" --config "${inference_config}" \
+        --batch_size "${inference_batch_size}" --device "${decode_device}" --num_threads "${num_threads}"
+    done
+  done
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+  log "Stage 7: scoring"
+  for inference_config in ${inference_configs}; do
+    inference_tag=decode_$(basename "${inference_config}" .yaml)
+    for dset in ${test_sets}; do
+      _dir=${asr_exp}/${inference_tag}/${dset}
+      python -m asr.bin.score --ref "${data_feats}/${dset}/text" --hyp "${_dir}/text" \
+        --output_dir "${_dir}/score"
+    done
+  done
+  python -m asr.bin.results --exp_dir "${expdir}" --exps "$(basename "${asr_exp}")" \
+    --output RESULTS.md --title "${results_title:-${asr_tag}}" --command "${run_command}"
+  cat RESULTS.md
+fi
+log "Successfully finished (stages ${stage}-${stop_stage})"

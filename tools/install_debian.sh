@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the Debian packages nar-speech needs (corpus synthesis, phonemes, real test audio).
+# Usage: bash tools/install_debian.sh        # as root: apt-get installs what is missing
+# Prints nothing to do when everything is present; never touches installed packages.
+set -euo pipefail
+pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+      sox libsox-fmt-all fortunes fortune-mod bible-kjv pocketsphinx-testdata)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install_debian.sh: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+    echo "install_debian.sh: not root and no sudo; install as root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
