@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Data preparation for synth_en: a synthetic English corpus from Debian's offline TTS
+# engines (python -m asr.data.synth_en) and real human speech for sanity checks
+# (python -m asr.data.real). Run from the recipe directory (egs/synth_en/asr1).
+#
+# Usage:
+#   local/data.sh                                   # 1 h of training audio, 200 dev, 200 test
+#   local/data.sh --train_hours 10 --nj 8 --seed 1
+#   local/data.sh --synth_opts "--engine_shares espeak=0.5,flite=0.3,festival=0.2"
+#
+# Writes data/{train,dev,test,test_real} (Kaldi data dirs); audio under --synth_dir
+# (default downloads/synth_en/<options>, so other options never clash with a finished build).
+# Needs Debian packages espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k
+# festvox-us-slt-hts sox fortunes bible-kjv pocketsphinx-testdata.
+set -euo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/../../../../recipes/utils/options.sh"
+
+usage_text "Usage: $0 [options]   (see the header of $0)"
+opt train_hours 1 "hours of synthetic training audio (estimated when planning)"
+opt dev_utts 200 "dev utterances (training voices, unseen sentences)"
+opt test_utts 200 "test utterances (held-out voices, unseen sentences)"
+opt nj 2 "parallel synthesis processes"
+opt seed 0 "random seed: same seed, same corpus (byte-identical audio)"
+opt synth_dir "" "where the corpus is synthesised (default downloads/synth_en/<options>)"
+opt synth_opts "" "extra options for python -m asr.data.synth_en (e.g. --voices ...)"
+opt datadir data "where the data dirs are written"
+parse_opts "$@"
+
+if [ -f path.sh ]; then . ./path.sh; fi
+if [ -z "${synth_dir}" ]; then
+  synth_dir=downloads/synth_en/h${train_hours}_dev${dev_utts}_test${test_utts}_seed${seed}
+fi
+
+log "Synthesising into ${synth_dir} (train ${train_hours} h, dev ${dev_utts}, test ${test_utts}, seed ${seed}, nj ${nj})"
+# shellcheck disable=SC2086
+python -m asr.data.synth_en --out "${synth_dir}" --train_hours "${train_hours}" \
+    --dev_utts "${dev_utts}" --test_utts "${test_utts}" --nj "${nj}" --seed "${seed}" \
+    ${synth_opts}
+
+for x in train dev test; do
+  mkdir -p "${datadir}/${x}"
+  rm -f "${datadir}/${x}/segments" "${datadir}/${x}/feats.scp"
+  for f in wav.scp text utt2spk spk2utt utt2dur; do
+    cp "${synth_dir}/${x}/${f}" "${datadir}/${x}/${f}"
+  done
+done
+
+log "Preparing ${datadir}/test_real from pocketsphinx-testdata"
+python -m asr.data.real --out "${datadir}/test_real"
+
+for x in train dev test test_real; do
+  python -c "import sys; from asr.data.kaldi import validate_data_dir; validate_data_dir(sys.argv[1])" \
+      "${datadir}/${x}"
+  log "${datadir}/${x}: $(wc -l < "${datadir}/${x}/text") utterances, $(wc -l < "${datadir}/${x}/spk2utt") speakers"
+done
+log "Corpus statistics: ${synth_dir}/stats.json"
