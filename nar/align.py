@@ -1,0 +1,366 @@
+"""CTC alignment: batched Viterbi forced alignment, token spans, CASS-NAT trigger masks and
+error-based alignment sampling (ESA).
+
+Dimension legend: B batch, T frames, L tokens, V vocabulary (blank included), S = 2L + 1 CTC
+states (blank, y1, blank, y2, ..., yL, blank), N samples per utterance.
+
+Frame alignments are (B, T) integer label tensors with ``lengths`` (B,); padded frames hold
+``blank``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from nar.ctc import check_lengths, check_log_probs, check_tensor, collapse_mask
+from nar.masking import Generators, uniform_noise
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """A token of a frame alignment: frames ``[start, end)`` and ``score``, the mean of the given
+    frame scores over the span (mean log-prob for the scores of :func:`forced_align`; NaN when no
+    frame scores were given)."""
+
+    token: int
+    start: int
+    end: int
+    score: float
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+# --------------------------------------------------------------------------------------------
+# Forced alignment
+# --------------------------------------------------------------------------------------------
+def _check_targets(log_probs: Tensor, lengths: Tensor, targets, target_lengths, blank: int):
+    """Validate targets (B, L) / target_lengths (B,); return int64 copies on the device."""
+    check_tensor(targets, "targets", 2, "int", "(B, L)")
+    batch, frames, vocab = log_probs.shape
+    if targets.shape[0] != batch:
+        raise ValueError(f"targets must have batch size {batch}, got shape {tuple(targets.shape)}")
+    target_lengths = check_lengths(target_lengths, batch, targets.shape[1], "target_lengths",
+                                   device=log_probs.device)
+    targets = targets.to(device=log_probs.device, dtype=torch.long)
+    valid = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
+    bad = valid & ((targets < 0) | (targets >= vocab))
+    if bool(bad.any()):
+        b, i = bad.nonzero()[0].tolist()
+        raise ValueError(f"targets must be in [0, {vocab}), got targets[{b}, {i}] = {int(targets[b, i])}")
+    bad = valid & (targets == blank)
+    if bool(bad.any()):
+        b, i = bad.nonzero()[0].tolist()
+        raise ValueError(f"targets must not contain the blank index {blank}, found at targets[{b}, {i}]")
+    prev = torch.cat([targets.new_full((batch, 1), -1), targets[:, :-1]], 1)
+    repeats = (valid & (targets == prev)).sum(1)  # (B,)
+    need = target_lengths + repeats
+    short = need > lengths
+    if bool(short.any()):
+        b = int(short.nonzero()[0])
+        raise ValueError(
+            f"targets[{b}] cannot be aligned: it needs at least {int(need[b])} frames "
+            f"({int(target_lengths[b])} tokens + {int(repeats[b])} repeats) but lengths[{b}] = "
+            f"{int(lengths[b])}")
+    return targets, target_lengths
+
+
+def _emissions(log_probs: Tensor, states: Tensor, num_states: Tensor) -> Tensor:
+    """(T, S, B) log-prob of each CTC state's label per frame; -inf for padded states."""
+    frames = log_probs.shape[1]
+    index = states[:, None, :].expand(-1, frames, -1)  # (B, T, S)
+    emit = log_probs.gather(2, index)  # (B, T, S)
+    pad_state = torch.arange(states.shape[1], device=states.device) >= num_states[:, None]
+    emit = emit.masked_fill(pad_state[:, None, :], -math.inf)
+    return emit.permute(1, 2, 0).contiguous()  # (T, S, B)
+
+
+def _viterbi_forward(emit: Tensor, skip_penalty: Optional[Tensor]):
+    """Max-product recursion over (T, S, B) emissions.
+
+    Returns ``scores`` (T, S + 2, B) with two leading -inf pad rows, ``from_prev`` (T, S, B) bool
+    (best predecessor is state s - 1) and ``from_skip`` (T, L, B) bool (odd state s came from
+    s - 2). Ties prefer staying, then s - 1, then s - 2, as torchaudio's CPU kernel does.
+    """
+    frames, num_states, batch = emit.shape
+    scores = emit.new_full((frames, num_states + 2, batch), -math.inf)  # (T, S + 2, B)
+    scores[0, 2:4] = emit[0, :2]  # a path starts in the first blank or the first token
+    from_prev = torch.zeros((frames, num_states, batch), dtype=torch.bool, device=emit.device)
+    from_skip = torch.zeros((frames, num_states // 2, batch), dtype=torch.bool, device=emit.device)
+    # Per-frame views (made once, so the loop only runs arithmetic kernels).
+    stay = scores[:, 2:].unbind(0)  # state s        (S, B)
+    prev = scores[:, 1:-1].unbind(0)  # state s - 1  (S, B)
+    skip = scores[:, 1:num_states:2].unbind(0)  # state s - 2 for odd s  (L, B)
+    emits, fp, fs = emit.unbind(0), from_prev.unbind(0), from_skip.unbind(0)
+    best = emit.new_empty((num_states, batch))
+    best_odd = best[1::2]  # (L, B) view
+    skip_buf = emit.new_empty((num_states // 2, batch))
+    for t in range(1, frames):
+        torch.maximum(stay[t - 1], prev[t - 1], out=best)
+        torch.gt(prev[t - 1], stay[t - 1], out=fp[t])
+        cand = skip[t - 1]
+        if skip_penalty is not None:
+            cand = torch.add(cand, skip_penalty, out=skip_buf)
+        torch.gt(cand, best_odd, out=fs[t])
+        torch.maximum(best_odd, cand, out=best_odd)
+        torch.add(best, emits[t], out=stay[t])
+    return scores, from_prev, from_skip
+
+
+def _viterbi_backtrace(scores, from_prev, from_skip, lengths, num_states) -> Tensor:
+    """(T, B) best state per frame, traced back from each item's last frame."""
+    frames, _, batch = from_prev.shape
+    device = from_prev.device
+    step = from_prev.to(torch.int8)  # (T, S, B) how far back the best predecessor is
+    step[:, 1::2].masked_fill_(from_skip, 2)
+    beyond = torch.arange(frames, device=device)[:, None, None] >= lengths[None, None, :]
+    step.masked_fill_(beyond, 0)  # frames past an item's end keep its final state
+    items = torch.arange(batch, device=device)
+    last_t = (lengths - 1).clamp(min=0)
+    end_blank = scores[last_t, num_states + 1, items]  # state S_b - 1 (+2 pad rows)
+    end_label = scores[last_t, num_states.clamp(min=2), items]  # state S_b - 2
+    # torchaudio takes the final blank only when it is strictly better.
+    final = torch.where((end_blank > end_label) | (num_states == 1), num_states - 1, num_states - 2)
+    path = torch.empty((frames, 1, batch), dtype=torch.long, device=device)
+    rows, steps = path.unbind(0), step.unbind(0)
+    if frames:
+        rows[frames - 1].copy_(final[None, :])
+    for t in range(frames - 1, 0, -1):
+        torch.sub(rows[t], steps[t].gather(0, rows[t]), out=rows[t - 1])
+    return path[:, 0]  # (T, B)
+
+
+def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
+                 blank: int = 0) -> tuple[Tensor, Tensor]:
+    """Batched Viterbi (max-product) CTC forced alignment.
+
+    Vectorised over the batch and the 2L + 1 CTC states (one loop over frames for the forward
+    pass and one for the backtrace, each a few tensor operations). For every item the path is
+    exactly that of ``torchaudio.functional.forced_align`` on that item alone (same float
+    arithmetic, same tie rule: a state keeps its own predecessor unless s - 1 is strictly
+    better, and takes s - 2 only if strictly better than both; at the last frame the final
+    blank is taken only if strictly better than the last token).
+
+    Args:
+        log_probs (Tensor): (B, T, V) frame log-probabilities.
+        lengths (Tensor): (B,) valid frames per utterance.
+        targets (Tensor): (B, L) integer label sequences, padded (padding is ignored).
+        target_lengths (Tensor): (B,) valid labels per utterance.
+        blank (int): index of the blank label; targets must not contain it.
+
+    Returns:
+        (labels, frame_scores): ``labels`` (B, T) int64, the label of every frame (``blank`` on
+        padded frames); ``frame_scores`` (B, T), the log-prob of that label (0 on padded frames).
+
+    Raises:
+        ValueError: bad shapes/values, targets containing ``blank``, an item whose frames cannot
+            hold its targets (T_b < L_b + number of repeated neighbours), or an item whose every
+            alignment has probability zero.
+    """
+    lengths = check_log_probs(log_probs, lengths, blank)
+    targets, target_lengths = _check_targets(log_probs, lengths, targets, target_lengths, blank)
+    batch, frames, _ = log_probs.shape
+    max_l = targets.shape[1]
+    num_states = 2 * target_lengths + 1  # (B,)
+    states = targets.new_full((batch, 2 * max_l + 1), blank)  # (B, S) label of each state
+    states[:, 1::2] = targets.masked_fill(targets < 0, blank)
+    emit = _emissions(log_probs, states, num_states)  # (T, S, B)
+    skip_penalty = None
+    in_target = torch.arange(1, max_l, device=targets.device) < target_lengths[:, None]
+    repeat = (targets[:, 1:] == targets[:, :-1]) & in_target  # (B, L - 1): no s-2 jump there
+    if bool(repeat.any()):
+        penalty = torch.zeros((max_l, batch), dtype=emit.dtype, device=emit.device)
+        penalty[1:] = torch.where(repeat.T, -math.inf, 0.0)
+        skip_penalty = penalty
+    scores, from_prev, from_skip = _viterbi_forward(emit, skip_penalty)
+    last_t = (lengths - 1).clamp(min=0)
+    items = torch.arange(batch, device=log_probs.device)
+    end = torch.maximum(scores[last_t, num_states + 1, items], scores[last_t, num_states, items])
+    dead = (end == -math.inf) & (lengths > 0)
+    if bool(dead.any()):
+        b = int(dead.nonzero()[0])
+        raise ValueError(f"log_probs[{b}] gives every alignment of targets[{b}] probability 0")
+    path = _viterbi_backtrace(scores, from_prev, from_skip, lengths, num_states)  # (T, B)
+    labels = states.T.gather(0, path).T  # (B, T)
+    valid = torch.arange(frames, device=log_probs.device) < lengths[:, None]
+    labels = labels.masked_fill(~valid, blank)
+    frame_scores = log_probs.gather(2, labels[:, :, None])[:, :, 0].masked_fill(~valid, 0.0)
+    return labels, frame_scores
+
+
+# --------------------------------------------------------------------------------------------
+# Spans and timestamps
+# --------------------------------------------------------------------------------------------
+def _check_alignment(labels, lengths, blank: int) -> Tensor:
+    check_tensor(labels, "labels", 2, "int", "(B, T)")
+    if labels.shape[0] == 0:
+        raise ValueError(f"labels is an empty batch (shape {tuple(labels.shape)})")
+    if isinstance(blank, bool) or not isinstance(blank, int):
+        raise TypeError(f"blank must be an int, got {type(blank).__name__}")
+    return check_lengths(lengths, labels.shape[0], labels.shape[1], device=labels.device)
+
+
+def token_spans(labels: Tensor, lengths: Tensor, frame_scores: Optional[Tensor] = None,
+                blank: int = 0) -> list:
+    """Merge a frame alignment into token spans (runs of one non-blank label).
+
+    Args:
+        labels (Tensor): (B, T) frame alignment (e.g. from :func:`forced_align`).
+        lengths (Tensor): (B,) valid frames.
+        frame_scores (Tensor, optional): (B, T) per-frame scores; a span's score is their mean.
+        blank (int): blank label.
+
+    Returns:
+        list[list[TokenSpan]]: per utterance, the spans in time order (as torchaudio's
+        ``merge_tokens``), with frames ``[start, end)``.
+    """
+    lengths = _check_alignment(labels, lengths, blank)
+    batch, frames = labels.shape
+    labels = labels.long()
+    starts = collapse_mask(labels, lengths, blank)  # (B, T)
+    nxt = torch.cat([labels[:, 1:], labels.new_full((batch, 1), blank)], 1)
+    valid = torch.arange(frames, device=labels.device) < lengths[:, None]
+    last_frame = torch.arange(frames, device=labels.device) == (lengths - 1)[:, None]
+    ends = valid & (labels != blank) & ((labels != nxt) | last_frame)  # (B, T) last frame of span
+    means = None
+    if frame_scores is not None:
+        check_tensor(frame_scores, "frame_scores", 2, "float", "(B, T)")
+        if frame_scores.shape != labels.shape:
+            raise ValueError(f"frame_scores must have shape {tuple(labels.shape)}, "
+                             f"got {tuple(frame_scores.shape)}")
+        csum = torch.cat([frame_scores.new_zeros((batch, 1), dtype=torch.float64),
+                          frame_scores.double().masked_fill(~valid, 0.0).cumsum(1)], 1)
+        means = csum  # (B, T + 1) prefix sums of the frame scores
+    out = []
+    for b in range(batch):
+        s_idx = starts[b].nonzero()[:, 0].tolist()
+        e_idx = (ends[b].nonzero()[:, 0] + 1).tolist()
+        toks = labels[b, s_idx].tolist() if s_idx else []
+        if means is None:
+            scores = [math.nan] * len(s_idx)
+        else:
+            scores = [(means[b, e] - means[b, s]).item() / (e - s) for s, e in zip(s_idx, e_idx)]
+        out.append([TokenSpan(tok, s, e, sc) for tok, s, e, sc in zip(toks, s_idx, e_idx, scores)])
+    return out
+
+
+def spans_to_timestamps(spans: list, frame_shift: float) -> list:
+    """Convert token spans to ``(start_seconds, end_seconds)`` given the frame shift in seconds."""
+    if not isinstance(frame_shift, (int, float)) or isinstance(frame_shift, bool) or frame_shift <= 0:
+        raise ValueError(f"frame_shift must be a positive number of seconds, got {frame_shift!r}")
+    for span in spans:
+        if not isinstance(span, TokenSpan):
+            raise TypeError(f"spans must hold TokenSpan items, got {type(span).__name__}")
+    return [(span.start * frame_shift, span.end * frame_shift) for span in spans]
+
+
+# --------------------------------------------------------------------------------------------
+# CASS-NAT trigger masks
+# --------------------------------------------------------------------------------------------
+def _check_widen(left, right) -> None:
+    for name, value in (("left", left), ("right", right)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def trigger_mask(labels: Tensor, lengths: Tensor, left: int = 0, right: int = 0,
+                 blank: int = 0) -> tuple[Tensor, Tensor]:
+    """CASS-NAT trigger mask: which frames each token (and the end-of-sentence slot) may attend.
+
+    Tokens are the runs of one non-blank label in ``labels``; let ``s_u`` be the first frame of
+    token u. Slot u < L_b covers frames ``s_{u-1} < t <= s_u`` (slot 0 starts at frame 0), so the
+    slots partition the utterance; slot L_b, the end-of-sentence slot, covers the frames after
+    ``s_{L_b - 1}`` and always includes the last valid frame. Each slot is then widened by
+    ``left`` frames before and ``right`` frames after (within the valid frames).
+
+    Args:
+        labels (Tensor): (B, T) frame alignment (forced alignment, greedy path or ESA sample).
+        lengths (Tensor): (B,) valid frames; items must have at least one frame.
+        left (int), right (int): widening in frames.
+        blank (int): blank label.
+
+    Returns:
+        (mask, token_lengths): ``mask`` (B, L + 1, T) bool with L = max tokens in the batch
+        (rows beyond ``token_lengths[b]`` are all False); ``token_lengths`` (B,) int64, the
+        number of tokens L_b (each item uses L_b + 1 rows, the last for end of sentence).
+    """
+    lengths = _check_alignment(labels, lengths, blank)
+    _check_widen(left, right)
+    if bool((lengths == 0).any()):
+        raise ValueError(f"lengths must be >= 1 for trigger_mask, got lengths[{int((lengths == 0).nonzero()[0])}] = 0")
+    batch, frames = labels.shape
+    device = labels.device
+    starts = collapse_mask(labels.long(), lengths, blank)  # (B, T)
+    counts = starts.sum(1)  # (B,)
+    max_l = int(counts.max())
+    rank = starts.long().cumsum(1) - 1  # (B, T) token index of each start frame
+    first = torch.full((batch, max_l + 1), frames, dtype=torch.long, device=device)
+    frame_idx = torch.arange(frames, device=device).expand(batch, -1)
+    first.scatter_(1, rank.clamp(min=0).masked_fill(~starts, max_l), frame_idx.masked_fill(~starts, frames))
+    # slot u covers [first[u-1] + 1, first[u]]; the eos slot ends at the last valid frame.
+    lo = torch.cat([first.new_zeros((batch, 1)), first[:, :-1] + 1], 1)  # (B, L + 1)
+    hi = first.clone()
+    slot = torch.arange(max_l + 1, device=device)[None, :]
+    is_eos = slot == counts[:, None]
+    hi = torch.where(is_eos, lengths[:, None] - 1, hi)
+    lo = torch.where(is_eos, torch.minimum(lo, lengths[:, None] - 1), lo)
+    lo, hi = lo - left, hi + right
+    t = torch.arange(frames, device=device)[None, None, :]
+    mask = (t >= lo[..., None]) & (t <= hi[..., None]) & (t < lengths[:, None, None])
+    mask &= (slot <= counts[:, None])[..., None]
+    return mask, counts
+
+
+# --------------------------------------------------------------------------------------------
+# Error-based alignment sampling (ESA)
+# --------------------------------------------------------------------------------------------
+def error_based_sampling(log_probs: Tensor, lengths: Tensor, num: int = 16, threshold: float = 0.9,
+                         blank: int = 0, generator: Generators = None) -> tuple[Tensor, Tensor]:
+    """Sample ``num`` frame alignments per utterance from CTC's top-2 at uncertain frames.
+
+    Copy 0 of every utterance is exactly the greedy path. In copies 1..num-1 each valid frame
+    whose greedy probability ``exp(max log_probs)`` is below ``threshold`` takes the best or the
+    second-best label with probability 1/2 each; confident frames never change.
+
+    Args:
+        log_probs (Tensor): (B, T, V) CTC log-probabilities (V >= 2).
+        lengths (Tensor): (B,) valid frames.
+        num (int): alignments per utterance (N).
+        threshold (float): probability below which a frame is resampled.
+        blank (int): blank label.
+        generator: ``None``, a ``torch.Generator``, or a sequence of B generators (one per
+            utterance: then each utterance's samples do not depend on the rest of the batch).
+
+    Returns:
+        (labels, token_counts): ``labels`` (B * N, T) int64 in item-major order (row
+        ``b * N + n`` is copy n of utterance b, so ``labels.view(B, N, T)``; padded frames
+        ``blank``); ``token_counts`` (B * N,) number of tokens of each copy.
+    """
+    lengths = check_log_probs(log_probs, lengths, blank)
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be a positive int, got {num!r}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    batch, frames, vocab = log_probs.shape
+    if vocab < 2:
+        raise ValueError(f"log_probs needs V >= 2 to sample from the top 2, got V = {vocab}")
+    top_v, top_i = log_probs.topk(2, dim=-1)  # (B, T, 2)
+    greedy = log_probs.argmax(-1)  # first maximum on ties, as ctc_greedy_search
+    second = torch.where(top_i[..., 0] == greedy, top_i[..., 1], top_i[..., 0])
+    valid = torch.arange(frames, device=log_probs.device) < lengths[:, None]  # (B, T)
+    uncertain = (top_v[..., 0].exp() < threshold) & valid  # (B, T)
+    noise = uniform_noise((batch, frames, num - 1), lengths, generator, device=log_probs.device)
+    flip = (noise < 0.5) & uncertain[..., None]  # (B, T, N - 1)
+    copies = torch.where(flip, second[..., None], greedy[..., None])  # (B, T, N - 1)
+    labels = torch.cat([greedy[..., None], copies], 2).permute(0, 2, 1)  # (B, N, T)
+    labels = labels.masked_fill(~valid[:, None, :], blank).reshape(batch * num, frames)
+    rep_lengths = lengths.repeat_interleave(num)  # (B * N,)
+    counts = collapse_mask(labels, rep_lengths, blank).sum(1)
+    return labels, counts
