@@ -1,0 +1,244 @@
+"""asr.data.synth_en: a tiny corpus is valid, held-out, deterministic, resumable, idempotent."""
+
+import filecmp
+import itertools
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr.data import synth_en as se
+from asr.data.kaldi import read_data_dir, read_kaldi_map, validate_data_dir
+from asr.data.text import MissingToolError, Sentence, filter_sentences
+
+TOOLS = ("espeak-ng", "flite", "festival", "sox")
+needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
+                                 reason="espeak-ng, flite, festival or sox not installed")
+TINY = dict(train_hours=0.005, dev_utts=3, test_utts=3, seed=0)
+
+
+def _sentences(n=60):
+    adjs = "quiet brave gentle clever hungry sleepy proud lucky".split()
+    nouns = "farmer sailor river garden teacher kitten castle window".split()
+    verbs = "watched painted followed carried remembered visited".split()
+    raw = [("fake", f"The {a} {n} {v} the old {m} today.")
+           for a, n, v, m in itertools.product(adjs, nouns, verbs, nouns) if n != m]
+    return filter_sentences(raw[::37][:n])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("synth") / "a")
+    stats = se.build_corpus(out, nj=2, sentences=_sentences(), **TINY)
+    return out, stats
+
+
+def _wavs(out):
+    found = {}
+    for root, _, files in os.walk(os.path.join(out, "wav")):
+        for name in files:
+            found[os.path.relpath(os.path.join(root, name), out)] = os.path.join(root, name)
+    return found
+
+
+def _same_corpus(a, b):
+    for split in se.SPLITS:
+        for name in ("text", "utt2spk", "spk2utt", "utt2dur"):
+            assert filecmp.cmp(os.path.join(a, split, name), os.path.join(b, split, name),
+                               shallow=False), (split, name)
+        scp_a = {k: os.path.relpath(v, a) for k, v in read_kaldi_map(f"{a}/{split}/wav.scp").items()}
+        scp_b = {k: os.path.relpath(v, b) for k, v in read_kaldi_map(f"{b}/{split}/wav.scp").items()}
+        assert scp_a == scp_b
+    wa, wb = _wavs(a), _wavs(b)
+    assert sorted(wa) == sorted(wb) and wa
+    for rel in wa:
+        assert filecmp.cmp(wa[rel], wb[rel], shallow=False), rel
+
+
+@needs_tools
+def test_tiny_corpus_valid_with_every_engine(corpus):
+    out, stats = corpus
+    for split in se.SPLITS:
+        validate_data_dir(os.path.join(out, split))
+    assert set(stats["splits"]["train"]) == {"all", "espeak", "flite", "festival"}
+    assert set(stats["splits"]["test"]) == {"all", "espeak", "flite", "festival"}
+    for path in _wavs(out).values():
+        info = sf.info(path)
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+        assert info.frames > 1600
+    assert not [p for p in _wavs(out) if not p.endswith(".wav")]
+
+
+@needs_tools
+def test_splits_disjoint_in_voices_and_sentences(corpus):
+    out, _ = corpus
+    d = {s: read_data_dir(os.path.join(out, s)) for s in se.SPLITS}
+    train_spk = set(d["train"].spk2utt) | set(d["dev"].spk2utt)
+    assert not set(d["test"].spk2utt) & train_spk
+    train_v, test_v = se.default_voices()
+    assert set(d["test"].spk2utt) <= {v.speaker for v in test_v}
+    texts = {s: set(d[s].text.values()) for s in se.SPLITS}
+    for a, b in itertools.combinations(se.SPLITS, 2):
+        assert not texts[a] & texts[b], (a, b)
+
+
+@needs_tools
+def test_deterministic_whatever_nj(corpus, tmp_path):
+    out, _ = corpus
+    other = str(tmp_path / "b")
+    se.build_corpus(other, nj=1, sentences=_sentences(), **TINY)
+    _same_corpus(out, other)
+
+
+@needs_tools
+def test_idempotent_and_options_checked(corpus):
+    out, stats = corpus
+    mtimes = {p: os.stat(p).st_mtime_ns for p in _wavs(out).values()}
+    assert se.build_corpus(out, nj=2, sentences=_sentences(), **TINY) == stats
+    assert mtimes == {p: os.stat(p).st_mtime_ns for p in _wavs(out).values()}
+    with pytest.raises(ValueError, match=r"built with other options \(seed\)"):
+        se.build_corpus(out, nj=2, sentences=_sentences(), **{**TINY, "seed": 1})
+
+
+@needs_tools
+def test_resume_after_deleting_wavs_and_sentinels(corpus, tmp_path):
+    out, _ = corpus
+    copy = str(tmp_path / "c")
+    se.build_corpus(copy, nj=2, sentences=_sentences(), **TINY)
+    train = read_kaldi_map(os.path.join(copy, "train", "wav.scp"))
+    victims = sorted(train)[:2]
+    for utt in victims:
+        os.remove(train[utt])
+        with open(os.path.join(os.path.dirname(train[utt]), f".{utt}.wav.part"), "wb") as f:
+            f.write(b"RIFF truncated")  # what a kill during sox leaves behind
+    os.remove(os.path.join(copy, ".state", "train.done"))
+    for name in os.listdir(os.path.join(copy, ".state", "train")):
+        os.remove(os.path.join(copy, ".state", "train", name))
+    se.build_corpus(copy, nj=2, sentences=_sentences(), **TINY)
+    _same_corpus(out, copy)
+    assert all(os.path.exists(train[utt]) for utt in victims)
+
+
+@needs_tools
+def test_crash_midway_then_rerun_finishes(corpus, tmp_path, monkeypatch):
+    out, _ = corpus
+    crashed = str(tmp_path / "d")
+    real_chunk, calls = se.synthesize_chunk, []
+
+    def crash_after_one(chunk, out_dir):
+        if calls:
+            raise KeyboardInterrupt("simulated kill")
+        calls.append(1)
+        return real_chunk(chunk, out_dir)
+
+    monkeypatch.setattr(se, "synthesize_chunk", crash_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        se.build_corpus(crashed, nj=1, sentences=_sentences(), **TINY)
+    done = _wavs(crashed)
+    assert done and not os.path.exists(os.path.join(crashed, ".state", "test.done"))
+    reference = _wavs(out)
+    assert all(filecmp.cmp(done[r], reference[r], shallow=False) for r in done)
+    monkeypatch.setattr(se, "synthesize_chunk", real_chunk)
+    se.build_corpus(crashed, nj=1, sentences=_sentences(), **TINY)
+    _same_corpus(out, crashed)
+
+
+def test_plan_shares_heldout_and_prefix_stable():
+    sents = [Sentence(f"sentence number {w} is here", f"sentence number {w} is here.", "x")
+             for w in map(_word, range(3000))]
+    train_v, test_v = se.default_voices()
+    plan = se.plan_corpus(sents, train_v, test_v, 0.5, 50, 60, seed=3)
+    assert plan == se.plan_corpus(sents, train_v, test_v, 0.5, 50, 60, seed=3)
+    secs = {e: sum(u.est_dur for u in plan["train"] if u.engine == e) for e in se.ENGINES}
+    total = sum(secs.values())
+    assert 1800 <= total < 1800 + 10
+    for engine, share in se.DEFAULT_SHARES.items():
+        assert abs(secs[engine] / total - share) < 0.01
+    assert {u.speaker for u in plan["test"]} <= {v.speaker for v in test_v}
+    assert {u.speaker for u in plan["dev"]} <= {v.speaker for v in train_v}
+    assert len({u.text for s in plan.values() for u in s}) == sum(map(len, plan.values()))
+    bigger = se.plan_corpus(sents, train_v, test_v, 1.0, 50, 60, seed=3)
+    assert bigger["train"][:0] == [] and set(plan["train"]) <= set(bigger["train"])
+    assert bigger["test"] == plan["test"] and bigger["dev"] == plan["dev"]
+    other_seed = se.plan_corpus(sents, train_v, test_v, 0.5, 50, 60, seed=4)
+    assert other_seed["test"] != plan["test"]
+    jobs = se.assign_jobs(plan["train"], 3)
+    assert sorted(u.utt_id for j in jobs for u in j) == sorted(u.utt_id for u in plan["train"])
+
+
+def _word(i):
+    letters = "abcdefghij"
+    return "w" + "".join(letters[int(c)] for c in str(i))
+
+
+def test_voice_catalogue_heldout_combos():
+    train_v, test_v = se.default_voices()
+    assert not {v.spec for v in train_v} & {v.spec for v in test_v}
+    held_espeak = [v.name.split("+") for v in test_v if v.engine == "espeak"]
+    train_accents = {v.name.split("+")[0] for v in train_v if v.engine == "espeak"}
+    train_variants = {v.name.split("+")[1] for v in train_v if v.engine == "espeak"}
+    assert held_espeak and all(a in train_accents and b in train_variants for a, b in held_espeak)
+    assert {v.spec for v in test_v if v.engine != "espeak"} == {"flite:rms", "festival:ked_diphone"}
+    speakers = [v.speaker for v in train_v + test_v]
+    assert len(set(speakers)) == len(speakers)
+    assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyz0123456789_") for s in speakers)
+
+
+def test_bad_options():
+    train_v, test_v = se.default_voices()
+    with pytest.raises(ValueError, match="must be '<engine>:<name>'"):
+        se.parse_voice("mbrola:us1")
+    with pytest.raises(ValueError, match="held-out test voices also in the training voices"):
+        se.plan_corpus(_sentences(), train_v, train_v[:1], 0.001, 1, 1, seed=0)
+    with pytest.raises(ValueError, match="needs more sentences"):
+        se.plan_corpus(_sentences(), train_v, test_v, 10.0, 1, 1, seed=0)
+
+
+def test_missing_program_names_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError, match=r"'sox' not found: install the Debian package 'sox'"):
+        se.check_tools([se.parse_voice("espeak:en-us+m1")])
+
+
+@needs_tools
+def test_unknown_voices_rejected():
+    with pytest.raises(ValueError, match="espeak variant 'nosuch'"):
+        se.check_tools([se.parse_voice("espeak:en-us+nosuch")])
+    with pytest.raises(ValueError, match="flite voice 'flite:nosuch' unknown"):
+        se.check_tools([se.parse_voice("flite:nosuch")])
+    with pytest.raises(ValueError, match="festival voice 'festival:nosuch' unknown"):
+        se.check_tools([se.parse_voice("festival:nosuch")])
+
+
+@needs_tools
+def test_silent_and_empty_output_dropped(tmp_path, monkeypatch, caplog):
+    out = str(tmp_path / "e")
+    utt = se._make_utt(0, se.parse_voice("espeak:en-us+m1"), 7, _sentences()[0])
+    raw = str(tmp_path / "raw.wav")
+    sf.write(raw, np.zeros(1600), 16000)
+    assert se._finish(utt, raw, out) == "silent audio"
+    sf.write(raw, np.zeros(0), 16000)
+    assert se._finish(utt, raw, out) == "empty audio"
+    monkeypatch.setattr(se, "_engine_command",
+                        lambda u, r: ["sox", "-n", "-r", "16000", r, "trim", "0", "0.5"])
+    assert se.synthesize_chunk([utt], out) == {utt.utt_id: "silent audio"}
+    assert "dropped" in caplog.text and not os.path.exists(se.wav_path(out, utt))
+
+
+@needs_tools
+def test_cli(tmp_path, capsys):
+    assert se.main(["--list_voices"]) == 0
+    assert "flite:rms\tflite_rms" in capsys.readouterr().out
+    out = str(tmp_path / "cli")
+    assert se.main(["--out", out, "--train_hours", "0.002", "--dev_utts", "1", "--test_utts",
+                    "1", "--nj", "1", "--text_sources", "fortunes", "--voices",
+                    "espeak:en-us+m1", "flite:kal16", "--test_voices", "espeak:en-gb+f2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["test"]["espeak"]["speakers"] == 1
+    with open(os.path.join(out, "meta", "train.tsv")) as f:
+        header = f.readline().split("\t")
+    assert header[:3] == ["utt_id", "speaker", "engine"]
+    assert se.main(["--out", out, "--seed", "5", "--text_sources", "fortunes"]) == 1
