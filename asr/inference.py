@@ -152,11 +152,7 @@ class Speech2Text:
 
     @staticmethod
     def _build(config: dict[str, Any], model_file: Path, device: str) -> torch.nn.Module:
-        parser = NARASRTask.get_parser()
-        args = parser.parse_args(["--token_list", "none"])  # defaults for keys the config omits
-        for key, value in config.items():
-            setattr(args, key, value)
-        model = NARASRTask.build_model(args)
+        model = NARASRTask.build_model_from_dict(config)
         state = torch.load(model_file, map_location="cpu")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

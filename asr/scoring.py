@@ -86,12 +86,12 @@ def score(refs: dict[str, str], hyps: dict[str, str]) -> tuple[ScoreReport, str]
     words = jiwer.process_words(ref_text, hyp_text)
     chars = jiwer.process_characters(ref_text, hyp_text)
     report = ScoreReport(len(keys), _counts(words), _counts(chars), missing)
-    alignment = jiwer.visualize_alignment(words, show_measures=False)
-    # jiwer numbers sentences from 0; put the utterance ids in instead
+    alignment = jiwer.visualize_alignment(words, show_measures=False, skip_correct=False)
+    # put the utterance ids in place of jiwer's sentence numbers
     lines = []
     for line in alignment.splitlines():
         if line.startswith("=== SENTENCE "):
-            idx = int(line.split()[2])
+            idx = int(line.split()[2]) - 1  # jiwer counts sentences from 1
             line = f"=== {keys[idx]} ==="
         lines.append(line)
     return report, "\n".join(lines) + "\n"

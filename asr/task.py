@@ -105,6 +105,17 @@ class NARASRTask(ASRTask):
     class_choices_list = _replace_choices(list(ASRTask.class_choices_list), model_choices)
 
     @classmethod
+    def build_model_from_dict(cls, config: dict[str, Any]) -> AbsESPnetModel:
+        """Build a model from a (resolved or partial) config mapping, as in config.yaml.
+
+        Keys the mapping omits take the defaults of ``python -m asr.bin.train``.
+        """
+        args = cls.get_parser().parse_args(["--token_list", "none"])
+        for key, value in config.items():
+            setattr(args, key, value)
+        return cls.build_model(args)
+
+    @classmethod
     def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
         model_name = getattr(args, "model", None) or model_choices.default
         if model_name not in NAR_MODELS:
