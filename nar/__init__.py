@@ -3,3 +3,46 @@
 Depends on torch and torchaudio only. Dimension legend used throughout:
 B batch, T frames, L tokens, K codebooks, V vocabulary, D model dim.
 """
+
+from nar.align import (
+    TokenSpan,
+    error_based_sampling,
+    forced_align,
+    spans_to_timestamps,
+    token_spans,
+    trigger_mask,
+)
+from nar.cif import CIFOutput, cif, fire_timestamps, quantity_loss, token_count
+from nar.ctc import (
+    CTCGreedyResult,
+    CTCHypothesis,
+    ctc_greedy_search,
+    ctc_prefix_beam_search,
+)
+from nar.mask_predict import DecodeStep, MaskPredictConfig, mask_predict
+from nar.masking import glancing_mask, schedule, span_mask, uniform_mask
+
+__all__ = [
+    "CIFOutput",
+    "CTCGreedyResult",
+    "CTCHypothesis",
+    "DecodeStep",
+    "MaskPredictConfig",
+    "TokenSpan",
+    "cif",
+    "ctc_greedy_search",
+    "ctc_prefix_beam_search",
+    "error_based_sampling",
+    "fire_timestamps",
+    "forced_align",
+    "glancing_mask",
+    "mask_predict",
+    "quantity_loss",
+    "schedule",
+    "span_mask",
+    "spans_to_timestamps",
+    "token_count",
+    "token_spans",
+    "trigger_mask",
+    "uniform_mask",
+]
