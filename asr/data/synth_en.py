@@ -224,6 +224,8 @@ def _assign(seed: int, split: str, voices: Sequence[Voice], shares: Mapping[str,
             ) -> list[Utterance]:
     """Give sentences to engines by deficit of estimated seconds, to voices round-robin."""
     by_engine = {e: [v for v in voices if v.engine == e] for e in ENGINES}
+    if any(v < 0 for v in shares.values()):
+        raise ValueError(f"{split}: engine shares must be >= 0, got {dict(shares)}")
     engines = [e for e in ENGINES if by_engine[e] and shares.get(e, 0) > 0]
     if not engines:
         raise ValueError(f"{split}: no voice of an engine with a positive share {dict(shares)}")
@@ -557,14 +559,7 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
               "text": list(text_sources) if sentences is None else
               [len(sentences), sentences[0].text if sentences else ""]}
     state = os.path.join(out, ".state")
-    config_path = os.path.join(state, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            previous = json.load(f)
-        if previous != json.loads(json.dumps(config)):
-            changed = sorted(k for k in config if previous.get(k) != json.loads(json.dumps(config[k])))
-            raise ValueError(f"{out} was built with other options ({', '.join(changed)}); "
-                             "use another --out or delete it")
+    _check_config(out, config)
     if all(os.path.exists(os.path.join(state, f"{s}.done")) for s in SPLITS):
         logger.info("%s is complete (%s): nothing to do", out, os.path.join(state, "*.done"))
         with open(os.path.join(out, "stats.json")) as f:
@@ -575,32 +570,50 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
     logger.info("%d sentences available", len(sentences))
     plan = plan_corpus(sentences, train_v, test_v, train_hours, dev_utts, test_utts, seed,
                        shares or DEFAULT_SHARES, test_shares)
-    _write_json(config_path, config)
+    _write_json(os.path.join(state, "config.json"), config)
     stats_path = os.path.join(out, "stats.json")
-    stats = {"sentences": len(sentences), "splits": {}, "speed": {}}
+    stats = {"sentences": len(sentences), "splits": {}, "speed": {}, "dropped": {}}
     if os.path.exists(stats_path):
         with open(stats_path) as f:
             stats = json.load(f)
     for split in ("test", "dev", "train"):
-        if os.path.exists(os.path.join(state, f"{split}.done")):
-            continue
-        start, cpu_start = time.perf_counter(), _cpu_seconds()
-        dropped = synthesize_split(out, split, plan[split], nj)
-        rows = write_split(out, split, plan[split], dropped)
-        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-        audio = sum(r["duration"] for r in rows)
-        stats["splits"][split] = split_stats(rows)
-        stats["speed"][split] = {"audio_sec": round(audio, 1), "wall_sec": round(wall, 1),
-                                 "cpu_sec": round(cpu, 1), "nj": nj,
-                                 "x_real_time": round(audio / wall, 1),
-                                 "x_real_time_per_cpu": round(audio / max(cpu, 1e-3), 1)}
-        stats["dropped"] = {**stats.get("dropped", {}), **dropped}
-        _write_json(stats_path, stats)
-        logger.info("%s: %d utterances, %.3f h, %d dropped; %.0f s of audio in %.0f s wall, "
-                    "%.0f s CPU (%.0fx real time, nj=%d)", split, len(rows), audio / 3600,
-                    len(dropped), audio, wall, cpu, audio / wall, nj)
-        _write_json(os.path.join(state, f"{split}.done"), {"utts": len(rows)})
+        if not os.path.exists(os.path.join(state, f"{split}.done")):
+            _build_split(out, split, plan[split], nj, stats)
+            _write_json(stats_path, stats)
+            _write_json(os.path.join(state, f"{split}.done"), stats["speed"][split])
     return stats
+
+
+def _check_config(out: str, config: Mapping) -> None:
+    """Refuse to continue a build made with other options (its utterances would differ)."""
+    path = os.path.join(out, ".state", "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        previous = json.load(f)
+    config = json.loads(json.dumps(config))  # tuples → lists, as stored
+    changed = sorted(k for k in set(config) | set(previous) if previous.get(k) != config.get(k))
+    if changed:
+        raise ValueError(f"{out} was built with other options ({', '.join(changed)}); "
+                         "use another --out or delete it")
+
+
+def _build_split(out: str, split: str, utts: Sequence[Utterance], nj: int, stats: dict) -> None:
+    """Synthesise and write one split; record its statistics and speed in ``stats``."""
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    dropped = synthesize_split(out, split, utts, nj)
+    rows = write_split(out, split, utts, dropped)
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    audio = sum(r["duration"] for r in rows)
+    stats["splits"][split] = split_stats(rows)
+    stats["speed"][split] = {"audio_sec": round(audio, 1), "wall_sec": round(wall, 1),
+                             "cpu_sec": round(cpu, 1), "nj": nj,
+                             "x_real_time": round(audio / wall, 1),
+                             "x_real_time_per_cpu": round(audio / max(cpu, 1e-3), 1)}
+    stats["dropped"].update(dropped)
+    logger.info("%s: %d utterances, %.3f h, %d dropped; %.0f s of audio in %.0f s wall, "
+                "%.0f s CPU (%.0fx real time, nj=%d)", split, len(rows), audio / 3600,
+                len(dropped), audio, wall, cpu, audio / wall, nj)
 
 
 def _cpu_seconds() -> float:
@@ -626,7 +639,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_hours", type=float, default=1.0)
     parser.add_argument("--dev_utts", type=int, default=200)
     parser.add_argument("--test_utts", type=int, default=200)
-    parser.add_argument("--nj", type=int, default=2, help="parallel processes")
+    parser.add_argument("--nj", type=int, default=2, help="parallel synthesis workers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--voices", nargs="+", help="train/dev voices, e.g. espeak:en-us+f3 "
                         "flite:slt festival:kal_diphone (default: the built-in catalogue)")
