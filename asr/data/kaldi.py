@@ -65,7 +65,7 @@ def read_kaldi_map(path: str, allow_empty_value: bool = False) -> dict[str, str]
             line = line.rstrip("\n")
             if not line.strip():
                 raise DataDirError(f"{path}:{lineno}: empty line")
-            key, _, value = line.strip().partition(" ")
+            key, value = (line.split(None, 1) + [""])[:2]
             value = value.strip()
             if key in mapping:
                 raise DataDirError(f"{path}:{lineno}: duplicate key {key!r}")

@@ -52,7 +52,8 @@ _ALLOWED = re.compile(r"[A-Za-z\s.,;:?!'\"()\-]*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')])\s+")
 _CLAUSE_END = re.compile(r"(?<=[;:])\s+")
 _VERSE_REF = re.compile(r"^[1-3]?[A-Za-z]+\d+:\d+\s+")
-_ROMAN = re.compile(r"\b(?=[MDCLXVI]{2,}\b)M*(?:C[MD]|D?C{0,3})(?:X[CL]|L?X{0,3})(?:I[XV]|V?I{0,3})\b")
+_CAPS_ROMAN_LETTERS = re.compile(r"\b[MDCLXVI]{2,}\b")
+_ROMAN = re.compile(r"M{0,4}(?:C[MD]|D?C{0,3})(?:X[CL]|L?X{0,3})(?:I[XV]|V?I{0,3})")
 _VOWEL = re.compile(r"[aeiouy]")
 # Lower-cased words the engines expand or spell (checked after normalisation).
 ABBREVIATIONS = frozenset(
@@ -107,7 +108,8 @@ def speakable_text(s: str) -> str:
 
 def clean_sentence(raw: str) -> str | None:
     """Return the speakable form of ``raw`` if it passes the corpus filter, else ``None``."""
-    if not _ALLOWED.fullmatch(raw) or _ROMAN.search(raw):
+    if not _ALLOWED.fullmatch(raw) or any(
+            _ROMAN.fullmatch(w) for w in _CAPS_ROMAN_LETTERS.findall(raw)):
         return None
     words = normalize_text(raw).split()
     if not MIN_WORDS <= len(words) <= MAX_WORDS:

@@ -59,6 +59,15 @@ def test_clean_sentence_rejects(raw):
     assert clean_sentence(raw) is None
 
 
+@pytest.mark.parametrize("raw", [
+    "The CIVIL war was a long one.",                 # capitals, but not a Roman numeral
+    "O LORD, hear my prayer and my cry.",
+    "I think I can do it now.",
+])
+def test_clean_sentence_keeps(raw):
+    assert clean_sentence(raw) == raw.lower()
+
+
 def test_clean_sentence_keeps_speakable_punctuation():
     speakable = clean_sentence('"Well," said the King -- "it isn\'t so."')
     assert speakable == "well, said the king it isn't so."
