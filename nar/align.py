@@ -80,26 +80,38 @@ def _emissions(log_probs: Tensor, states: Tensor, num_states: Tensor) -> Tensor:
     return emit.permute(1, 2, 0).contiguous()  # (T, S, B)
 
 
-def _viterbi_forward(emit: Tensor, skip_penalty: Optional[Tensor]):
-    """Max-product recursion over (T, S, B) emissions.
-
-    Returns ``scores`` (T, S + 2, B) with two leading -inf pad rows, ``from_prev`` (T, S, B) bool
-    (best predecessor is state s - 1) and ``from_skip`` (T, L, B) bool (odd state s came from
-    s - 2). Ties prefer staying, then s - 1, then s - 2, as torchaudio's CPU kernel does.
-    """
+def _viterbi_buffers(emit: Tensor):
+    """Score history (T, S + 2, B) with two leading -inf pad rows, and pointer bits."""
     frames, num_states, batch = emit.shape
-    scores = emit.new_full((frames, num_states + 2, batch), -math.inf)  # (T, S + 2, B)
+    scores = emit.new_full((frames, num_states + 2, batch), -math.inf)
     scores[0, 2:4] = emit[0, :2]  # a path starts in the first blank or the first token
     from_prev = torch.zeros((frames, num_states, batch), dtype=torch.bool, device=emit.device)
     from_skip = torch.zeros((frames, num_states // 2, batch), dtype=torch.bool, device=emit.device)
+    return scores, from_prev, from_skip
+
+
+def _viterbi_forward(emit: Tensor, skip_penalty: Optional[Tensor], exact_ties: bool):
+    """Max-product recursion over (T, S, B) emissions.
+
+    Returns ``scores`` (T, S + 2, B), ``from_prev`` (T, S, B) bool (the best predecessor of
+    state s is s - 1) and ``from_skip`` (T, L, B) bool (odd state s came from s - 2).
+    Pointer rule (torchaudio 2.9 CPU kernel): s - 2 if strictly better than s and s - 1;
+    s - 1 if strictly better than s and s - 2; otherwise stay. With ``exact_ties=False`` the
+    case "s - 1 ties s - 2 and both beat s" takes the maximum instead of staying; the two agree
+    unless that exact tie occurs (see :func:`_has_stay_tie`).
+    """
+    frames, num_states, batch = emit.shape
+    scores, from_prev, from_skip = _viterbi_buffers(emit)
     # Per-frame views (made once, so the loop only runs arithmetic kernels).
     stay = scores[:, 2:].unbind(0)  # state s        (S, B)
     prev = scores[:, 1:-1].unbind(0)  # state s - 1  (S, B)
     skip = scores[:, 1:num_states:2].unbind(0)  # state s - 2 for odd s  (L, B)
+    stay_odd, prev_odd = scores[:, 3::2].unbind(0), scores[:, 2:-1:2].unbind(0)  # (L, B)
     emits, fp, fs = emit.unbind(0), from_prev.unbind(0), from_skip.unbind(0)
+    fp_odd = from_prev[:, 1::2].unbind(0)  # (L, B)
     best = emit.new_empty((num_states, batch))
     best_odd = best[1::2]  # (L, B) view
-    skip_buf = emit.new_empty((num_states // 2, batch))
+    skip_buf, tmp = emit.new_empty((num_states // 2, batch)), emit.new_empty((num_states // 2, batch))
     for t in range(1, frames):
         torch.maximum(stay[t - 1], prev[t - 1], out=best)
         torch.gt(prev[t - 1], stay[t - 1], out=fp[t])
@@ -107,9 +119,26 @@ def _viterbi_forward(emit: Tensor, skip_penalty: Optional[Tensor]):
         if skip_penalty is not None:
             cand = torch.add(cand, skip_penalty, out=skip_buf)
         torch.gt(cand, best_odd, out=fs[t])
-        torch.maximum(best_odd, cand, out=best_odd)
+        if exact_ties:
+            torch.maximum(stay_odd[t - 1], cand, out=tmp)
+            torch.gt(prev_odd[t - 1], tmp, out=fp_odd[t])
+            torch.where(fp_odd[t], prev_odd[t - 1], stay_odd[t - 1], out=best_odd)
+            torch.where(fs[t], cand, best_odd, out=best_odd)
+        else:
+            torch.maximum(best_odd, cand, out=best_odd)
         torch.add(best, emits[t], out=stay[t])
     return scores, from_prev, from_skip
+
+
+def _has_stay_tie(scores: Tensor, skip_penalty: Optional[Tensor]) -> bool:
+    """Whether some odd state saw ``x1 == x2 > x0`` (s - 1 and s - 2 tie above staying)."""
+    num_states = scores.shape[1] - 2
+    prior = scores[:-1]  # (T - 1, S + 2, B) scores entering frames 1..T-1
+    x0, x1 = prior[:, 3::2], prior[:, 2:num_states + 1:2]  # odd s, s - 1   (T - 1, L, B)
+    x2 = prior[:, 1:num_states:2]  # s - 2
+    if skip_penalty is not None:
+        x2 = x2 + skip_penalty
+    return bool(((x1 == x2) & (x1 > x0)).any())
 
 
 def _viterbi_backtrace(scores, from_prev, from_skip, lengths, num_states) -> Tensor:
@@ -141,10 +170,14 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
 
     Vectorised over the batch and the 2L + 1 CTC states (one loop over frames for the forward
     pass and one for the backtrace, each a few tensor operations). For every item the path is
-    exactly that of ``torchaudio.functional.forced_align`` on that item alone (same float
-    arithmetic, same tie rule: a state keeps its own predecessor unless s - 1 is strictly
-    better, and takes s - 2 only if strictly better than both; at the last frame the final
-    blank is taken only if strictly better than the last token).
+    exactly that of ``torchaudio.functional.forced_align`` 2.9 (CPU) on that item alone: same
+    float arithmetic in the input dtype, same tie rule. Tie rule: entering state s, the
+    predecessor s - 2 is taken if strictly better than both s and s - 1, s - 1 if strictly
+    better than both s and s - 2, otherwise the path stays in s; at the last frame the final
+    blank is taken only if strictly better than the last token. Note the torchaudio quirk this
+    reproduces: when s - 1 and s - 2 tie exactly and both beat s, the path stays in s with the
+    lower score, so on such exact ties the path can score below the best one (it never happens
+    without exact float ties).
 
     Args:
         log_probs (Tensor): (B, T, V) frame log-probabilities.
@@ -177,7 +210,9 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
         penalty = torch.zeros((max_l, batch), dtype=emit.dtype, device=emit.device)
         penalty[1:] = torch.where(repeat.T, -math.inf, 0.0)
         skip_penalty = penalty
-    scores, from_prev, from_skip = _viterbi_forward(emit, skip_penalty)
+    scores, from_prev, from_skip = _viterbi_forward(emit, skip_penalty, exact_ties=False)
+    if _has_stay_tie(scores, skip_penalty):  # rare exact ties: rerun with torchaudio's rule
+        scores, from_prev, from_skip = _viterbi_forward(emit, skip_penalty, exact_ties=True)
     last_t = (lengths - 1).clamp(min=0)
     items = torch.arange(batch, device=log_probs.device)
     end = torch.maximum(scores[last_t, num_states + 1, items], scores[last_t, num_states, items])
