@@ -460,6 +460,9 @@ def synthesize_split(out: str, split: str, utts: Sequence[Utterance], nj: int) -
              for chunk in _chunks(job)]
     left = {j: sum(1 for k, _ in tasks if k == j) for j in range(nj)}
     job_dropped: dict[int, dict[str, str]] = {j: {} for j in range(nj)}
+    for j in range(nj):
+        if not jobs[j] and not os.path.exists(sentinels[j]):  # more jobs than utterances
+            _write_json(sentinels[j], {"utts": 0, "dropped": {}})
     bar = _progress_bar(len(utts), split)
     bar.update(len(utts) - sum(len(c) for _, c in tasks))
 
