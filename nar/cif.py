@@ -7,7 +7,8 @@ Integration runs on the float64 cumulative sum ``c`` of the weights ``alphas``: 
 receives, from frame t, the part of ``[c_{t-1}, c_t)`` that overlaps ``[u * threshold,
 (u + 1) * threshold)``, and fires at the first frame with ``c_t >= (u + 1) * threshold``. A frame
 may therefore close one token and start the next, or (alphas above the threshold) close several.
-float32 cumulative sums drift on long inputs and fire at the wrong frames; float64 does not.
+The sum is kept in float64: stored in float32, a long cumulative sum is rounded to a grid
+coarser than the weights' own precision and fires at wrong frames (or one token too many).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def _embeddings(hidden: Tensor, csum: Tensor, lengths: Tensor, counts: Tensor, t
     if bool((spill > 0).any()):
         b, t = (spill > 0).nonzero().unbind(1)  # only the frames that close a token
         h = hidden[b, t]  # (N, D)
-        extra = int(math.ceil(float(spill.max()) / threshold))
+        extra = int(math.ceil(float(spill.detach().max()) / threshold))
         for j in range(1, extra + 1):
             tok = token[b, t] + j
             lo = tok.double() * threshold
