@@ -25,6 +25,7 @@ def tiny_config(**encoder_overrides) -> dict:
         attention_dropout_rate=0.0,
         input_layer="linear",
         cnn_module_kernel=5,
+        rel_pos_type="latest",  # ESPnet's legacy relative positions depend on the padded length
         interctc_layer_idx=[1],
         interctc_use_conditioning=True,
     )

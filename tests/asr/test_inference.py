@@ -1,0 +1,114 @@
+"""asr.Speech2Text on the model of the tiny recipe run: batching, inputs, errors."""
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+from asr import Speech2Text
+from asr.data.kaldi import AudioFileError, read_kaldi_map
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_recipe):
+    return tiny_recipe / "exp/asr_train_tiny_char"
+
+
+@pytest.fixture(scope="module")
+def wavs(tiny_recipe):
+    scp = read_kaldi_map(str(tiny_recipe / "dump/raw/test/wav.scp"))
+    return [p for _, p in sorted(scp.items())][:4]
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_batch_equals_items(model_dir, wavs, search):
+    s2t = Speech2Text(model_dir, search=search, beam_size=4)
+    batch = s2t(wavs)
+    for path, hyp in zip(wavs, batch):
+        alone = s2t(path)
+        assert alone.token_ids == hyp.token_ids
+        assert alone.timestamps == hyp.timestamps
+        assert alone.score == pytest.approx(hyp.score, abs=1e-3)
+    log_probs, lengths = s2t.ctc_log_probs([torch.from_numpy(soundfile.read(p, dtype="float32")[0]) for p in wavs])
+    for b, path in enumerate(wavs):
+        one, n = s2t.ctc_log_probs([torch.from_numpy(soundfile.read(path, dtype="float32")[0])])
+        assert int(n[0]) == int(lengths[b])
+        torch.testing.assert_close(log_probs[b, : int(n[0])], one[0], atol=1e-4, rtol=1e-4)
+
+
+def test_inputs_path_array_tensor_agree(model_dir, wavs):
+    s2t = Speech2Text(model_dir)
+    samples, rate = soundfile.read(wavs[0], dtype="float32")
+    assert rate == s2t.sample_rate
+    a, b, c = s2t([wavs[0], samples, torch.from_numpy(samples)])
+    assert a.token_ids == b.token_ids == c.token_ids
+    int16 = (samples * 32767).astype(np.int16)
+    assert s2t(int16).token_ids == s2t(int16.astype(np.float32) / 32768).token_ids
+
+
+def test_hypothesis_fields(model_dir, wavs):
+    hyp = Speech2Text(model_dir)(wavs[0])
+    assert len(hyp.tokens) == len(hyp.token_ids) == len(hyp.timestamps)
+    for (s, e), (s2, _) in zip(hyp.timestamps, hyp.timestamps[1:]):
+        assert 0 <= s < e <= s2 + 1e-9
+    nbest = Speech2Text(model_dir, search="beam", beam_size=4, nbest=3).recognize_nbest([wavs[0]])[0]
+    assert 1 <= len(nbest) <= 3
+    assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
+
+
+def test_other_sample_rate_is_resampled_with_a_warning(model_dir, wavs, tmp_path, caplog):
+    s2t = Speech2Text(model_dir)
+    samples, rate = soundfile.read(wavs[0], dtype="float32")
+    path8k = tmp_path / "x8k.wav"
+    import torchaudio.functional as AF
+
+    soundfile.write(path8k, AF.resample(torch.from_numpy(samples), rate, 8000).numpy(), 8000)
+    with caplog.at_level(logging.WARNING):
+        s2t(str(path8k))
+        s2t(samples[::2].copy(), sample_rate=8000)
+    assert str(path8k) in caplog.text and "resampl" in caplog.text.lower()
+
+
+def test_bad_inputs_name_the_input(model_dir, tmp_path):
+    s2t = Speech2Text(model_dir)
+    with pytest.raises(AudioFileError, match="nope.wav"):
+        s2t(str(tmp_path / "nope.wav"))
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all")
+    with pytest.raises(AudioFileError, match="junk.wav"):
+        s2t(str(junk))
+    stereo = tmp_path / "stereo.wav"
+    soundfile.write(stereo, np.random.default_rng(0).normal(size=(16000, 2)).astype(np.float32) * 0.1, 16000)
+    with pytest.raises(AudioFileError, match="stereo.wav.*channels"):
+        s2t(str(stereo))
+    with pytest.raises(ValueError, match=r"inputs\[1\].*all zeros"):
+        s2t([np.ones(1600, np.float32) * 0.1, np.zeros(1600, np.float32)])
+    with pytest.raises(ValueError, match="NaN"):
+        s2t(np.full(1600, np.nan, np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        s2t(np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="mono"):
+        s2t(np.ones((2, 1600), np.float32))
+    with pytest.raises(ValueError, match="inputs is empty"):
+        s2t([])
+
+
+def test_bad_model_dirs(model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Speech2Text(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    config = yaml.safe_load((broken / "config.yaml").read_text())
+    del config["encoder_conf"]
+    (broken / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(KeyError, match="encoder_conf"):
+        Speech2Text(broken)
+    (broken / "config.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        Speech2Text(broken)
+    with pytest.raises(ValueError, match="search"):
+        Speech2Text(model_dir, search="viterbi")

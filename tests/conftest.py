@@ -1,0 +1,70 @@
+"""Shared fixtures: one tiny end-to-end run of the synth_en recipe, reused by several tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_TRAIN = """\
+# a tiny configuration for tests: every stage runs, nothing is expected to be learned
+model: ctc
+model_conf:
+    interctc_weight: 0.3
+frontend: default
+frontend_conf: {n_fft: 512, hop_length: 160, win_length: 400, n_mels: 40}
+encoder: conformer
+encoder_conf:
+    output_size: 32
+    attention_heads: 2
+    linear_units: 64
+    num_blocks: 2
+    dropout_rate: 0.0
+    input_layer: conv2d
+    cnn_module_kernel: 5
+    rel_pos_type: latest
+    interctc_layer_idx: [1]
+    interctc_use_conditioning: true
+batch_type: folded
+batch_size: 8
+max_epoch: 2
+best_model_criterion: [[valid, loss, min]]
+keep_nbest_models: 2
+optim: adam
+optim_conf: {lr: 0.001}
+"""
+
+
+def recipe_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["OMP_NUM_THREADS"] = "2"
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory) -> Path:
+    """egs/synth_en/asr1 laid out in a temporary tree and run through every stage, tiny."""
+    top = tmp_path_factory.mktemp("tree")
+    (top / "recipes").symlink_to(ROOT / "recipes")
+    recipe = top / "egs" / "synth_en" / "asr1"
+    shutil.copytree(ROOT / "egs" / "synth_en" / "asr1", recipe,
+                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS.md"))
+    (recipe / "conf" / "train_tiny.yaml").write_text(TINY_TRAIN)
+    cmd = [
+        "./run.sh", "--asr_config", "conf/train_tiny.yaml",
+        "--local_data_opts", "--train_hours 0.01 --dev_utts 4 --test_utts 4",
+        "--inference_configs", "conf/decode_greedy.yaml conf/decode_beam.yaml",
+        "--inference_batch_size", "3",
+    ]
+    r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
+    (recipe / "run.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
+    if r.returncode != 0:
+        pytest.fail(f"tiny recipe failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return recipe
