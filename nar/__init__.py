@@ -4,6 +4,10 @@ Depends on torch and torchaudio only. Dimension legend used throughout:
 B batch, T frames, L tokens, K codebooks, V vocabulary, D model dim.
 """
 
+# The functions ``nar.cif.cif`` and ``nar.mask_predict.mask_predict`` are deliberately not
+# re-exported here: as package attributes they would shadow their submodules
+# (``import nar.cif as m`` would then give the function).
+
 from nar.align import (
     TokenSpan,
     error_based_sampling,
@@ -12,14 +16,14 @@ from nar.align import (
     token_spans,
     trigger_mask,
 )
-from nar.cif import CIFOutput, cif, fire_timestamps, quantity_loss, token_count
+from nar.cif import CIFOutput, fire_timestamps, quantity_loss, token_count
 from nar.ctc import (
     CTCGreedyResult,
     CTCHypothesis,
     ctc_greedy_search,
     ctc_prefix_beam_search,
 )
-from nar.mask_predict import DecodeStep, MaskPredictConfig, mask_predict
+from nar.mask_predict import DecodeStep, MaskPredictConfig
 from nar.masking import glancing_mask, schedule, span_mask, uniform_mask
 
 __all__ = [
@@ -29,14 +33,12 @@ __all__ = [
     "DecodeStep",
     "MaskPredictConfig",
     "TokenSpan",
-    "cif",
     "ctc_greedy_search",
     "ctc_prefix_beam_search",
     "error_based_sampling",
     "fire_timestamps",
     "forced_align",
     "glancing_mask",
-    "mask_predict",
     "quantity_loss",
     "schedule",
     "span_mask",

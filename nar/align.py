@@ -21,6 +21,10 @@ from nar.ctc import check_lengths, check_log_probs, check_tensor, collapse_mask
 from nar.masking import Generators, uniform_noise
 
 
+#: Tie rules of :func:`forced_align`.
+TIE_RULES = ("torchaudio-2.9", "best")
+
+
 @dataclass(frozen=True)
 class TokenSpan:
     """A token of a frame alignment: frames ``[start, end)`` and ``score``, the mean of the given
@@ -70,14 +74,16 @@ def _check_targets(log_probs: Tensor, lengths: Tensor, targets, target_lengths, 
     return targets, target_lengths
 
 
-def _emissions(log_probs: Tensor, states: Tensor, num_states: Tensor) -> Tensor:
-    """(T, S, B) log-prob of each CTC state's label per frame; -inf for padded states."""
-    frames = log_probs.shape[1]
-    index = states[:, None, :].expand(-1, frames, -1)  # (B, T, S)
-    emit = log_probs.gather(2, index)  # (B, T, S)
-    pad_state = torch.arange(states.shape[1], device=states.device) >= num_states[:, None]
-    emit = emit.masked_fill(pad_state[:, None, :], -math.inf)
-    return emit.permute(1, 2, 0).contiguous()  # (T, S, B)
+def _emissions(log_probs: Tensor, states: Tensor) -> Tensor:
+    """(T, S, B) log-prob of each CTC state's label per frame.
+
+    States past an item's own S_b = 2 L_b + 1 hold the blank's score. They are harmless: a
+    state's score depends only on lower states, and the backtrace starts at S_b - 1 or S_b - 2
+    and only moves down."""
+    batch, frames, vocab = log_probs.shape
+    flat = log_probs.transpose(0, 1).reshape(frames, batch * vocab)  # (T, B * V)
+    index = (states + torch.arange(batch, device=states.device)[:, None] * vocab).T.reshape(-1)  # (S * B,)
+    return flat.index_select(1, index).view(frames, states.shape[1], batch)  # (T, S, B)
 
 
 def _viterbi_buffers(emit: Tensor):
@@ -90,15 +96,13 @@ def _viterbi_buffers(emit: Tensor):
     return scores, from_prev, from_skip
 
 
-def _viterbi_forward(emit: Tensor, skip_penalty: Optional[Tensor], exact_ties: bool):
+def _viterbi_forward(emit: Tensor, skip_penalty: Optional[Tensor], tie_rule: str):
     """Max-product recursion over (T, S, B) emissions.
 
-    Returns ``scores`` (T, S + 2, B), ``from_prev`` (T, S, B) bool (the best predecessor of
-    state s is s - 1) and ``from_skip`` (T, L, B) bool (odd state s came from s - 2).
-    Pointer rule (torchaudio 2.9 CPU kernel): s - 2 if strictly better than s and s - 1;
-    s - 1 if strictly better than s and s - 2; otherwise stay. With ``exact_ties=False`` the
-    case "s - 1 ties s - 2 and both beat s" takes the maximum instead of staying; the two agree
-    unless that exact tie occurs (see :func:`_has_stay_tie`).
+    Returns ``scores`` (T, S + 2, B), ``from_prev`` (T, S, B) bool (state s came from s - 1)
+    and ``from_skip`` (T, L, B) bool (odd state s came from s - 2; overrides from_prev).
+    ``tie_rule`` is one of :data:`TIE_RULES` (see :func:`forced_align`). The two rules differ
+    only when s - 1 and s - 2 tie exactly above s, which does happen on long float32 inputs.
     """
     frames, num_states, batch = emit.shape
     scores, from_prev, from_skip = _viterbi_buffers(emit)
@@ -112,14 +116,15 @@ def _viterbi_forward(emit: Tensor, skip_penalty: Optional[Tensor], exact_ties: b
     best = emit.new_empty((num_states, batch))
     best_odd = best[1::2]  # (L, B) view
     skip_buf, tmp = emit.new_empty((num_states // 2, batch)), emit.new_empty((num_states // 2, batch))
+    exact_torchaudio = tie_rule == "torchaudio-2.9"
     for t in range(1, frames):
-        torch.maximum(stay[t - 1], prev[t - 1], out=best)
+        torch.maximum(stay[t - 1], prev[t - 1], out=best)  # final for blank states
         torch.gt(prev[t - 1], stay[t - 1], out=fp[t])
         cand = skip[t - 1]
         if skip_penalty is not None:
             cand = torch.add(cand, skip_penalty, out=skip_buf)
         torch.gt(cand, best_odd, out=fs[t])
-        if exact_ties:
+        if exact_torchaudio:
             torch.maximum(stay_odd[t - 1], cand, out=tmp)
             torch.gt(prev_odd[t - 1], tmp, out=fp_odd[t])
             torch.where(fp_odd[t], prev_odd[t - 1], stay_odd[t - 1], out=best_odd)
@@ -130,25 +135,15 @@ def _viterbi_forward(emit: Tensor, skip_penalty: Optional[Tensor], exact_ties: b
     return scores, from_prev, from_skip
 
 
-def _has_stay_tie(scores: Tensor, skip_penalty: Optional[Tensor]) -> bool:
-    """Whether some odd state saw ``x1 == x2 > x0`` (s - 1 and s - 2 tie above staying)."""
-    num_states = scores.shape[1] - 2
-    prior = scores[:-1]  # (T - 1, S + 2, B) scores entering frames 1..T-1
-    x0, x1 = prior[:, 3::2], prior[:, 2:num_states + 1:2]  # odd s, s - 1   (T - 1, L, B)
-    x2 = prior[:, 1:num_states:2]  # s - 2
-    if skip_penalty is not None:
-        x2 = x2 + skip_penalty
-    return bool(((x1 == x2) & (x1 > x0)).any())
-
-
 def _viterbi_backtrace(scores, from_prev, from_skip, lengths, num_states) -> Tensor:
     """(T, B) best state per frame, traced back from each item's last frame."""
     frames, _, batch = from_prev.shape
     device = from_prev.device
-    step = from_prev.to(torch.int8)  # (T, S, B) how far back the best predecessor is
+    step = from_prev.view(torch.int8)  # (T, S, B) how far back the best predecessor is
     step[:, 1::2].masked_fill_(from_skip, 2)
-    beyond = torch.arange(frames, device=device)[:, None, None] >= lengths[None, None, :]
-    step.masked_fill_(beyond, 0)  # frames past an item's end keep its final state
+    if bool((lengths < frames).any()):
+        beyond = torch.arange(frames, device=device)[:, None, None] >= lengths[None, None, :]
+        step.masked_fill_(beyond, 0)  # frames past an item's end keep its final state
     items = torch.arange(batch, device=device)
     last_t = (lengths - 1).clamp(min=0)
     end_blank = scores[last_t, num_states + 1, items]  # state S_b - 1 (+2 pad rows)
@@ -165,19 +160,24 @@ def _viterbi_backtrace(scores, from_prev, from_skip, lengths, num_states) -> Ten
 
 
 def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
-                 blank: int = 0) -> tuple[Tensor, Tensor]:
+                 blank: int = 0, tie_rule: str = "torchaudio-2.9") -> tuple[Tensor, Tensor]:
     """Batched Viterbi (max-product) CTC forced alignment.
 
     Vectorised over the batch and the 2L + 1 CTC states (one loop over frames for the forward
-    pass and one for the backtrace, each a few tensor operations). For every item the path is
-    exactly that of ``torchaudio.functional.forced_align`` 2.9 (CPU) on that item alone: same
-    float arithmetic in the input dtype, same tie rule. Tie rule: entering state s, the
-    predecessor s - 2 is taken if strictly better than both s and s - 1, s - 1 if strictly
-    better than both s and s - 2, otherwise the path stays in s; at the last frame the final
-    blank is taken only if strictly better than the last token. Note the torchaudio quirk this
-    reproduces: when s - 1 and s - 2 tie exactly and both beat s, the path stays in s with the
-    lower score, so on such exact ties the path can score below the best one (it never happens
-    without exact float ties).
+    pass and one for the backtrace, each a few tensor operations). Arithmetic is done in the
+    input dtype in the same order as torchaudio's kernel, so scores and ties are bit-identical.
+
+    Tie rules (entering state s from s, s - 1 or s - 2; at the last frame the final blank is
+    taken only if strictly better than the last token, under both rules):
+
+    * ``"torchaudio-2.9"`` (default): exactly ``torchaudio.functional.forced_align`` 2.9 (CPU)
+      on each item alone. s - 2 if strictly better than both others, s - 1 if strictly better
+      than both others, otherwise stay. Quirk reproduced: when s - 1 and s - 2 tie exactly and
+      both beat s, the path stays in s with the lower score, so it can score below the best.
+    * ``"best"``: always the best predecessor, ties preferring s, then s - 1, then s - 2 (the
+      rule of torchaudio's newer, rewritten kernel). Always a highest-scoring path.
+
+    The rules differ only on exact float ties, which do occur on long float32 inputs.
 
     Args:
         log_probs (Tensor): (B, T, V) frame log-probabilities.
@@ -185,6 +185,7 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
         targets (Tensor): (B, L) integer label sequences, padded (padding is ignored).
         target_lengths (Tensor): (B,) valid labels per utterance.
         blank (int): index of the blank label; targets must not contain it.
+        tie_rule (str): one of :data:`TIE_RULES`.
 
     Returns:
         (labels, frame_scores): ``labels`` (B, T) int64, the label of every frame (``blank`` on
@@ -196,13 +197,15 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
             alignment has probability zero.
     """
     lengths = check_log_probs(log_probs, lengths, blank)
+    if tie_rule not in TIE_RULES:
+        raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
     targets, target_lengths = _check_targets(log_probs, lengths, targets, target_lengths, blank)
     batch, frames, _ = log_probs.shape
     max_l = targets.shape[1]
     num_states = 2 * target_lengths + 1  # (B,)
     states = targets.new_full((batch, 2 * max_l + 1), blank)  # (B, S) label of each state
     states[:, 1::2] = targets.masked_fill(targets < 0, blank)
-    emit = _emissions(log_probs, states, num_states)  # (T, S, B)
+    emit = _emissions(log_probs, states)  # (T, S, B)
     skip_penalty = None
     in_target = torch.arange(1, max_l, device=targets.device) < target_lengths[:, None]
     repeat = (targets[:, 1:] == targets[:, :-1]) & in_target  # (B, L - 1): no s-2 jump there
@@ -210,9 +213,7 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
         penalty = torch.zeros((max_l, batch), dtype=emit.dtype, device=emit.device)
         penalty[1:] = torch.where(repeat.T, -math.inf, 0.0)
         skip_penalty = penalty
-    scores, from_prev, from_skip = _viterbi_forward(emit, skip_penalty, exact_ties=False)
-    if _has_stay_tie(scores, skip_penalty):  # rare exact ties: rerun with torchaudio's rule
-        scores, from_prev, from_skip = _viterbi_forward(emit, skip_penalty, exact_ties=True)
+    scores, from_prev, from_skip = _viterbi_forward(emit, skip_penalty, tie_rule)
     last_t = (lengths - 1).clamp(min=0)
     items = torch.arange(batch, device=log_probs.device)
     end = torch.maximum(scores[last_t, num_states + 1, items], scores[last_t, num_states, items])

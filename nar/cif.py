@@ -148,7 +148,12 @@ def _token_frames(csum: Tensor, counts: Tensor, lengths: Tensor, threshold: floa
 
 def _embeddings(hidden: Tensor, csum: Tensor, lengths: Tensor, counts: Tensor, threshold: float,
                 max_l: int) -> Tensor:
-    """(B, L, D) token embeddings: each frame's weight split over the tokens it overlaps."""
+    """(B, L, D) token embeddings: each frame's weight split over the tokens it overlaps.
+
+    Two scatter passes: every frame adds its weight for the token in progress; only the frames
+    that close a token (a minority) add the rest of their weight to the following token(s).
+    Contributions to tokens that never fire go to one spare row, dropped at the end.
+    """
     batch, frames, dim = hidden.shape
     valid = (torch.arange(frames, device=hidden.device) < lengths[:, None]).double()  # (B, T)
     c_now = csum[:, :frames]  # (B, T) c_t
@@ -157,11 +162,14 @@ def _embeddings(hidden: Tensor, csum: Tensor, lengths: Tensor, counts: Tensor, t
     bound = (token + 1).double() * threshold
     first = (torch.minimum(c_now, bound) - c_prev) * valid  # weight of frame t for that token
     spill = (c_now - bound).clamp(min=0.0) * valid  # weight left for the following tokens
-    rows = batch * (max_l + 1)  # one spare row per item collects unfinished tokens
-    base = (torch.arange(batch, device=hidden.device) * (max_l + 1))[:, None]
-    index = (base + token.clamp(max=max_l)).flatten()
+    trash = batch * max_l  # row index of the spare row
+
+    def rows(b_idx: Tensor, tok: Tensor) -> Tensor:
+        return torch.where(tok < counts[b_idx], b_idx * max_l + tok, trash)
+
+    items = torch.arange(batch, device=hidden.device)[:, None].expand(-1, frames)
     source = (first.to(hidden.dtype)[..., None] * hidden).flatten(0, 1)  # (B * T, D)
-    out = hidden.new_zeros((rows, dim)).index_add(0, index, source)
+    out = hidden.new_zeros((trash + 1, dim)).index_add(0, rows(items, token).flatten(), source)
     if bool((spill > 0).any()):
         b, t = (spill > 0).nonzero().unbind(1)  # only the frames that close a token
         h = hidden[b, t]  # (N, D)
@@ -170,10 +178,8 @@ def _embeddings(hidden: Tensor, csum: Tensor, lengths: Tensor, counts: Tensor, t
             tok = token[b, t] + j
             lo = tok.double() * threshold
             w = (torch.minimum(c_now[b, t], lo + threshold) - lo).clamp(min=0.0)
-            out = out.index_add(0, b * (max_l + 1) + tok.clamp(max=max_l), w.to(hidden.dtype)[:, None] * h)
-    out = out.view(batch, max_l + 1, dim)[:, :max_l]  # (B, L, D)
-    keep = torch.arange(max_l, device=hidden.device) < counts[:, None]
-    return out * keep[..., None].to(out.dtype)
+            out = out.index_add(0, rows(b, tok), w.to(hidden.dtype)[:, None] * h)
+    return out[:trash].view(batch, max_l, dim)  # (B, L, D)
 
 
 def cif(hidden: Optional[Tensor], alphas: Tensor, lengths: Tensor, threshold: float = 1.0,

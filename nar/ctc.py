@@ -96,7 +96,7 @@ def check_log_probs(log_probs, lengths, blank: int, name: str = "log_probs") -> 
         raise ValueError(f"blank must be in [0, {vocab}) for V = {vocab}, got blank = {blank}")
     lengths = check_lengths(lengths, batch, frames, "lengths", device=log_probs.device)
     valid = torch.arange(frames, device=log_probs.device) < lengths[:, None]  # (B, T)
-    if bool(torch.isnan(log_probs).any(-1).logical_and(valid).any()):
+    if bool(torch.isnan(log_probs.amax(-1)).logical_and(valid).any()):  # amax propagates NaN
         raise ValueError(f"{name} contains NaN inside the valid frames")
     return lengths
 
@@ -258,10 +258,12 @@ def _beam_step(beam: _Beam, values: Tensor, cand: Tensor, blank: int,
     ext = ext.masked_fill(is_blank[:, None, :], neg_inf)  # (B, W, C)
     ext1, ext2 = _extend_hash(beam.hash1[:, :, None], beam.hash2[:, :, None], cand[:, None, :])
     # An extension equal to a live prefix of the beam merges into that prefix's stay candidate.
+    # At most one (slot, label) pair can equal a given prefix, so a max picks it exactly (no
+    # reduction whose rounding could depend on the batch size).
     alive = (total > neg_inf)[:, None, None, :]
     match = (ext1[..., None] == beam.hash1[:, None, None, :]) & (
         ext2[..., None] == beam.hash2[:, None, None, :]) & alive  # (B, W, C, W)
-    merged = ext[..., None].masked_fill(~match, neg_inf).flatten(1, 2).logsumexp(dim=1)  # (B, W)
+    merged = ext[..., None].masked_fill(~match, neg_inf).flatten(1, 2).amax(dim=1)  # (B, W)
     stay_label = torch.logaddexp(stay_label, merged)
     ext = ext.masked_fill(match.any(dim=-1), neg_inf)
 
@@ -275,7 +277,8 @@ def _beam_step(beam: _Beam, values: Tensor, cand: Tensor, blank: int,
     score = torch.logaddexp(cand_blank, cand_label)
     if lm_scores is not None:
         score = score + lm_weight * cand_lm.masked_fill(score == neg_inf, 0.0)
-    sel = score.topk(width, dim=1).indices  # (B, W), best first
+    # Stable sort, not topk: equal scores keep candidate order, whatever the batch size.
+    sel = score.argsort(dim=1, descending=True, stable=True)[:, :width]  # (B, W), best first
     is_stay = sel < width
     src = torch.where(is_stay, sel, (sel - width).div(num_c, rounding_mode="floor"))
     col = (sel - width).clamp(min=0) % num_c
@@ -361,7 +364,8 @@ def ctc_prefix_beam_search(log_probs: Tensor, lengths: Tensor, beam_size: int = 
     pad = torch.arange(frames, device=lp.device)[None, :] >= lengths[:, None]  # (B, T)
     lp = lp.masked_fill(pad[:, :, None], -math.inf)
     lp[..., blank] = lp[..., blank].masked_fill(pad, 0.0)
-    top_v, top_i = lp.topk(min(beam_size, vocab), dim=-1)  # (B, T, C)
+    top_v, top_i = lp.sort(dim=-1, descending=True, stable=True)  # stable: ties by label id
+    top_v, top_i = top_v[..., :min(beam_size, vocab)], top_i[..., :min(beam_size, vocab)]  # (B, T, C)
     beam = _init_beam(batch, beam_size, lp.device, dtype, use_lm)
     srcs, emits = [], []
     for t in range(frames):

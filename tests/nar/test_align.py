@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nar.align import (
+    TIE_RULES,
     TokenSpan,
     error_based_sampling,
     forced_align,
@@ -83,6 +84,51 @@ def test_forced_align_reproduces_torchaudio_stay_on_tie():
     assert_matches_torchaudio(lp, lengths, targets, target_lengths, 0)
 
 
+def reference_viterbi(frames_lp, targets, blank, tie_rule):
+    """Plain per-item Viterbi in Python floats (float64), with the two documented tie rules."""
+    num_frames, num_states = len(frames_lp), 2 * len(targets) + 1
+    label = [blank if s % 2 == 0 else targets[s // 2] for s in range(num_states)]
+    neg = float("-inf")
+    alpha = [[neg] * num_states for _ in range(num_frames)]
+    back = [[0] * num_states for _ in range(num_frames)]
+    for s in range(min(2, num_states)):
+        alpha[0][s] = frames_lp[0][label[s]]
+    for t in range(1, num_frames):
+        for s in range(num_states):
+            x0, x1 = alpha[t - 1][s], alpha[t - 1][s - 1] if s > 0 else neg
+            x2 = alpha[t - 1][s - 2] if s % 2 == 1 and s > 1 and label[s] != label[s - 2] else neg
+            if x2 > x1 and x2 > x0:
+                k = 2
+            elif (x1 > x0 and x1 > x2) if tie_rule == "torchaudio-2.9" else (x1 > x0 and x1 >= x2):
+                k = 1
+            else:
+                k = 0
+            back[t][s] = k
+            alpha[t][s] = [x0, x1, x2][k] + frames_lp[t][label[s]]
+    s = num_states - 1 if num_states == 1 or alpha[-1][-1] > alpha[-1][-2] else num_states - 2
+    path = []
+    for t in range(num_frames - 1, -1, -1):
+        path.append(label[s])
+        s -= back[t][s]
+    return path[::-1]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(lengths=st.lists(st.integers(1, 16), min_size=1, max_size=3), vocab=st.integers(2, 5),
+       mode=st.sampled_from(["normal", "ties", "uniform"]), seed=st.integers(0, 2 ** 16))
+def test_forced_align_tie_rules_match_plain_reference(lengths, vocab, mode, seed):
+    lp = padded_log_probs(lengths, vocab, seed, mode, dtype=torch.float64)
+    targets, target_lengths = random_targets(lengths, vocab, seed)
+    results = {}
+    for rule in TIE_RULES:
+        labels, scores = forced_align(lp, torch.tensor(lengths), targets, target_lengths, tie_rule=rule)
+        results[rule] = scores.sum(1)
+        for b, n in enumerate(lengths):
+            ref = reference_viterbi(lp[b, :n].tolist(), targets[b, :int(target_lengths[b])].tolist(), 0, rule)
+            assert labels[b, :n].tolist() == ref
+    assert torch.all(results["best"] >= results["torchaudio-2.9"] - 1e-9)  # "best" is optimal
+
+
 def test_forced_align_tight_frames_and_repeats():
     # T == L + repeats: the only path; many repeats; long sequences.
     targets = torch.tensor([[1, 1, 2, 2, 2, 3], [2, 2, 2, 2, 2, 2]])
@@ -131,6 +177,8 @@ def test_forced_align_bad_input():
         forced_align(lp, lens, torch.tensor([[1, 2, 0], [1, 1, 1]]), torch.tensor([2, 3]))
     with pytest.raises(ValueError, match="blank"):
         forced_align(lp, lens, tg, tl, blank=7)
+    with pytest.raises(ValueError, match="tie_rule"):
+        forced_align(lp, lens, tg, tl, tie_rule="first")
     zero = torch.full((1, 3, 3), -math.inf)
     zero[..., 0] = 0.0
     with pytest.raises(ValueError, match="probability 0"):
