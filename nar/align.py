@@ -74,6 +74,21 @@ def _check_targets(log_probs: Tensor, lengths: Tensor, targets, target_lengths, 
     return targets, target_lengths
 
 
+def _ctc_states(targets: Tensor, target_lengths: Tensor, blank: int, dtype):
+    """(B, S) label of each CTC state, and the (L, B) penalty on s - 2 jumps into each token
+    (-inf between equal neighbours; None when the batch has no such repeat)."""
+    batch, max_l = targets.shape
+    states = targets.new_full((batch, 2 * max_l + 1), blank)
+    states[:, 1::2] = targets.masked_fill(targets < 0, blank)
+    in_target = torch.arange(1, max_l, device=targets.device) < target_lengths[:, None]
+    repeat = (targets[:, 1:] == targets[:, :-1]) & in_target  # (B, L - 1)
+    if not bool(repeat.any()):
+        return states, None
+    penalty = torch.zeros((max_l, batch), dtype=dtype, device=targets.device)
+    penalty[1:] = torch.where(repeat.T, -math.inf, 0.0)
+    return states, penalty
+
+
 def _emissions(log_probs: Tensor, states: Tensor) -> Tensor:
     """(T, S, B) log-prob of each CTC state's label per frame.
 
@@ -175,7 +190,8 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
       than both others, otherwise stay. Quirk reproduced: when s - 1 and s - 2 tie exactly and
       both beat s, the path stays in s with the lower score, so it can score below the best.
     * ``"best"``: always the best predecessor, ties preferring s, then s - 1, then s - 2 (the
-      rule of torchaudio's newer, rewritten kernel). Always a highest-scoring path.
+      rule of a rewrite of the kernel in torchaudio's repository; the released torchaudio 2.9.1
+      and 2.11.0 were checked to follow ``"torchaudio-2.9"``). Always a highest-scoring path.
 
     The rules differ only on exact float ties, which do occur on long float32 inputs.
 
@@ -201,18 +217,9 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
         raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
     targets, target_lengths = _check_targets(log_probs, lengths, targets, target_lengths, blank)
     batch, frames, _ = log_probs.shape
-    max_l = targets.shape[1]
     num_states = 2 * target_lengths + 1  # (B,)
-    states = targets.new_full((batch, 2 * max_l + 1), blank)  # (B, S) label of each state
-    states[:, 1::2] = targets.masked_fill(targets < 0, blank)
+    states, skip_penalty = _ctc_states(targets, target_lengths, blank, log_probs.dtype)
     emit = _emissions(log_probs, states)  # (T, S, B)
-    skip_penalty = None
-    in_target = torch.arange(1, max_l, device=targets.device) < target_lengths[:, None]
-    repeat = (targets[:, 1:] == targets[:, :-1]) & in_target  # (B, L - 1): no s-2 jump there
-    if bool(repeat.any()):
-        penalty = torch.zeros((max_l, batch), dtype=emit.dtype, device=emit.device)
-        penalty[1:] = torch.where(repeat.T, -math.inf, 0.0)
-        skip_penalty = penalty
     scores, from_prev, from_skip = _viterbi_forward(emit, skip_penalty, tie_rule)
     last_t = (lengths - 1).clamp(min=0)
     items = torch.arange(batch, device=log_probs.device)

@@ -348,6 +348,9 @@ def ctc_prefix_beam_search(log_probs: Tensor, lengths: Tensor, beam_size: int = 
     Returns:
         list[list[CTCHypothesis]]: per utterance, up to ``nbest`` hypotheses, best first, each with
         ``score = acoustic + lm_weight * lm`` (acoustic: log of the summed path probability).
+        An utterance decoded alone gives the same hypotheses; scores agree up to float rounding
+        (CPU vector kernels may round ``logaddexp`` by one ulp differently depending on an
+        element's position in the tensor), so only exact near-ties could order differently.
     """
     lengths = check_log_probs(log_probs, lengths, blank)
     _check_positive_int(beam_size, "beam_size")
@@ -357,16 +360,9 @@ def ctc_prefix_beam_search(log_probs: Tensor, lengths: Tensor, beam_size: int = 
     if lm_score_fn is not None and not callable(lm_score_fn):
         raise TypeError(f"lm_score_fn must be callable, got {type(lm_score_fn).__name__}")
     use_lm = lm_score_fn is not None and lm_weight != 0.0
-    batch, frames, vocab = log_probs.shape
-    dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
-    lp = log_probs.to(dtype)
-    # Padded frames become "blank with probability 1": scores and prefixes stay unchanged.
-    pad = torch.arange(frames, device=lp.device)[None, :] >= lengths[:, None]  # (B, T)
-    lp = lp.masked_fill(pad[:, :, None], -math.inf)
-    lp[..., blank] = lp[..., blank].masked_fill(pad, 0.0)
-    top_v, top_i = lp.sort(dim=-1, descending=True, stable=True)  # stable: ties by label id
-    top_v, top_i = top_v[..., :min(beam_size, vocab)], top_i[..., :min(beam_size, vocab)]  # (B, T, C)
-    beam = _init_beam(batch, beam_size, lp.device, dtype, use_lm)
+    top_v, top_i = _frame_candidates(log_probs, lengths, blank, beam_size)  # (B, T, C)
+    batch, frames = top_v.shape[:2]
+    beam = _init_beam(batch, beam_size, top_v.device, top_v.dtype, use_lm)
     srcs, emits = [], []
     for t in range(frames):
         values, cand = top_v[:, t], top_i[:, t]
@@ -377,12 +373,34 @@ def ctc_prefix_beam_search(log_probs: Tensor, lengths: Tensor, beam_size: int = 
         beam, src, emitted = _beam_step(beam, values, cand, blank, lm_scores, lm_weight)
         srcs.append(src)
         emits.append(emitted)
-    total = torch.logaddexp(beam.p_blank, beam.p_label)
+    return _final_hypotheses(beam, srcs, emits, nbest, lm_weight if use_lm else 0.0)
+
+
+def _frame_candidates(log_probs: Tensor, lengths: Tensor, blank: int, beam_size: int):
+    """(B, T, C) log-probs and labels of each frame's C = min(beam_size, V) best labels.
+
+    Padded frames become "blank with probability 1", which leaves scores and prefixes unchanged.
+    A stable sort (not topk) breaks ties by label id, whatever the batch size.
+    """
+    frames, vocab = log_probs.shape[1:]
+    dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+    pad = torch.arange(frames, device=log_probs.device)[None, :] >= lengths[:, None]  # (B, T)
+    lp = log_probs.to(dtype).masked_fill(pad[:, :, None], -math.inf)
+    lp[..., blank] = lp[..., blank].masked_fill(pad, 0.0)
+    top_v, top_i = lp.sort(dim=-1, descending=True, stable=True)
+    keep = min(beam_size, vocab)
+    return top_v[..., :keep], top_i[..., :keep]
+
+
+def _final_hypotheses(beam: _Beam, srcs: list, emits: list, nbest: int, lm_weight: float) -> list:
+    """Rank the final beam and trace back the labels of the ``nbest`` best live prefixes."""
+    total = torch.logaddexp(beam.p_blank, beam.p_label)  # (B, W)
     score = total
-    if use_lm:
+    if lm_weight != 0.0:
         score = total + lm_weight * beam.lm.masked_fill(total == -math.inf, 0.0)
     order = score.argsort(dim=1, descending=True, stable=True)[:, :nbest]  # (B, N)
-    if frames:
+    batch = score.shape[0]
+    if srcs:
         labels = _backtrack(torch.stack(srcs), torch.stack(emits), order)
     else:
         labels = [[()] * nbest for _ in range(batch)]

@@ -11,7 +11,9 @@ last step), write the samples into the masked positions, score each unit's confi
 ``floor(schedule((i + 1) / steps) * units)`` units. Positions decided in earlier steps, pinned
 positions (prompts, given codebooks) and padding are never re-masked; the last step leaves no
 mask. Masks are chosen per item, so a batch decodes exactly as its items would alone when each
-item has its own generator (see :mod:`nar.masking`) and ``forward`` treats items independently.
+item has its own generator (see :mod:`nar.masking`) and ``forward`` treats items independently
+(up to one-ulp differences that CPU vector kernels can make in exp/log depending on an element's
+position in the tensor, which could only matter on exact near-ties).
 
 The strategy knobs cover MaskGCT (tokens, cosine, noisy confidence, hidden-state CFG, top-k)
 and MAGNeT (spans, logits CFG annealed with the mask ratio, top-p, stage-wise codebooks).

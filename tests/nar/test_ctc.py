@@ -150,7 +150,9 @@ def test_prefix_search_batch_equals_items_and_nbest_sorted(mode):
     for b, n in enumerate(lengths):
         one = ctc_prefix_beam_search(lp[b:b + 1, :n], torch.tensor([n]), beam_size=6, nbest=4)[0]
         assert [h.tokens for h in one] == [h.tokens for h in beams[b]]
-        assert [h.score for h in one] == [h.score for h in beams[b]]
+        # Scores agree up to rounding: CPU vector kernels may round logaddexp differently by an
+        # element's position in the tensor (seen: 1 ulp), so bit equality is not guaranteed.
+        assert [h.score for h in one] == pytest.approx([h.score for h in beams[b]], rel=1e-6)
         scores = [h.score for h in beams[b]]
         assert scores == sorted(scores, reverse=True) and len(scores) == 4
 
