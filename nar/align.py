@@ -217,6 +217,8 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
         raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
     targets, target_lengths = _check_targets(log_probs, lengths, targets, target_lengths, blank)
     batch, frames, _ = log_probs.shape
+    if frames == 0:  # every item has 0 frames and (checked above) 0 targets
+        return targets.new_empty((batch, 0)), log_probs.new_empty((batch, 0))
     num_states = 2 * target_lengths + 1  # (B,)
     states, skip_penalty = _ctc_states(targets, target_lengths, blank, log_probs.dtype)
     emit = _emissions(log_probs, states)  # (T, S, B)

@@ -148,38 +148,34 @@ def _token_frames(csum: Tensor, counts: Tensor, lengths: Tensor, threshold: floa
 
 def _embeddings(hidden: Tensor, csum: Tensor, lengths: Tensor, counts: Tensor, threshold: float,
                 max_l: int) -> Tensor:
-    """(B, L, D) token embeddings: each frame's weight split over the tokens it overlaps.
+    """(B, L, D) token embeddings as one weighted bag-sum (``embedding_bag``) over frames.
 
-    Two scatter passes: every frame adds its weight for the token in progress; only the frames
-    that close a token (a minority) add the rest of their weight to the following token(s).
-    Contributions to tokens that never fire go to one spare row, dropped at the end.
+    Frame t gives token k the overlap of ``[c_{t-1}, c_t)`` with ``[k, k + 1) * threshold``:
+    usually one token, two at a firing frame, more when a weight exceeds the threshold. Each
+    (frame, token) pair with a positive weight is one bag entry, in frame order within a token.
+    Tokens that never fire go to one spare bag per item, dropped at the end.
     """
     batch, frames, dim = hidden.shape
     valid = (torch.arange(frames, device=hidden.device) < lengths[:, None]).double()  # (B, T)
-    c_now = csum[:, :frames]  # (B, T) c_t
-    c_prev = F.pad(csum[:, :-1], (1, 0))[:, :frames]  # (B, T) c_{t-1}
-    token = _count_fires(c_prev, threshold)  # (B, T) token in progress when frame t starts
-    bound = (token + 1).double() * threshold
-    first = (torch.minimum(c_now, bound) - c_prev) * valid  # weight of frame t for that token
-    spill = (c_now - bound).clamp(min=0.0) * valid  # weight left for the following tokens
-    trash = batch * max_l  # row index of the spare row
-
-    def rows(b_idx: Tensor, tok: Tensor) -> Tensor:
-        return torch.where(tok < counts[b_idx], b_idx * max_l + tok, trash)
-
-    items = torch.arange(batch, device=hidden.device)[:, None].expand(-1, frames)
-    source = (first.to(hidden.dtype)[..., None] * hidden).flatten(0, 1)  # (B * T, D)
-    out = hidden.new_zeros((trash + 1, dim)).index_add(0, rows(items, token).flatten(), source)
-    if bool((spill > 0).any()):
-        b, t = (spill > 0).nonzero().unbind(1)  # only the frames that close a token
-        h = hidden[b, t]  # (N, D)
-        extra = int(math.ceil(float(spill.detach().max()) / threshold))
-        for j in range(1, extra + 1):
-            tok = token[b, t] + j
-            lo = tok.double() * threshold
-            w = (torch.minimum(c_now[b, t], lo + threshold) - lo).clamp(min=0.0)
-            out = out.index_add(0, rows(b, tok), w.to(hidden.dtype)[:, None] * h)
-    return out[:trash].view(batch, max_l, dim)  # (B, L, D)
+    c_now = csum[:, :frames, None]  # (B, T, 1) c_t
+    c_prev = F.pad(csum[:, :-1], (1, 0))[:, :frames, None]  # (B, T, 1) c_{t-1}
+    token = _count_fires(c_prev, threshold)  # (B, T, 1) token in progress when frame t starts
+    spans = int(math.ceil(float((c_now - c_prev).detach().max()) / threshold)) + 1 if frames else 1
+    tok = token + torch.arange(spans, device=hidden.device)  # (B, T, J) tokens frame t may feed
+    lo = tok.double() * threshold
+    weight = (torch.minimum(c_now, lo + threshold) - torch.maximum(c_prev, lo)).clamp(min=0.0)
+    weight = weight * valid[..., None]  # (B, T, J)
+    keep = weight > 0
+    items = torch.arange(batch, device=hidden.device)[:, None, None]
+    fired = tok < counts[:, None, None]
+    bag = torch.where(fired, items * max_l + tok, batch * max_l + items).expand_as(tok)[keep]
+    frame = (items * frames + torch.arange(frames, device=hidden.device)[:, None]).expand_as(tok)[keep]
+    order = bag.argsort(stable=True)  # spare bags last; stable keeps frame order in a bag
+    bag, frame, per_entry = bag[order], frame[order], weight[keep][order].to(hidden.dtype)
+    offsets = torch.searchsorted(bag, torch.arange(batch * (max_l + 1), device=hidden.device))
+    out = F.embedding_bag(frame, hidden.reshape(batch * frames, dim), offsets, mode="sum",
+                          per_sample_weights=per_entry)  # (B * (L + 1), D)
+    return out[:batch * max_l].view(batch, max_l, dim)
 
 
 def cif(hidden: Optional[Tensor], alphas: Tensor, lengths: Tensor, threshold: float = 1.0,

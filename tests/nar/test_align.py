@@ -154,6 +154,18 @@ def test_forced_align_batch_equals_items_and_padding_is_ignored():
         assert torch.equal(one[0], labels[b, :n]) and torch.equal(one_scores[0], scores[b, :n])
 
 
+def test_forced_align_edge_cases():
+    # zero frames, zero targets, single frame, mixed in one batch
+    empty = forced_align(torch.zeros(2, 0, 3), torch.tensor([0, 0]), torch.zeros(2, 0, dtype=torch.long),
+                         torch.tensor([0, 0]))
+    assert empty[0].shape == (2, 0) and empty[1].shape == (2, 0)
+    lp = padded_log_probs([1, 3, 2], 3, 0)
+    labels, scores = forced_align(lp, torch.tensor([1, 3, 0]), torch.tensor([[2, 0], [1, 1], [0, 0]]),
+                                  torch.tensor([1, 2, 0]))
+    assert labels.tolist() == [[2, 0, 0], [1, 0, 1], [0, 0, 0]]
+    assert scores[2].tolist() == [0.0, 0.0, 0.0]
+
+
 def test_forced_align_bad_input():
     lp = padded_log_probs([5, 4], 4, 0)
     lens, tg, tl = torch.tensor([5, 4]), torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1])
