@@ -217,7 +217,8 @@ def main(argv=None) -> int:
     repeats = args.repeats or (3 if args.quick else 7)
     item_loop = device.type == "cpu"  # the per-item Python loop is meaningless on a GPU
     if args.quick:
-        rows = [*bench_viterbi(8, 120, 20, 40, repeats, device), *bench_cif(8, 120, 64, repeats, item_loop, device),
+        rows = [*bench_viterbi(8, 120, 20, 40, repeats, device),
+                *bench_cif(8, 120, 64, repeats, item_loop, device),
                 bench_beam(8, 80, 40, 10, repeats, device)]
     else:
         rows = [*bench_viterbi(32, 500, 60, 100, repeats, device),
@@ -229,8 +230,9 @@ def main(argv=None) -> int:
     print(table(rows))
     meta = dict(command=" ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
                 torch=torch.__version__, torchaudio=torchaudio.__version__, threads=args.threads,
-                device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else
-                platform.processor() or platform.machine(), load_average=os.getloadavg(),
+                device=str(device), load_average=os.getloadavg(),
+                device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                             else platform.processor() or platform.machine()),
                 repeats=repeats, quick=args.quick, cpu_count=os.cpu_count())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")

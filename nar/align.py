@@ -85,7 +85,7 @@ def _ctc_states(targets: Tensor, target_lengths: Tensor, blank: int, dtype):
     if not bool(repeat.any()):
         return states, None
     penalty = torch.zeros((max_l, batch), dtype=dtype, device=targets.device)
-    penalty[1:] = torch.where(repeat.T, -math.inf, 0.0)
+    penalty[1:] = torch.where(repeat.T, -math.inf, 0.0)  # repeat.T: (L - 1, B)
     return states, penalty
 
 
@@ -339,7 +339,8 @@ def trigger_mask(labels: Tensor, lengths: Tensor, left: int = 0, right: int = 0,
     lengths = _check_alignment(labels, lengths, blank)
     _check_widen(left, right)
     if bool((lengths == 0).any()):
-        raise ValueError(f"lengths must be >= 1 for trigger_mask, got lengths[{int((lengths == 0).nonzero()[0])}] = 0")
+        item = int((lengths == 0).nonzero()[0])
+        raise ValueError(f"lengths must be >= 1 for trigger_mask, got lengths[{item}] = 0")
     batch, frames = labels.shape
     device = labels.device
     starts = collapse_mask(labels.long(), lengths, blank)  # (B, T)
@@ -405,7 +406,7 @@ def error_based_sampling(log_probs: Tensor, lengths: Tensor, num: int = 16, thre
     flip = (noise < 0.5) & uncertain[..., None]  # (B, T, N - 1)
     copies = torch.where(flip, second[..., None], greedy[..., None])  # (B, T, N - 1)
     labels = torch.cat([greedy[..., None], copies], 2).permute(0, 2, 1)  # (B, N, T)
-    labels = labels.masked_fill(~valid[:, None, :], blank).reshape(batch * num, frames)
+    labels = labels.masked_fill(~valid[:, None, :], blank).reshape(batch * num, frames)  # (B * N, T)
     rep_lengths = lengths.repeat_interleave(num)  # (B * N,)
     counts = collapse_mask(labels, rep_lengths, blank).sum(1)
     return labels, counts

@@ -173,9 +173,10 @@ def _embeddings(hidden: Tensor, csum: Tensor, lengths: Tensor, counts: Tensor, t
     order = bag.argsort(stable=True)  # spare bags last; stable keeps frame order in a bag
     bag, frame, per_entry = bag[order], frame[order], weight[keep][order].to(hidden.dtype)
     offsets = torch.searchsorted(bag, torch.arange(batch * (max_l + 1), device=hidden.device))
-    out = F.embedding_bag(frame, hidden.reshape(batch * frames, dim), offsets, mode="sum",
+    table = hidden.reshape(batch * frames, dim)  # (B * T, D) one row per frame
+    out = F.embedding_bag(frame, table, offsets, mode="sum",
                           per_sample_weights=per_entry)  # (B * (L + 1), D)
-    return out[:batch * max_l].view(batch, max_l, dim)
+    return out[:batch * max_l].view(batch, max_l, dim)  # (B, L, D)
 
 
 def cif(hidden: Optional[Tensor], alphas: Tensor, lengths: Tensor, threshold: float = 1.0,

@@ -273,7 +273,7 @@ def _beam_step(beam: _Beam, values: Tensor, cand: Tensor, blank: int,
     ext_lm = beam.lm[:, :, None].expand(-1, -1, num_c)
     if lm_scores is not None:
         ext_lm = ext_lm + lm_scores
-    cand_lm = torch.cat([beam.lm, ext_lm.flatten(1)], 1)
+    cand_lm = torch.cat([beam.lm, ext_lm.flatten(1)], 1)  # (B, W + W*C)
     score = torch.logaddexp(cand_blank, cand_label)
     if lm_scores is not None:
         score = score + lm_weight * cand_lm.masked_fill(score == neg_inf, 0.0)
@@ -296,7 +296,7 @@ def _beam_step(beam: _Beam, values: Tensor, cand: Tensor, blank: int,
 def _gather_ext(ext_hash: Tensor, src: Tensor, col: Tensor) -> Tensor:
     """Pick ext_hash[b, src, col] from (B, W, C) hashes for (B, W) slots."""
     num_c = ext_hash.shape[-1]
-    return ext_hash.flatten(1).gather(1, src * num_c + col)
+    return ext_hash.flatten(1).gather(1, src * num_c + col)  # (B, W*C) -> (B, W)
 
 
 def _next_prefixes(prefixes: list, src: Tensor, emitted: Tensor) -> list:

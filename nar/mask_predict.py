@@ -126,7 +126,8 @@ class MaskPredictConfig:
         if isinstance(self.steps, int):
             return (self.steps,) * stages
         if len(self.steps) != stages:
-            raise ValueError(f"steps has {len(self.steps)} entries but the tokens have K = {stages} codebooks")
+            raise ValueError(f"steps has {len(self.steps)} entries but the tokens have "
+                             f"K = {stages} codebooks")
         return tuple(self.steps)
 
 
@@ -151,7 +152,8 @@ def guide(cond: Tensor, uncond: Tensor, scale: float, rescale: float = 0.0,
     hidden states, with MaskGCT's optional rescale ``g <- r * g * std(cond) / std(g) + (1 - r) * g``
     where the standard deviations are per item over its valid positions ``valid`` (B, T)."""
     if cond.shape != uncond.shape:
-        raise ValueError(f"cond {tuple(cond.shape)} and uncond {tuple(uncond.shape)} must have the same shape")
+        raise ValueError(f"cond {tuple(cond.shape)} and uncond {tuple(uncond.shape)} must have "
+                         "the same shape")
     out = cond + scale * (cond - uncond)
     if rescale > 0:
         if valid is None:
@@ -216,7 +218,7 @@ def unit_confidence(conf: Tensor, active: Tensor, span_len: int, kind: str) -> T
     conf = torch.nn.functional.pad(conf.masked_fill(~active, fill), (0, pad), value=fill)
     grouped = conf.view(batch, units, span_len)  # (B, U, S)
     out = grouped.amin(-1) if kind == "prob" else grouped.sum(-1)
-    any_active = torch.nn.functional.pad(active, (0, pad)).view(batch, units, span_len).any(-1)
+    any_active = torch.nn.functional.pad(active, (0, pad)).view(batch, units, span_len).any(-1)  # (B, U)
     return out.masked_fill(~any_active, NEVER_REMASK)
 
 
@@ -251,7 +253,8 @@ def _step_logits(setup: _Setup, out, scale: float, shape: tuple) -> Tensor:
     cfg = setup.config
     if cfg.guidance == "none":
         if not isinstance(out, Tensor):
-            raise TypeError(f"forward must return a logits tensor when guidance='none', got {type(out).__name__}")
+            raise TypeError("forward must return a logits tensor when guidance='none', "
+                            f"got {type(out).__name__}")
         logits = out
     else:
         if not isinstance(out, (tuple, list)) or len(out) != 2 or not all(isinstance(x, Tensor) for x in out):
@@ -316,7 +319,7 @@ def _units(gen: Tensor, span: int) -> Tensor:
     """(B,) number of units of a stage that contain a position to generate."""
     batch, size = gen.shape
     pad = -(-size // span) * span - size
-    return torch.nn.functional.pad(gen, (0, pad)).view(batch, -1, span).any(-1).sum(1)
+    return torch.nn.functional.pad(gen, (0, pad)).view(batch, -1, span).any(-1).sum(1)  # (B, U) -> (B,)
 
 
 def _check_inputs(forward, init_tokens, config, lengths, pinned, head):

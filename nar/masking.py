@@ -84,7 +84,8 @@ def choose_positions(lengths: Tensor, counts: Tensor, noise: Tensor) -> Tensor:
     valid = torch.arange(size, device=noise.device) < lengths[:, None]
     keys = noise.masked_fill(~valid, 2.0)  # padding sorts last
     order = keys.argsort(dim=1, stable=True)
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(size, device=noise.device).expand(batch, -1))
+    positions = torch.arange(size, device=noise.device).expand(batch, -1)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)  # rank of each position
     return (ranks < counts[:, None]) & valid
 
 

@@ -275,7 +275,8 @@ def test_trigger_mask_example_and_errors():
 def test_error_based_sampling_properties():
     lengths = [40, 25, 10]
     lp = padded_log_probs(lengths, 5, 8)
-    labels, counts = error_based_sampling(lp, torch.tensor(lengths), num=8, generator=per_item_generators(3, 1))
+    labels, counts = error_based_sampling(lp, torch.tensor(lengths), num=8,
+                                          generator=per_item_generators(3, 1))
     assert labels.shape == (3 * 8, 40) and counts.shape == (24,)
     greedy = ctc_greedy_search(lp, torch.tensor(lengths))
     grid = labels.view(3, 8, 40)

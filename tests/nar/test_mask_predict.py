@@ -221,7 +221,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="pinned"):
         mask_predict(model.logits, init, cfg, pinned=pinned[:, :5])
     with pytest.raises(ValueError, match="K = 3"):
-        mask_predict(model.logits, torch.zeros(2, 3, 5, dtype=torch.long), MaskPredictConfig(mask_id=MASK, steps=(2, 2)))
+        mask_predict(model.logits, torch.zeros(2, 3, 5, dtype=torch.long),
+                     MaskPredictConfig(mask_id=MASK, steps=(2, 2)))
     with pytest.raises(ValueError, match="head"):
         mask_predict(model.cfg_hidden, init, MaskPredictConfig(mask_id=MASK, guidance="hidden"))
     with pytest.raises(TypeError, match="cond, uncond"):

@@ -83,7 +83,8 @@ def test_span_mask_structure_edges_and_per_item_generators():
     assert not span_mask(lengths, 0.0, 3).any()
     full = span_mask(lengths, 1.0, 3)
     assert torch.equal(full, torch.arange(30) < lengths[:, None])
-    assert span_mask(lengths, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), 2).sum(1).tolist() == [0, 12, 0]
+    per_item = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    assert span_mask(lengths, per_item, 2).sum(1).tolist() == [0, 12, 0]
     assert span_mask(lengths, 0.5, 3, max_len=40).shape == (3, 40)
 
 
