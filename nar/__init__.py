@@ -24,7 +24,7 @@ from nar.ctc import (
     ctc_prefix_beam_search,
 )
 from nar.mask_predict import DecodeStep, MaskPredictConfig
-from nar.masking import glancing_mask, schedule, span_mask, uniform_mask
+from nar.masking import glancing_mask, schedule, span_mask, span_starts_for_rate, uniform_mask
 
 __all__ = [
     "CIFOutput",
@@ -42,6 +42,7 @@ __all__ = [
     "quantity_loss",
     "schedule",
     "span_mask",
+    "span_starts_for_rate",
     "spans_to_timestamps",
     "token_count",
     "token_spans",

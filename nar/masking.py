@@ -157,6 +157,29 @@ def span_rate_table(lengths: Tensor, span_len: int) -> Tensor:
     return 1.0 - keep
 
 
+def span_starts_for_rate(lengths: Tensor, rate, span_len: int) -> Tensor:
+    """MAGNeT's lookup: the number of span starts u whose expected masked fraction
+    (:func:`span_rate_table`) is nearest to ``rate`` (ties: fewer starts).
+
+    Args:
+        lengths (Tensor): (B,) sequence lengths. rate (float or Tensor): scalar or (B,) in [0, 1].
+        span_len (int): S.
+
+    Returns:
+        Tensor: (B,) int64. (:func:`span_mask` instead mixes the two bracketing counts so that
+        the expected rate is exactly ``rate``.)
+    """
+    lengths = _check_batch_lengths(lengths)
+    if isinstance(span_len, bool) or not isinstance(span_len, int) or span_len < 1:
+        raise ValueError(f"span_len must be a positive int, got {span_len!r}")
+    rate = _check_rate(rate, lengths.numel(), lengths.device)
+    cands = lengths + span_len - 1
+    table = span_rate_table(lengths.clamp(min=1), span_len)  # (B, U + 1)
+    beyond = torch.arange(table.shape[1], device=lengths.device) > cands[:, None]
+    gap = (table - rate[:, None]).abs().masked_fill(beyond, math.inf)
+    return gap.argmin(dim=1).masked_fill(lengths == 0, 0)  # argmin: first (fewest) on ties
+
+
 def _check_rate(rate, batch: int, device) -> Tensor:
     if isinstance(rate, Tensor):
         check_tensor(rate, "rate", 1, "float", "(B,)")

@@ -14,6 +14,7 @@ from nar.masking import (
     schedule,
     span_mask,
     span_rate_table,
+    span_starts_for_rate,
     uniform_mask,
     uniform_noise,
 )
@@ -52,6 +53,17 @@ def test_span_rate_table_is_exact_and_does_not_overflow():
     big = span_rate_table(torch.tensor([100_000, 30]), 10)
     assert torch.isfinite(big).all() and torch.all(big[:, 1:] >= big[:, :-1])
     assert float(big[1, 0]) == 0.0 and float(big[1, 40]) == 1.0
+
+
+def test_span_starts_for_rate_is_the_nearest_table_entry():
+    lengths = torch.tensor([50, 10, 1])
+    for rate in (0.0, 0.1, 0.5, 0.9, 1.0):
+        starts = span_starts_for_rate(lengths, rate, 3)
+        for b, n in enumerate(lengths.tolist()):
+            table = span_rate_table(torch.tensor([n]), 3)[0]
+            gaps = [abs(float(table[u]) - rate) for u in range(n + 3)]
+            assert int(starts[b]) == gaps.index(min(gaps))
+    assert span_starts_for_rate(lengths, 0.0, 3).tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("rate", [0.05, 0.3, 0.7, 0.95])
