@@ -148,7 +148,7 @@ fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   for inference_config in ${inference_configs}; do
-    inference_tag=decode_$(basename "${inference_config}" .yaml)
+    inference_tag=$(basename "${inference_config}" .yaml); inference_tag=decode_${inference_tag#decode_}
     for dset in ${test_sets}; do
       _dir=${asr_exp}/${inference_tag}/${dset}
       log "Stage 6: decoding ${dset} with ${inference_config} into ${_dir}"
@@ -162,11 +162,11 @@ fi
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
   log "Stage 7: scoring"
   for inference_config in ${inference_configs}; do
-    inference_tag=decode_$(basename "${inference_config}" .yaml)
+    inference_tag=$(basename "${inference_config}" .yaml); inference_tag=decode_${inference_tag#decode_}
     for dset in ${test_sets}; do
       _dir=${asr_exp}/${inference_tag}/${dset}
       python -m asr.bin.score --ref "${data_feats}/${dset}/text" --hyp "${_dir}/text" \
-        --output_dir "${_dir}/score"
+        --output_dir "${_dir}/scoring"
     done
   done
   python -m asr.bin.results --exp_dir "${expdir}" --exps "$(basename "${asr_exp}")" \

@@ -31,8 +31,8 @@ encoder_conf:
     rel_pos_type: latest
     interctc_layer_idx: [1]
     interctc_use_conditioning: true
-batch_type: folded
-batch_size: 8
+batch_type: numel
+batch_bins: 240000
 max_epoch: 2
 best_model_criterion: [[valid, loss, min]]
 keep_nbest_models: 2

@@ -52,7 +52,7 @@ def collect(exp_dir: Path, pattern: str = "asr_*") -> list[dict]:
     for exp in sorted(exp_dir.glob(pattern)):
         for dec in sorted(exp.glob("decode_*")):
             sets = {}
-            for scores in sorted(dec.glob("*/score/scores.json")):
+            for scores in sorted(dec.glob("*/scoring/scores.json")):
                 dset = scores.parent.parent.name
                 s = json.loads(scores.read_text())
                 rtf = dec / dset / "rtf.json"
@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     rows = collect(Path(args.exp_dir), args.exps)
     if not rows:
-        raise SystemExit(f"no scores found under {args.exp_dir}/asr_*/decode_*/*/score/scores.json")
+        raise SystemExit(f"no scores found under {args.exp_dir}/asr_*/decode_*/*/scoring/scores.json")
     title = args.title or Path.cwd().name
     section = f"<!-- section: {title} -->\n" + render(rows, title, args.command) + "<!-- end section -->\n"
     out = Path(args.output)

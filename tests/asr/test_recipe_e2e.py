@@ -22,10 +22,10 @@ def test_every_stage_leaves_its_output(tiny_recipe):
             out = exp / dec / dset
             utts = (r / "dump/raw" / dset / "text").read_text().splitlines()
             assert len((out / "text").read_text().splitlines()) == len(utts)
-            scores = json.loads((out / "score/scores.json").read_text())
+            scores = json.loads((out / "scoring/scores.json").read_text())
             assert scores["utterances"] == len(utts)
             assert 0 <= scores["cer"] and 0 <= scores["wer"]
-            assert (out / "score/alignment.txt").is_file()
+            assert (out / "scoring/alignment.txt").is_file()
 
 
 def test_results_md_has_the_table_and_command(tiny_recipe):

@@ -1,0 +1,50 @@
+"""Transcribe audio files with a trained model.
+
+Usage:
+    python -m asr.bin.infer --model_dir exp/asr_train_ctc_char a.wav b.wav
+    python -m asr.bin.infer --model_dir exp/asr_train_ctc_char --search beam --beam_size 10 \
+        --timestamps --json *.wav
+
+Prints ``<file> <text>`` per input (or one JSON object per line with ``--json``: text,
+tokens, score and per-token timestamps in seconds). Inputs are decoded as one batch per
+``--batch_size`` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_file", default=None)
+    p.add_argument("--search", choices=["greedy", "beam"], default="greedy")
+    p.add_argument("--beam_size", type=int, default=10)
+    p.add_argument("--timestamps", action="store_true", help="per-token times (forced alignment)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num_threads", type=int, default=2)
+    p.add_argument("audio", nargs="+", help="audio files")
+    args = p.parse_args(argv)
+    from asr.inference import Speech2Text
+
+    torch.set_num_threads(args.num_threads)
+    s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
+                      search=args.search, beam_size=args.beam_size, timestamps=args.timestamps)
+    for i in range(0, len(args.audio), args.batch_size):
+        files = args.audio[i : i + args.batch_size]
+        for path, hyp in zip(files, s2t(files)):
+            if args.json:
+                print(json.dumps({"file": path, "text": hyp.text, "tokens": list(hyp.tokens),
+                                  "score": round(hyp.score, 4), "timestamps": hyp.timestamps}))
+            else:
+                print(f"{path} {hyp.text}")
+
+
+if __name__ == "__main__":
+    main()
