@@ -88,9 +88,8 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   mkdir -p "${token_listdir}"
   if [ "${token_type}" = bpe ]; then
     cut -f 2- -d " " "${data_feats}/${train_set}/text" > "${token_listdir}/train.txt"
-    python -m espnet2.bin.spm_train --input="${token_listdir}/train.txt" --vocab_size="${nbpe}" \
-      --model_type="${bpemode}" --model_prefix="${token_listdir}/bpe" \
-      --character_coverage=1.0 --input_sentence_size=100000000
+    python -m asr.bin.train_bpe --input "${token_listdir}/train.txt" --vocab_size "${nbpe}" \
+      --model_type "${bpemode}" --model_prefix "${token_listdir}/bpe"
   fi
   python -m espnet2.bin.tokenize_text --token_type "${token_type}" --bpemodel "${bpemodel}" \
     --input "${data_feats}/${train_set}/text" --output "${token_list}" --field 2- \

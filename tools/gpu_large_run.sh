@@ -10,7 +10,7 @@ budget=${1:-330}
 root=$PWD
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$root PYTHONUNBUFFERED=1
-mkdir -p /tmp/bin && ln -sf "$(command -v python3)" /tmp/bin/python && export PATH=/tmp/bin:$PATH
+rm -rf /tmp/bin; mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 "$@"\n' > /tmp/bin/python && chmod +x /tmp/bin/python && export PATH=$PATH:/tmp/bin
 python tools/offline_nltk.py
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 cd egs/synth_en/asr1
@@ -19,11 +19,13 @@ for s in train dev; do
   rm -rf data/$s; cp -r "$root/.gpu/data/$s" data/$s
   sed -i "s| .gpu/| $root/.gpu/|" data/$s/wav.scp
 done
-opts=(--asr_config conf/train_ctc_large.yaml --token_type bpe --nbpe 300 --test_sets dev
+nbpe=${NBPE:-300}
+opts=(--asr_config conf/train_ctc_large.yaml --token_type bpe --nbpe ${nbpe} --test_sets dev
       --ngpu 1 --asr_args "--num_workers 12")
 time ../../../recipes/asr.sh "${opts[@]}" --stage 2 --stop_stage 4 || exit 1
-exp=exp/asr_train_ctc_large_bpe300
+exp=exp/asr_train_ctc_large_bpe${nbpe}
 ( timeout "$budget" ../../../recipes/asr.sh "${opts[@]}" --stage 5 --stop_stage 5 ) ; echo "training exit $?"
+pkill -f asr.bin.train; sleep 3  # timeout stops asr.sh, not always its python child
 grep -E "epoch results" $exp/train.log | sed -E 's/, (iter_time|forward_time|backward_time|optim_step_time|train_time|loss_scale|clip|grad_norm)=[^,]*//g' | cut -c1-400
 if [ ! -e $exp/valid.loss.ave.pth ]; then
   ls $exp/*epoch.pth && python -m asr.bin.average_checkpoints --output $exp/valid.loss.ave.pth $exp/*epoch.pth
@@ -38,5 +40,6 @@ for i in range(0, len(data), n):
     open(f"{out}/model.pth.part{i // n}", "wb").write(data[i:i + n])
 print("model bytes", len(data), "params", sum(v.numel() for v in state.values()))
 PY
-cp $exp/config.yaml $exp/feats_stats.npz "$OUT"/
+cp $exp/config.yaml "$OUT"/
+cp exp/asr_stats_bpe${nbpe}/train/feats_stats.npz "$OUT"/
 gzip -c $exp/train.log > "$OUT"/train.log.gz
