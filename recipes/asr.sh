@@ -23,6 +23,7 @@ opt nj 2 "parallel jobs for data preparation"
 opt ngpu 0 "GPUs for training (0: CPU)"
 opt decode_device cpu "device for decoding: cpu or cuda"
 opt num_threads 2 "torch threads for training and decoding"
+opt num_workers 0 "data loader workers for statistics and training (0 is fastest on 2 cores)"
 opt train_set train "training data set name (under data/)"
 opt valid_set dev "validation data set name"
 opt test_sets "dev test" "space-separated evaluation sets"
@@ -104,7 +105,7 @@ train_data_opts=(
   --train_data_path_and_name_and_type "${data_feats}/${train_set}/text,text,text"
   --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/wav.scp,speech,sound"
   --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/text,text,text"
-  --frontend_conf fs=16k --num_workers 0 --use_matplotlib false --use_tensorboard false
+  --frontend_conf fs=16k --num_workers "${num_workers}" --use_matplotlib false --use_tensorboard false
 )
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then

@@ -21,7 +21,7 @@ for s in train dev; do
 done
 nbpe=${NBPE:-300}
 opts=(--asr_config conf/train_ctc_large.yaml --token_type bpe --nbpe ${nbpe} --test_sets dev
-      --ngpu 1 --asr_args "--num_workers 12")
+      --ngpu 1 --num_workers 12)
 time ../../../recipes/asr.sh "${opts[@]}" --stage 2 --stop_stage 4 || exit 1
 exp=exp/asr_train_ctc_large_bpe${nbpe}
 ( timeout "$budget" ../../../recipes/asr.sh "${opts[@]}" --stage 5 --stop_stage 5 ) ; echo "training exit $?"
