@@ -542,11 +542,12 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
                  shares: Mapping[str, float] | None = None,
                  test_shares: Mapping[str, float] | None = None,
                  text_sources: Sequence[str] = ("fortunes", "bible"),
-                 sentences: Sequence[Sentence] | None = None) -> dict:
+                 sentences: Sequence[Sentence] | None = None, max_vocab: int = 0) -> dict:
     """Build (or finish, or leave alone if complete) the corpus in ``out``; return its stats.
 
     ``voices``/``test_voices`` are specs like ``"espeak:en-us+f3"`` (default: the
-    catalogue of :func:`default_voices`); ``sentences`` overrides ``text_sources``.
+    catalogue of :func:`default_voices`); ``sentences`` overrides ``text_sources``;
+    ``max_vocab > 0`` keeps only sentences within that many most frequent words.
 
     Raises:
         ValueError: ``out`` was built with other options, or invalid options.
@@ -561,6 +562,8 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
               "test_shares": dict(test_shares) if test_shares else None,
               "text": list(text_sources) if sentences is None else
               [len(sentences), sentences[0].text if sentences else ""]}
+    if max_vocab > 0:  # recorded only when used, so existing corpora keep their config
+        config["max_vocab"] = max_vocab
     state = os.path.join(out, ".state")
     _check_config(out, config)
     if all(os.path.exists(os.path.join(state, f"{s}.done")) for s in SPLITS):
@@ -569,7 +572,7 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
             return json.load(f)
     check_tools(train_v + test_v)
     if sentences is None:
-        sentences = load_sentences(text_sources)
+        sentences = load_sentences(text_sources, max_vocab=max_vocab)
     logger.info("%d sentences available", len(sentences))
     plan = plan_corpus(sentences, train_v, test_v, train_hours, dev_utts, test_utts, seed,
                        shares or DEFAULT_SHARES, test_shares)
@@ -653,6 +656,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test_engine_shares", type=_parse_shares, default=None,
                         help="share of test audio per engine (default: equal)")
     parser.add_argument("--text_sources", nargs="+", default=["fortunes", "bible"])
+    parser.add_argument("--max_vocab", type=int, default=0,
+                        help="keep only sentences within the N most frequent words (0: all)")
     parser.add_argument("--list_voices", action="store_true", help="print the voices and exit")
     return parser
 
@@ -671,7 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         stats = build_corpus(args.out, args.train_hours, args.dev_utts, args.test_utts, args.nj,
                              args.seed, args.voices, args.test_voices, args.engine_shares,
-                             args.test_engine_shares, args.text_sources)
+                             args.test_engine_shares, args.text_sources,
+                             max_vocab=args.max_vocab)
     except (MissingToolError, ValueError) as e:
         logger.error("%s", e)
         return 1

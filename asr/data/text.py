@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -201,10 +202,26 @@ def _raw_sentences(sources: Sequence[str], fortunes_dir: str) -> Iterator[tuple[
             raise ValueError(f"unknown text source {source!r}; valid: 'fortunes', 'bible'")
 
 
+def restrict_vocabulary(sentences: Sequence[Sentence], max_vocab: int) -> list[Sentence]:
+    """The sentences whose words are all among the ``max_vocab`` most frequent words.
+
+    Word counts are taken over ``sentences`` themselves (ties broken alphabetically), so the
+    result is deterministic. A closed vocabulary makes a small corpus learnable in minutes
+    (every test word occurs in training); ``max_vocab <= 0`` keeps every sentence.
+    """
+    if max_vocab <= 0:
+        return list(sentences)
+    counts = Counter(w for s in sentences for w in s.text.split())
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))
+    vocab = set(ranked[:max_vocab])
+    return [s for s in sentences if all(w in vocab for w in s.text.split())]
+
+
 def load_sentences(sources: Sequence[str] = ("fortunes", "bible"),
-                   fortunes_dir: str = FORTUNES_DIR) -> list[Sentence]:
-    """All filtered, deduplicated sentences of ``sources``, in a deterministic order."""
-    return filter_sentences(_raw_sentences(sources, fortunes_dir))
+                   fortunes_dir: str = FORTUNES_DIR, max_vocab: int = 0) -> list[Sentence]:
+    """All filtered, deduplicated sentences of ``sources``, in a deterministic order
+    (only those within the ``max_vocab`` most frequent words when ``max_vocab > 0``)."""
+    return restrict_vocabulary(filter_sentences(_raw_sentences(sources, fortunes_dir)), max_vocab)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,3 +55,12 @@ def test_decode_config_rejects_unknown_keys(tmp_path):
     conf.write_text("search: beam\nbeam: 4\n")
     with pytest.raises(ValueError, match="beam_size"):
         load_decode_config(str(conf))
+
+
+def test_restrict_vocabulary_keeps_only_in_vocabulary_sentences():
+    from asr.data.text import Sentence, restrict_vocabulary
+
+    sents = [Sentence(t, t, "x") for t in ["a b", "a c", "a a b", "d e f", "b a"]]
+    kept = restrict_vocabulary(sents, 2)  # a (5), b (3) are the two most frequent words
+    assert [s.text for s in kept] == ["a b", "a a b", "b a"]
+    assert restrict_vocabulary(sents, 0) == sents
