@@ -63,7 +63,7 @@ asr_exp=${expdir}/asr_${asr_tag}
 asr_stats_dir=${expdir}/asr_stats_${token_type}
 [ "${token_type}" = bpe ] && asr_stats_dir+="${nbpe}"
 # The command line that reproduces this run, for RESULTS.md.
-run_command="$0 $*"
+run_command="$0$(printf " %q" "$@")"
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
   log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
@@ -124,7 +124,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-  log "Stage 5: training ${asr_exp} (log: ${asr_exp}/train.log)"
+  log "Stage 5: training ${asr_exp} (log, appended on resume: ${asr_exp}/train.log)"
   mkdir -p "${asr_exp}"
   _norm=(--normalize "${feats_normalize}")
   if [ "${feats_normalize}" = global_mvn ]; then
@@ -137,7 +137,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
     --valid_shape_file "${asr_stats_dir}/valid/text_shape.${token_type}" \
     --resume true --output_dir "${asr_exp}" --ngpu "${ngpu}" ${asr_args} \
-    > "${asr_exp}/train.log" 2>&1 \
+    >> "${asr_exp}/train.log" 2>&1 \
     || { log "training failed; see ${asr_exp}/train.log"; tail -n 30 "${asr_exp}/train.log"; exit 1; }
   if [ "${feats_normalize}" = global_mvn ]; then
     # beside the checkpoint, so the model directory is self-contained for inference

@@ -23,17 +23,21 @@ import torch
 
 
 def _train_info(exp: Path) -> str:
+    """Epochs and wall time of training, read from ESPnet's log lines in train.log."""
     log = exp / "train.log"
     if not log.exists():
         return ""
+    stamp = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)"
     text = log.read_text(errors="replace")
-    epochs = re.findall(r"(\d+)epoch results", text)
-    m = re.search(r"elapsed time ([0-9:.]+)", text) or re.search(r"Total elapsed[^0-9]*([0-9.]+)", text)
-    parts = []
-    if epochs:
-        parts.append(f"{epochs[-1]} epochs")
-    if m:
-        parts.append(f"trained in {m.group(1)}")
+    started = re.findall(stamp + r",\d+ \(trainer:\d+\) INFO: \d+/\d+epoch started", text)
+    results = re.findall(stamp + r",\d+ \(trainer:\d+\) INFO: (\d+)epoch results", text)
+    if not results:
+        return ""
+    parts = [f"{results[-1][1]} epochs"]
+    if started:
+        fmt = "%Y-%m-%d %H:%M:%S"
+        span = datetime.datetime.strptime(results[-1][0], fmt) - datetime.datetime.strptime(started[0], fmt)
+        parts.append(f"{span.total_seconds() / 60:.1f} min from the first epoch to the last")
     return ", ".join(parts)
 
 
@@ -66,7 +70,8 @@ def collect(exp_dir: Path, pattern: str = "asr_*") -> list[dict]:
 
 def render(rows: list[dict], title: str, command: str) -> str:
     sets = sorted({d for r in rows for d in r["sets"]}, key=lambda d: (d != "dev", d))
-    head = "| experiment | decode | params | " + " | ".join(f"{d} WER / CER" for d in sets) + " | RTF (" + sets[-1] + ") |"
+    rtf_set = "test" if "test" in sets else sets[-1]
+    head = "| experiment | decode | params | " + " | ".join(f"{d} WER / CER" for d in sets) + f" | RTF ({rtf_set}) |"
     sep = "|" + "---|" * (4 + len(sets))
     lines = [head, sep]
     for r in rows:
@@ -74,9 +79,9 @@ def render(rows: list[dict], title: str, command: str) -> str:
         for d in sets:
             s = r["sets"].get(d)
             cells.append(f"{s['wer']:.1f} / {s['cer']:.1f}" if s else "–")
-        rtf = r["sets"].get(sets[-1], {}).get("rtf")
+        rtf = r["sets"].get(rtf_set, {}).get("rtf")
         lines.append(f"| {r['exp']} | {r['decode']} | {r['params']} | " + " | ".join(cells) + f" | {rtf if rtf is not None else '–'} |")
-    info = "; ".join(f"{r['exp']}: {r['train']}" for r in rows if r["train"]) or "–"
+    info = "; ".join(sorted({f"{r['exp']}: {r['train']}" for r in rows if r["train"]})) or "–"
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (
         f"## {title}\n\n"
