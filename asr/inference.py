@@ -94,12 +94,16 @@ def load_model_config(model_dir: Path) -> dict[str, Any]:
     return config
 
 
+def sample_rate(config: dict[str, Any]) -> int:
+    """The frontend's sample rate in Hz (``frontend_conf.fs``: 16000 or "16k")."""
+    fs = (config.get("frontend_conf") or {}).get("fs", 16000)
+    return int(str(fs)[:-1]) * 1000 if str(fs).endswith("k") else int(fs)
+
+
 def frame_shift_seconds(config: dict[str, Any]) -> float:
     """Seconds per encoder output frame, from the frontend hop and the subsampling layer."""
-    fconf = config.get("frontend_conf") or {}
-    fs = fconf.get("fs", 16000)
-    fs = int(str(fs).rstrip("k")) * 1000 if str(fs).endswith("k") else int(fs)
-    hop = int(fconf.get("hop_length", 128))
+    fs = sample_rate(config)
+    hop = int((config.get("frontend_conf") or {}).get("hop_length", 128))
     layer = (config.get("encoder_conf") or {}).get("input_layer", "conv2d")
     if layer not in SUBSAMPLING:
         raise ValueError(f"unknown encoder input_layer {layer!r}; known: {sorted(SUBSAMPLING)}")
@@ -144,7 +148,7 @@ class Speech2Text:
         self.device = torch.device(device)
         self.token_list: list[str] = config["token_list"]
         self.token_type = config.get("token_type", "char")
-        self.sample_rate = self._sample_rate(config)
+        self.sample_rate = sample_rate(config)
         self.frame_shift = frame_shift_seconds(config)
         self.search, self.beam_size, self.nbest = search, beam_size, nbest
         self.timestamps = timestamps
@@ -161,11 +165,6 @@ class Speech2Text:
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         return model.to(device).eval()
-
-    @staticmethod
-    def _sample_rate(config: dict[str, Any]) -> int:
-        fs = (config.get("frontend_conf") or {}).get("fs", 16000)
-        return int(str(fs).rstrip("k")) * 1000 if str(fs).endswith("k") else int(fs)
 
     # ------------------------------------------------------------------ public API
     def __call__(
