@@ -14,7 +14,6 @@ Shapes: B batch, N samples, T frames (after subsampling), V vocabulary.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -26,8 +25,6 @@ from asr.audio import AudioInput, as_waveform
 from asr.task import NARASRTask
 from nar.align import forced_align, spans_to_timestamps, token_spans
 from nar.ctc import ctc_greedy_search, ctc_prefix_beam_search
-
-logger = logging.getLogger(__name__)
 
 #: checkpoints looked for in a model directory, in this order, when none is given
 CHECKPOINT_ORDER = ("valid.loss.ave.pth", "valid.cer_ctc.ave.pth", "valid.loss.best.pth", "latest.pth")
