@@ -14,6 +14,7 @@ Shapes: B batch, N samples, T frames (after subsampling), V vocabulary.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -22,6 +23,7 @@ import torch
 import yaml
 
 from asr.audio import AudioInput, as_waveform
+from asr.models.paraformer import ParaformerModel
 from asr.task import NARASRTask
 from nar.align import forced_align, spans_to_timestamps, token_spans
 from nar.ctc import ctc_greedy_search, ctc_prefix_beam_search
@@ -108,16 +110,21 @@ def frame_shift_seconds(config: dict[str, Any]) -> float:
 
 
 class Speech2Text:
-    """Recognise speech with a trained nar-speech CTC model.
+    """Recognise speech with a trained nar-speech model (CTC or Paraformer).
 
     Args:
         model_dir: a training output directory (``config.yaml`` + checkpoints).
         model_file: checkpoint to load (default: the first of :data:`CHECKPOINT_ORDER` found).
         device: ``"cpu"`` or ``"cuda"``.
-        search: ``"greedy"`` (best path) or ``"beam"`` (CTC prefix beam search).
+        search: ``"greedy"`` (CTC best path; Paraformer argmax) or ``"beam"`` (CTC prefix beam
+            search; CTC models only).
         beam_size: beam width for ``search="beam"``.
         nbest: hypotheses returned per input by :meth:`recognize_nbest`.
-        timestamps: compute per-token timestamps by CTC forced alignment of each hypothesis.
+        timestamps: per-token timestamps (CTC: forced alignment of each hypothesis;
+            Paraformer: CIF firing frames).
+        length_candidates: Paraformer only: also decode token counts L-k..L+k and keep the best
+            by decoder + CTC score (None: the model config's value, default 0).
+        rescore_ctc_weight: Paraformer only: CTC weight of that rescoring (None: model config).
     """
 
     def __init__(
@@ -129,6 +136,8 @@ class Speech2Text:
         beam_size: int = 10,
         nbest: int = 1,
         timestamps: bool = True,
+        length_candidates: int | None = None,
+        rescore_ctc_weight: float | None = None,
     ):
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
@@ -150,6 +159,28 @@ class Speech2Text:
         self.search, self.beam_size, self.nbest = search, beam_size, nbest
         self.timestamps = timestamps
         self.blank_id = getattr(self.model, "blank_id", 0)
+        self.is_paraformer = isinstance(self.model, ParaformerModel)
+        if self.is_paraformer:
+            if search != "greedy" or nbest != 1:
+                raise ValueError(
+                    f"{self.model_dir}: a Paraformer model decodes by argmax over the predicted "
+                    f"length (search='greedy', nbest=1), got search={search!r}, nbest={nbest}; "
+                    "to rescore token counts L-k..L+k set length_candidates=k"
+                )
+            if length_candidates is not None:
+                self.model.length_candidates = int(length_candidates)
+            if rescore_ctc_weight is not None:
+                self.model.rescore_ctc_weight = float(rescore_ctc_weight)
+            if self.model.length_candidates < 0 or not 0 <= self.model.rescore_ctc_weight <= 1:
+                raise ValueError(
+                    f"need length_candidates >= 0 and 0 <= rescore_ctc_weight <= 1, got "
+                    f"{self.model.length_candidates}, {self.model.rescore_ctc_weight}"
+                )
+        elif length_candidates or rescore_ctc_weight is not None:
+            raise ValueError(
+                f"{self.model_dir}: length_candidates / rescore_ctc_weight are Paraformer options; "
+                f"this is a {type(self.model).__name__}"
+            )
 
     @staticmethod
     def _build(config: dict[str, Any], model_file: Path, device: str) -> torch.nn.Module:
@@ -183,11 +214,13 @@ class Speech2Text:
             as_waveform(x, self.sample_rate, sample_rate, name=f"inputs[{i}]")
             for i, x in enumerate(inputs)
         ]
+        if self.is_paraformer:
+            return self.decode_paraformer(self.encode(wavs))
         log_probs, lengths = self.ctc_log_probs(wavs)
         return self.decode_log_probs(log_probs, lengths)
 
-    def ctc_log_probs(self, wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mono waveforms at the model rate -> CTC log-probs (B, T, V) and lengths (B,).
+    def encode(self, wavs: Sequence[torch.Tensor]):
+        """Mono waveforms at the model rate -> the model's :class:`EncoderOutput` (padded batch).
 
         Features are computed per item (an STFT's edge frames depend on what follows the
         signal), then padded; the encoder ignores padding, so each item's result does not
@@ -200,8 +233,47 @@ class Speech2Text:
             feats.append(f[0, : int(n[0])])
             lens.append(int(n[0]))
         padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-        enc = self.model.encode_feats(padded, torch.tensor(lens, device=self.device))
+        return self.model.encode_feats(padded, torch.tensor(lens, device=self.device))
+
+    def ctc_log_probs(self, wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mono waveforms at the model rate -> CTC log-probs (B, T, V) and lengths (B,)."""
+        if self.model.ctc is None:
+            raise ValueError(f"{self.model_dir}: the model has no CTC head (model_conf.ctc_weight = 0)")
+        enc = self.encode(wavs)
         return self.model.ctc_log_probs(enc), enc.lengths
+
+    def decode_paraformer(self, enc) -> list[list[Hypothesis]]:
+        """Paraformer: predictor → CIF → one decoder pass → argmax, timestamps from CIF firing.
+
+        An input for which the predictor fires no token gets an empty hypothesis and a warning.
+        """
+        res = self.model.recognize(enc)
+        out = []
+        for b, ids in enumerate(res.token_ids):
+            if int(res.token_counts[b]) == 0:
+                warnings.warn(
+                    f"inputs[{b}]: the Paraformer predictor fired no token "
+                    f"({int(enc.lengths[b])} encoder frames); returning an empty hypothesis",
+                    stacklevel=3,
+                )
+            stamps = ()
+            if self.timestamps:
+                stamps = tuple(
+                    (round(s * self.frame_shift, 3), round((e + 1) * self.frame_shift, 3))
+                    for s, e in res.frames[b]
+                )
+            out.append(
+                [
+                    Hypothesis(
+                        text=self.tokens_to_text(ids),
+                        tokens=tuple(self.token_list[i] for i in ids),
+                        token_ids=tuple(ids),
+                        score=res.scores[b],
+                        timestamps=stamps,
+                    )
+                ]
+            )
+        return out
 
     def decode_log_probs(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         """Search and timestamps on CTC log-probs (B, T, V) with lengths (B,)."""

@@ -4,10 +4,15 @@ Everything ESPnet's ``asr_train`` does (YAML configs, ``exp/`` layout, ``--ngpu`
 multi-node DDP, resume, checkpoint averaging, ``--collect_stats``) works unchanged; the
 ``--model`` choice additionally accepts the nar-speech models:
 
-=========  =====================================================================
-``ctc``    encoder-only CTC with intermediate CTC and self-conditioning (default)
-``espnet`` ESPnet's hybrid CTC/attention encoder–decoder (the AR baseline)
-=========  =====================================================================
+==============  ================================================================
+``ctc``         encoder-only CTC with intermediate CTC and self-conditioning (default)
+``paraformer``  CIF predictor + GLM-trained parallel decoder (``decoder: paraformer``,
+                ``predictor: cif``), optional CTC branch and MWER
+``espnet``      ESPnet's hybrid CTC/attention encoder–decoder (the AR baseline)
+==============  ================================================================
+
+Besides ESPnet's choices, ``--decoder`` accepts ``paraformer`` and the task adds
+``--predictor`` / ``--predictor_conf`` (``cif``).
 
 ESPnet's own ``espnet``/``maskctc``/``pit_espnet`` models are built by ESPnet's code.
 """
@@ -19,16 +24,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from espnet2.asr.ctc import CTC
+from espnet2.asr.decoder.abs_decoder import AbsDecoder
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from espnet2.tasks import asr as espnet_asr
 from espnet2.tasks.asr import ASRTask
 from espnet2.train.class_choices import ClassChoices
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from asr.models.ctc import CTCModel
+from asr.models.paraformer import CIFPredictor, ParaformerDecoder, ParaformerModel
 
 #: our model classes; the keys are the YAML ``model:`` names
-NAR_MODELS: dict[str, type] = {"ctc": CTCModel}
+NAR_MODELS: dict[str, type] = {"ctc": CTCModel, "paraformer": ParaformerModel}
+#: the parts each model needs beyond the encoder stack, built from `<part>:` + `<part>_conf:`
+MODEL_PARTS: dict[str, tuple[str, ...]] = {"ctc": (), "paraformer": ("decoder", "predictor")}
 
 model_choices = ClassChoices(
     "model",
@@ -38,8 +49,32 @@ model_choices = ClassChoices(
 )
 
 
-def _replace_choices(choices_list: list[ClassChoices], new: ClassChoices) -> list[ClassChoices]:
-    return [new if c.name == new.name else c for c in choices_list]
+decoder_choices = ClassChoices(
+    "decoder",
+    classes=dict(paraformer=ParaformerDecoder, **espnet_asr.decoder_choices.classes),
+    type_check=AbsDecoder,
+    default=None,
+    optional=True,
+)
+
+predictor_choices = ClassChoices(
+    "predictor",
+    classes=dict(cif=CIFPredictor),
+    type_check=torch.nn.Module,
+    default=None,
+    optional=True,
+)
+
+# nar-speech frontends
+from asr.frontends import KaldiFbankLFR  # noqa: E402
+frontend_classes: dict[str, type] = {"kaldi_fbank_lfr": KaldiFbankLFR}
+frontend_choices = ClassChoices(
+    "frontend",
+    classes=dict(**espnet_asr.frontend_choices.classes, **frontend_classes),
+    type_check=AbsFrontend,
+    default="default",
+    optional=True,
+)
 
 
 def read_token_list(token_list: str | list[str]) -> list[str]:
@@ -61,7 +96,7 @@ def build_encoder_stack(args: argparse.Namespace, vocab_size: int) -> dict[str, 
     Shared by every nar-speech model so all of them read the same encoder configuration.
     """
     if args.input_size is None:
-        frontend = espnet_asr.frontend_choices.get_class(args.frontend)(**args.frontend_conf)
+        frontend = frontend_choices.get_class(args.frontend)(**args.frontend_conf)
         input_size = frontend.output_size()
     else:
         frontend, input_size = None, args.input_size
@@ -102,7 +137,13 @@ def build_encoder_stack(args: argparse.Namespace, vocab_size: int) -> dict[str, 
 class NARASRTask(ASRTask):
     """ESPnet's ASR task with the nar-speech model choices."""
 
-    class_choices_list = _replace_choices(list(ASRTask.class_choices_list), model_choices)
+    class_choices_list = [
+        *(
+            {"model": model_choices, "decoder": decoder_choices, "frontend": frontend_choices}.get(c.name, c)
+            for c in ASRTask.class_choices_list
+        ),
+        predictor_choices,
+    ]
 
     @classmethod
     def build_model_from_dict(cls, config: dict[str, Any]) -> AbsESPnetModel:
@@ -123,12 +164,25 @@ class NARASRTask(ASRTask):
         token_list = read_token_list(args.token_list)
         # As in ESPnet: the token list is stored inline so config.yaml is self-contained.
         args.token_list = token_list
-        if getattr(args, "decoder", None) is not None:
-            raise ValueError(
-                f"model '{model_name}' builds its own decoder; remove `decoder:` from the config"
-            )
+        needed = MODEL_PARTS[model_name]
+        for part in ("decoder", "predictor"):
+            if part not in needed and getattr(args, part, None) is not None:
+                raise ValueError(f"model '{model_name}' takes no `{part}:`; remove it from the config")
+            if part in needed and getattr(args, part, None) is None:
+                raise ValueError(f"model '{model_name}' needs `{part}:` (and `{part}_conf:`) in the config")
         logging.info(f"Vocabulary size: {len(token_list)}")
         parts = build_encoder_stack(args, len(token_list))
+        out_size = parts["encoder"].output_size()
+        if parts["postencoder"] is not None:
+            out_size = parts["postencoder"].output_size()
+        if "decoder" in needed:
+            parts["decoder"] = decoder_choices.get_class(args.decoder)(
+                vocab_size=len(token_list), encoder_output_size=out_size, **(args.decoder_conf or {})
+            )
+        if "predictor" in needed:
+            parts["predictor"] = predictor_choices.get_class(args.predictor)(
+                idim=out_size, **(getattr(args, "predictor_conf", None) or {})
+            )
         model_class = model_choices.get_class(model_name)
         model = model_class(
             vocab_size=len(token_list), token_list=token_list, **parts, **args.model_conf

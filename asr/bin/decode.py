@@ -24,7 +24,14 @@ from asr.audio import as_waveform
 from asr.data.kaldi import read_kaldi_map
 
 #: keys a decode config may set, and their defaults
-DECODE_DEFAULTS = {"search": "greedy", "beam_size": 10, "nbest": 1, "timestamps": True}
+DECODE_DEFAULTS = {
+    "search": "greedy",
+    "beam_size": 10,
+    "nbest": 1,
+    "timestamps": True,
+    "length_candidates": None,  # Paraformer: rescore token counts L-k..L+k (None: model config)
+    "rescore_ctc_weight": None,  # Paraformer: CTC weight in that rescoring
+}
 
 
 def load_decode_config(path: str | None) -> dict:

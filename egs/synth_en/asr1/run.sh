@@ -4,8 +4,22 @@
 # Options: ./run.sh --help
 # Larger configuration: ./run.sh --asr_config conf/train_ctc_large.yaml --token_type bpe --nbpe 300 \
 #   --local_data_opts "--train_hours 4" --ngpu 1 --num_workers 12   (see RESULTS.md)
+# Paraformer (same encoder and budget): ./run.sh --asr_config conf/train_paraformer.yaml
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# Decode configs follow the model type of --asr_config (an explicit --inference_configs wins).
+asr_config=conf/train_ctc.yaml
+args=("$@")
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+    [ "${args[i]}" = --asr_config ] && asr_config=${args[i + 1]}
+done
+model_type=ctc
+[ -f "${asr_config}" ] && model_type=$(sed -n 's/^model: *//p' "${asr_config}")
+case "${model_type}" in
+    paraformer) inference_configs="conf/decode_paraformer.yaml conf/decode_paraformer_rescore.yaml" ;;
+    *) inference_configs="conf/decode_greedy.yaml conf/decode_beam.yaml" ;;
+esac
 
 ../../../recipes/asr.sh \
     --train_set train \
@@ -13,6 +27,6 @@ cd "$(dirname "$0")"
     --test_sets "dev test test_real" \
     --local_data_opts "--train_hours 2.0 --max_vocab 1000 --test_engine_shares espeak=0.6,flite=0.25,festival=0.15" \
     --token_type char \
-    --asr_config conf/train_ctc.yaml \
-    --inference_configs "conf/decode_greedy.yaml conf/decode_beam.yaml" \
+    --asr_config "${asr_config}" \
+    --inference_configs "${inference_configs}" \
     "$@"

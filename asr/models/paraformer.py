@@ -1,0 +1,601 @@
+"""Paraformer: CIF predictor + glancing (GLM) sampler + parallel decoder (Gao et al., 2022).
+
+Encoder (any ESPnet encoder, as for :class:`asr.models.ctc.CTCModel`) → CIF predictor (one
+weight per encoder frame) → continuous integrate-and-fire (:func:`nar.cif.cif`) into one
+acoustic embedding per token → a non-causal transformer decoder whose queries are those
+embeddings and which cross-attends the encoder → one softmax per token. An optional CTC branch
+(with intermediate CTC) shares the encoder.
+
+Training, per batch:
+
+1. alphas are scaled so each utterance fires exactly its reference length L (L + 1 with
+   ``predictor_bias: 1``, the extra token being ``<sos/eos>``); quantity loss ``|sum(alphas) - L|``;
+2. glancing sampling: a first decoder pass on the acoustic embeddings without gradients counts
+   the correct tokens; ``round((L - correct) * sampling_ratio)`` random positions get the
+   reference token embedding instead (:func:`nar.masking.glancing_mask`); the second pass is
+   trained with cross-entropy;
+3. ``loss = ctc_weight * CTC + (1 - ctc_weight) * CE + predictor_weight * quantity
+   [+ mwer_weight * MWER]``.
+
+Minimum word error rate (MWER) fine-tuning (``mwer_weight > 0``) uses the paper's negative
+sampling: for each utterance the N-best is the first pass's argmax plus ``mwer_nbest - 1``
+sequences sampled position by position from the decoder's distribution (the length is fixed by
+the predictor). The loss is the expected number of word errors under the N-best-renormalised
+sequence probabilities, minus the N-best mean (variance reduction), divided by the number of
+reference words. With MWER on, the first pass keeps its gradients (the MWER term is computed on
+it); without MWER, only the second pass gets gradients.
+
+Inference: one encoder pass, predictor alphas with the tail weight added after each item's last
+frame, ``floor(sum(alphas) + tail)`` tokens, one decoder pass, argmax — for the whole padded
+batch at once. Token times come from the CIF firing frames.
+
+Shapes: B batch, N samples, T encoder frames, D model dim, L tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import editdistance
+import torch
+import torch.nn.functional as F
+from espnet.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
+from espnet.nets.pytorch_backend.transformer.decoder_layer import DecoderLayer
+from espnet.nets.pytorch_backend.transformer.embedding import PositionalEncoding
+from espnet.nets.pytorch_backend.transformer.label_smoothing_loss import LabelSmoothingLoss
+from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
+from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
+    PositionwiseFeedForward,
+)
+from espnet2.asr.ctc import CTC
+from espnet2.asr.decoder.abs_decoder import AbsDecoder
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.asr.postencoder.abs_postencoder import AbsPostEncoder
+from espnet2.asr.preencoder.abs_preencoder import AbsPreEncoder
+from espnet2.asr.specaug.abs_specaug import AbsSpecAug
+from espnet2.layers.abs_normalize import AbsNormalize
+from espnet2.torch_utils.device_funcs import force_gatherable
+
+from asr.models.ctc import CTCModel, EncoderOutput
+from nar.cif import CIFOutput, cif, quantity_loss
+from nar.masking import glancing_mask
+
+PREDICTOR_VARIANTS = ("v1", "v2")
+
+
+def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, size) bool, True on the first ``lengths[b]`` positions."""
+    return torch.arange(size, device=lengths.device) < lengths[:, None]
+
+
+# ------------------------------------------------------------------------------ predictor
+class CIFPredictor(torch.nn.Module):
+    """Per-frame CIF weights: conv1d over encoder frames → ReLU → linear → sigmoid.
+
+    ``alphas = relu(sigmoid(x) * smooth_factor - noise_threshold)``, zero on padding.
+
+    Args:
+        idim: encoder output dim D.
+        l_order, r_order: left/right context of the convolution (kernel l + r + 1).
+        threshold: CIF firing threshold.
+        dropout: dropout on the convolution output (variant v1 only, as in FunASR).
+        smooth_factor, noise_threshold: see the formula above.
+        tail_threshold: inference-only weight added right after each item's last frame so a
+            nearly complete last token still fires (FunASR's ``tail_process_fn``); 0 disables.
+        variant: ``"v2"`` (FunASR ``CifPredictorV2``: full convolution, no residual) or
+            ``"v1"`` (FunASR ``CifPredictor``: depthwise convolution + residual + dropout).
+
+    Padding frames are zeroed before the convolution, so an utterance gets the same alphas
+    alone or in a padded batch.
+    """
+
+    def __init__(
+        self,
+        idim: int,
+        l_order: int = 1,
+        r_order: int = 1,
+        threshold: float = 1.0,
+        dropout: float = 0.1,
+        smooth_factor: float = 1.0,
+        noise_threshold: float = 0.0,
+        tail_threshold: float = 0.45,
+        variant: str = "v2",
+    ):
+        super().__init__()
+        if variant not in PREDICTOR_VARIANTS:
+            raise ValueError(f"predictor_conf.variant must be one of {PREDICTOR_VARIANTS}, got {variant!r}")
+        if l_order < 0 or r_order < 0:
+            raise ValueError(f"predictor_conf l_order/r_order must be >= 0, got {l_order}, {r_order}")
+        if threshold <= 0 or tail_threshold < 0:
+            raise ValueError(f"need threshold > 0 and tail_threshold >= 0, got {threshold}, {tail_threshold}")
+        self.l_order, self.r_order = l_order, r_order
+        self.variant = variant
+        groups = idim if variant == "v1" else 1
+        self.cif_conv1d = torch.nn.Conv1d(idim, idim, l_order + r_order + 1, groups=groups)
+        self.cif_output = torch.nn.Linear(idim, 1)
+        self.dropout = torch.nn.Dropout(p=dropout)
+        self.threshold = float(threshold)
+        self.smooth_factor = float(smooth_factor)
+        self.noise_threshold = float(noise_threshold)
+        self.tail_threshold = float(tail_threshold)
+
+    def alphas(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, D), lengths (B,) -> alphas (B, T), zero on padding (float32)."""
+        valid = _valid_mask(lengths, hidden.size(1))
+        context = hidden.float().masked_fill(~valid[..., None], 0.0).transpose(1, 2)  # (B, D, T)
+        out = self.cif_conv1d(F.pad(context, (self.l_order, self.r_order)))
+        if self.variant == "v1":
+            out = self.dropout(out + context)
+        out = torch.relu(out.transpose(1, 2))
+        alphas = torch.sigmoid(self.cif_output(out)).squeeze(-1)  # (B, T)
+        alphas = torch.relu(alphas * self.smooth_factor - self.noise_threshold)
+        return alphas.masked_fill(~valid, 0.0)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        lengths: torch.Tensor,
+        target_lengths: Optional[torch.Tensor] = None,
+    ) -> tuple[CIFOutput, torch.Tensor]:
+        """CIF on the encoder output.
+
+        Training (``target_lengths`` given): alphas scaled to fire exactly that many tokens.
+        Inference: the tail weight is added and ``floor(sum(alphas) + tail)`` tokens fire.
+
+        Returns:
+            (CIFOutput, alphas): the CIF result (embeddings (B, L, D), token_lengths (B,),
+            firing frames) and the unscaled alphas (B, T) for the quantity loss.
+        """
+        alphas = self.alphas(hidden, lengths)
+        tail = 0.0 if target_lengths is not None else self.tail_threshold
+        out = cif(hidden.float(), alphas, lengths, threshold=self.threshold,
+                  target_lengths=target_lengths, tail_threshold=tail)
+        return out, alphas
+
+
+# ------------------------------------------------------------------------------ decoder
+class ParaformerDecoder(AbsDecoder):
+    """Parallel (non-causal) transformer decoder over token acoustic embeddings.
+
+    Each of ``num_blocks`` layers: self-attention over all L positions (padding masked, no
+    causal mask) → cross-attention to the encoder → feed-forward, pre-norm by default. The
+    queries enter without positional encoding (their order comes from CIF). ``embed`` holds the
+    token embeddings the GLM sampler substitutes (embedding scaled by sqrt(D) plus positional
+    encoding, as FunASR's ``decoder.embed``).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        encoder_output_size: int,
+        attention_heads: int = 4,
+        linear_units: int = 2048,
+        num_blocks: int = 6,
+        dropout_rate: float = 0.1,
+        positional_dropout_rate: float = 0.1,
+        self_attention_dropout_rate: float = 0.0,
+        src_attention_dropout_rate: float = 0.0,
+        normalize_before: bool = True,
+        concat_after: bool = False,
+    ):
+        super().__init__()
+        dim = encoder_output_size
+        if num_blocks < 1:
+            raise ValueError(f"decoder_conf.num_blocks must be >= 1, got {num_blocks}")
+        self.embed = torch.nn.Sequential(
+            torch.nn.Embedding(vocab_size, dim), PositionalEncoding(dim, positional_dropout_rate)
+        )
+        self.decoders = torch.nn.ModuleList(
+            DecoderLayer(
+                dim,
+                MultiHeadedAttention(attention_heads, dim, self_attention_dropout_rate),
+                MultiHeadedAttention(attention_heads, dim, src_attention_dropout_rate),
+                PositionwiseFeedForward(dim, linear_units, dropout_rate),
+                dropout_rate,
+                normalize_before,
+                concat_after,
+            )
+            for _ in range(num_blocks)
+        )
+        self.normalize_before = normalize_before
+        self.after_norm = LayerNorm(dim) if normalize_before else None
+        self.output_layer = torch.nn.Linear(dim, vocab_size)
+
+    def forward(
+        self,
+        hs_pad: torch.Tensor,
+        hlens: torch.Tensor,
+        ys_in_pad: torch.Tensor,
+        ys_in_lens: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """hs_pad (B, T, D) encoder output, hlens (B,), ys_in_pad (B, L, D) query embeddings,
+        ys_in_lens (B,) -> logits (B, L, V), ys_in_lens."""
+        x = ys_in_pad
+        tgt_mask = _valid_mask(ys_in_lens, x.size(1))[:, None, :]  # (B, 1, L)
+        memory_mask = _valid_mask(hlens, hs_pad.size(1))[:, None, :]  # (B, 1, T)
+        for layer in self.decoders:
+            x, tgt_mask, _, _ = layer(x, tgt_mask, hs_pad, memory_mask)
+        if self.after_norm is not None:
+            x = self.after_norm(x)
+        return self.output_layer(x), ys_in_lens
+
+    def score(self, ys, state, x):  # ScorerInterface; not an autoregressive scorer
+        raise NotImplementedError("ParaformerDecoder is non-autoregressive: use ParaformerModel.recognize")
+
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids (>= 0) -> (B, L, D) reference embeddings for glancing sampling."""
+        return self.embed(tokens)
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass(frozen=True)
+class ParaformerResult:
+    """Batched recognition output of :meth:`ParaformerModel.recognize`.
+
+    Attributes:
+        token_ids: per item, the recognised token ids (blank, sos/eos removed).
+        scores: per item, the summed log-probability of the chosen tokens.
+        frames: per item, ``(first_frame, firing_frame)`` of each kept token (encoder frames).
+        token_counts: (B,) number of tokens the predictor fired (before filtering).
+        log_probs: (B, L, V) decoder log-probabilities.
+    """
+
+    token_ids: list[list[int]]
+    scores: list[float]
+    frames: list[list[tuple[int, int]]]
+    token_counts: torch.Tensor
+    log_probs: torch.Tensor
+
+
+# ------------------------------------------------------------------------------ model
+class ParaformerModel(CTCModel):
+    """Encoder → CIF predictor → parallel decoder, with GLM sampling and optional CTC / MWER.
+
+    Built by :class:`asr.task.NARASRTask` from ``model: paraformer`` with ``decoder:
+    paraformer`` and ``predictor: cif``; the remaining keyword arguments come from
+    ``model_conf``.
+
+    Args (model_conf):
+        ctc_weight: weight of the CTC branch in [0, 1); 0 drops the CTC head.
+        interctc_weight: intermediate-CTC share inside the CTC branch (needs ctc_weight > 0).
+        predictor_weight: weight of the quantity loss.
+        predictor_bias: 1 = the predictor also fires an end token (``<sos/eos>``), FunASR's
+            ``predictor_bias``; the end token is removed from the output.
+        sampling_ratio: GLM ratio in [0, 1]; 0 disables glancing (one decoder pass).
+        lsm_weight: label smoothing of the cross-entropy.
+        length_normalized_loss: normalise CE and quantity loss by tokens instead of utterances.
+        share_embedding: GLM takes reference embeddings from the output layer's weights.
+        mwer_weight, mwer_nbest, mwer_temperature: MWER fine-tuning (see the module docstring).
+        sos, eos: ids of the start/end tokens (default: the last token, ESPnet's ``<sos/eos>``).
+        length_candidates, rescore_ctc_weight: inference option: also decode token counts
+            L - k .. L + k (k = length_candidates) and keep the candidate with the best
+            ``(1 - w) * decoder + w * CTC`` log-likelihood (needs the CTC head when w > 0).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        token_list: list[str],
+        frontend: Optional[AbsFrontend],
+        specaug: Optional[AbsSpecAug],
+        normalize: Optional[AbsNormalize],
+        preencoder: Optional[AbsPreEncoder],
+        encoder: AbsEncoder,
+        postencoder: Optional[AbsPostEncoder],
+        ctc: Optional[CTC],
+        decoder: ParaformerDecoder,
+        predictor: CIFPredictor,
+        ctc_weight: float = 0.3,
+        interctc_weight: float = 0.0,
+        predictor_weight: float = 1.0,
+        predictor_bias: int = 0,
+        sampling_ratio: float = 0.4,
+        lsm_weight: float = 0.0,
+        length_normalized_loss: bool = False,
+        share_embedding: bool = False,
+        mwer_weight: float = 0.0,
+        mwer_nbest: int = 4,
+        mwer_temperature: float = 1.0,
+        sos: Optional[int] = None,
+        eos: Optional[int] = None,
+        ignore_id: int = -1,
+        blank_id: int = 0,
+        length_candidates: int = 0,
+        rescore_ctc_weight: float = 0.5,
+        report_cer: bool = True,
+        extract_feats_in_collect_stats: bool = True,
+    ):
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"model_conf.ctc_weight must be in [0, 1), got {ctc_weight}")
+        if interctc_weight > 0 and ctc_weight == 0:
+            raise ValueError("model_conf.interctc_weight > 0 needs ctc_weight > 0 (the CTC head)")
+        if not 0.0 <= sampling_ratio <= 1.0:
+            raise ValueError(f"model_conf.sampling_ratio must be in [0, 1], got {sampling_ratio}")
+        if predictor_bias not in (0, 1):
+            raise ValueError(f"model_conf.predictor_bias must be 0 or 1, got {predictor_bias}")
+        if mwer_weight < 0 or mwer_nbest < 2 or mwer_temperature <= 0:
+            raise ValueError(
+                f"need mwer_weight >= 0, mwer_nbest >= 2, mwer_temperature > 0; got "
+                f"{mwer_weight}, {mwer_nbest}, {mwer_temperature}"
+            )
+        if length_candidates < 0 or not 0.0 <= rescore_ctc_weight <= 1.0:
+            raise ValueError(
+                f"need length_candidates >= 0 and rescore_ctc_weight in [0, 1]; got "
+                f"{length_candidates}, {rescore_ctc_weight}"
+            )
+        if not isinstance(decoder, ParaformerDecoder):
+            raise ValueError(f"model 'paraformer' needs `decoder: paraformer`, got {type(decoder).__name__}")
+        if not isinstance(predictor, CIFPredictor):
+            raise ValueError(f"model 'paraformer' needs `predictor: cif`, got {type(predictor).__name__}")
+        if ctc_weight == 0 and getattr(encoder, "interctc_use_conditioning", False):
+            raise ValueError("encoder self-conditioning needs the CTC head: set model_conf.ctc_weight > 0")
+        super().__init__(
+            vocab_size=vocab_size,
+            token_list=token_list,
+            frontend=frontend,
+            specaug=specaug,
+            normalize=normalize,
+            preencoder=preencoder,
+            encoder=encoder,
+            postencoder=postencoder,
+            ctc=ctc if ctc_weight > 0 else None,
+            interctc_weight=interctc_weight,
+            blank_id=blank_id,
+            report_cer=report_cer,
+            extract_feats_in_collect_stats=extract_feats_in_collect_stats,
+        )
+        self.decoder = decoder
+        self.predictor = predictor
+        self.ctc_weight = ctc_weight
+        self.predictor_weight = predictor_weight
+        self.predictor_bias = predictor_bias
+        self.sampling_ratio = sampling_ratio
+        self.length_normalized_loss = length_normalized_loss
+        self.share_embedding = share_embedding
+        self.mwer_weight = mwer_weight
+        self.mwer_nbest = mwer_nbest
+        self.mwer_temperature = mwer_temperature
+        self.sos = vocab_size - 1 if sos is None else sos
+        self.eos = vocab_size - 1 if eos is None else eos
+        self.ignore_id = ignore_id
+        self.length_candidates = length_candidates
+        self.rescore_ctc_weight = rescore_ctc_weight
+        self.criterion_att = LabelSmoothingLoss(
+            size=vocab_size,
+            padding_idx=ignore_id,
+            smoothing=lsm_weight,
+            normalize_length=length_normalized_loss,
+        )
+        self._special = {self.blank_id, self.sos, self.eos}
+
+    # ---------------------------------------------------------------- building blocks
+    def reference_embeddings(self, ys: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids (padding -1 allowed) -> (B, L, D) reference embeddings for GLM."""
+        ys = ys.clamp(min=0)
+        if self.share_embedding:
+            return self.decoder.output_layer.weight[ys]
+        return self.decoder.token_embeddings(ys)
+
+    def decode_embeddings(self, enc: EncoderOutput, embeds: torch.Tensor, lengths: torch.Tensor):
+        """Decoder log-probs (B, L, V) for query embeddings (B, L, D) with lengths (B,)."""
+        logits, _ = self.decoder(enc.hidden, enc.lengths, embeds.to(enc.hidden.dtype), lengths)
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def _targets(self, text: torch.Tensor, text_lengths: torch.Tensor):
+        """Targets (B, L[+1]) padded with ignore_id, with ``<eos>`` appended for predictor_bias."""
+        if not self.predictor_bias:
+            return text, text_lengths
+        ys = F.pad(text, (0, 1), value=self.ignore_id)
+        ys[torch.arange(ys.size(0), device=ys.device), text_lengths] = self.eos
+        return ys, text_lengths + 1
+
+    def _ctc_loss(self, enc: EncoderOutput, text, text_lengths, stats: dict) -> torch.Tensor:
+        loss_ctc = self.ctc(enc.hidden, enc.lengths, text, text_lengths)
+        stats["loss_ctc"] = loss_ctc.detach()
+        if self.interctc_weight > 0 and enc.intermediate:
+            inter = [self.ctc(h, enc.lengths, text, text_lengths) for _, h in enc.intermediate]
+            loss_inter = torch.stack(inter).mean()
+            stats["loss_interctc"] = loss_inter.detach()
+            loss_ctc = (1 - self.interctc_weight) * loss_ctc + self.interctc_weight * loss_inter
+        return loss_ctc
+
+    # ---------------------------------------------------------------- training
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        **kwargs,
+    ):
+        """speech (B, N), text (B, L) padded with -1 -> (loss, stats, weight)."""
+        text = text[:, : int(text_lengths.max())]
+        enc = self.encode(speech, speech_lengths)
+        stats: dict = {}
+        loss_att, loss_pre, loss_mwer = self._decoder_losses(enc, text, text_lengths, stats)
+        loss = (1 - self.ctc_weight) * loss_att + self.predictor_weight * loss_pre
+        if self.mwer_weight > 0:
+            loss = loss + self.mwer_weight * loss_mwer
+        if self.ctc is not None:
+            loss = loss + self.ctc_weight * self._ctc_loss(enc, text, text_lengths, stats)
+            if self.report_cer and not self.training:
+                stats["cer_ctc"] = self._greedy_token_error_rate(enc, text, text_lengths)
+        stats["loss"] = loss.detach()
+        loss, stats, weight = force_gatherable((loss, stats, speech.size(0)), loss.device)
+        return loss, stats, weight
+
+    def _decoder_losses(self, enc: EncoderOutput, text, text_lengths, stats: dict):
+        """Quantity loss, GLM two-pass cross-entropy and (optionally) MWER."""
+        ys, ys_lengths = self._targets(text, text_lengths)
+        out, alphas = self.predictor(enc.hidden, enc.lengths, target_lengths=ys_lengths)
+        embeds = out.embeddings  # (B, L, D), exactly ys_lengths tokens each
+        valid = _valid_mask(ys_lengths, ys.size(1))
+        if self.length_normalized_loss:
+            loss_pre = quantity_loss(alphas, enc.lengths, ys_lengths, "sum") / ys_lengths.sum()
+        else:
+            loss_pre = quantity_loss(alphas, enc.lengths, ys_lengths, "mean")
+        stats["loss_pre"] = loss_pre.detach()
+        counts = torch.floor(alphas.detach().sum(1) + self.predictor.tail_threshold)
+        stats["acc_count"] = (counts == ys_lengths).float().mean()
+
+        use_glm = self.training and self.sampling_ratio > 0
+        need_first_grad = self.training and self.mwer_weight > 0
+        first = None
+        if use_glm or need_first_grad or not self.training:
+            with torch.set_grad_enabled(need_first_grad):
+                first = self.decode_embeddings(enc, embeds, ys_lengths)  # (B, L, V)
+        if use_glm:
+            embeds, glance = self.glancing_embeddings(embeds, first, ys, ys_lengths)
+            stats["glance_ratio"] = glance.sum() / valid.sum()
+        if self.training or first is None:
+            second = self.decode_embeddings(enc, embeds, ys_lengths)
+        else:
+            second = first  # validation: no glancing, one pass
+        loss_att = self.criterion_att(second, ys)
+        stats["loss_att"] = loss_att.detach()
+        ref_pass = first if first is not None else second
+        with torch.no_grad():
+            hit = (ref_pass.argmax(-1) == ys) & valid
+            stats["acc"] = hit.sum() / valid.sum()
+        loss_mwer = torch.zeros((), device=loss_att.device)
+        if need_first_grad:
+            loss_mwer = self.mwer_loss(first, ys, ys_lengths)
+            stats["loss_mwer"] = loss_mwer.detach()
+        return loss_att, loss_pre, loss_mwer
+
+    def glancing_embeddings(self, embeds: torch.Tensor, first_log_probs: torch.Tensor,
+                            ys: torch.Tensor, ys_lengths: torch.Tensor,
+                            generator: Optional[torch.Generator] = None):
+        """GLM sampling: replace ``round((L - correct) * sampling_ratio)`` random positions of the
+        acoustic embeddings (B, L, D) by reference embeddings, ``correct`` counted on the
+        first pass's argmax (B, L, V). Returns (mixed embeddings (B, L, D), mask (B, L))."""
+        with torch.no_grad():
+            pred = first_log_probs.argmax(-1)
+            glance = glancing_mask(pred, ys.clamp(min=0), ys_lengths, self.sampling_ratio,
+                                   generator=generator)
+        refs = self.reference_embeddings(ys).to(embeds.dtype)
+        valid = _valid_mask(ys_lengths, ys.size(1))
+        mixed = torch.where(glance[..., None], refs, embeds) * valid[..., None]
+        return mixed, glance
+
+    # ---------------------------------------------------------------- MWER
+    def words(self, ids: Sequence[int]) -> list[str]:
+        """Token ids -> words (``<space>`` and BPE's ``▁`` separate words; specials dropped)."""
+        pieces = []
+        for i in ids:
+            if i in self._special:
+                continue
+            tok = self.token_list[i]
+            pieces.append(" " if tok == "<space>" else tok.replace("\u2581", " "))
+        return "".join(pieces).split()
+
+    def mwer_loss(self, log_probs: torch.Tensor, ys: torch.Tensor, ys_lengths: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Expected word errors over the argmax + sampled N-best (normalised per reference word).
+
+        Args:
+            log_probs: (B, L, V) decoder log-probs on the acoustic embeddings (with gradients).
+            ys: (B, L) references (padding ignore_id); ys_lengths (B,).
+
+        Returns:
+            Scalar: mean over the batch of
+            ``sum_i softmax(log P(y_i))_i * (W_i - mean_j W_j) / max(#ref words, 1)``.
+        """
+        batch, size, vocab = log_probs.shape
+        valid = _valid_mask(ys_lengths, size)
+        with torch.no_grad():
+            probs = torch.softmax(log_probs.detach() / self.mwer_temperature, dim=-1)
+            samples = torch.multinomial(
+                probs.reshape(-1, vocab), self.mwer_nbest - 1, replacement=True, generator=generator
+            ).view(batch, size, self.mwer_nbest - 1)
+            hyps = torch.cat([log_probs.detach().argmax(-1, keepdim=True), samples], dim=-1)  # (B, L, N)
+            errors = torch.zeros(batch, self.mwer_nbest, device=log_probs.device)
+            ref_words = torch.zeros(batch, device=log_probs.device)
+            hyps_cpu, ys_cpu = hyps.cpu(), ys.cpu()
+            for b in range(batch):
+                n = int(ys_lengths[b])
+                ref = self.words(ys_cpu[b, :n].tolist())
+                ref_words[b] = len(ref)
+                for i in range(self.mwer_nbest):
+                    errors[b, i] = editdistance.eval(self.words(hyps_cpu[b, :n, i].tolist()), ref)
+        seq = (log_probs.gather(-1, hyps) * valid[..., None]).sum(1)  # (B, N)
+        posterior = torch.softmax(seq, dim=-1)
+        relative = errors - errors.mean(-1, keepdim=True)
+        return ((posterior * relative).sum(-1) / ref_words.clamp(min=1)).mean()
+
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def recognize(self, enc: EncoderOutput) -> ParaformerResult:
+        """Batched greedy Paraformer decoding of an encoder output (no per-item loop in the
+        network passes). Items for which nothing fires get an empty result."""
+        out, alphas = self.predictor(enc.hidden, enc.lengths)
+        counts = out.token_lengths
+        if self.length_candidates > 0:
+            return self._recognize_candidates(enc, alphas, counts)
+        if int(counts.max()) == 0:
+            log_probs = enc.hidden.new_zeros(enc.hidden.size(0), 0, self.vocab_size)
+        else:
+            log_probs = self.decode_embeddings(enc, out.embeddings, counts)
+        return self._result(log_probs, counts, out.token_starts, out.token_ends)
+
+    def _result(self, log_probs, counts, starts, ends) -> ParaformerResult:
+        best, ids = log_probs.max(-1) if log_probs.size(1) else (log_probs.new_zeros(log_probs.shape[:2]),) * 2
+        ids = ids.long()
+        token_ids, scores, frames = [], [], []
+        for b in range(log_probs.size(0)):
+            n = int(counts[b])
+            row = ids[b, :n].tolist()
+            keep = [k for k, t in enumerate(row) if t not in self._special]
+            token_ids.append([row[k] for k in keep])
+            scores.append(float(best[b, :n].sum()))
+            s, e = starts[b, :n].tolist(), ends[b, :n].tolist()
+            frames.append([(s[k], e[k]) for k in keep])
+        return ParaformerResult(token_ids, scores, frames, counts, log_probs)
+
+    def _recognize_candidates(self, enc: EncoderOutput, alphas, counts) -> ParaformerResult:
+        """Decode token counts L-k..L+k for every item in one batch and keep the best by
+        ``(1 - w) * decoder log-prob + w * CTC log-likelihood``."""
+        k = self.length_candidates
+        w = self.rescore_ctc_weight if self.ctc is not None else 0.0
+        if self.rescore_ctc_weight > 0 and self.ctc is None:
+            logging.warning("rescore_ctc_weight > 0 but the model has no CTC head; using decoder scores")
+        offsets = torch.arange(-k, k + 1, device=counts.device)  # (C,)
+        cand = (counts[None, :] + offsets[:, None]).clamp(min=1)  # (C, B)
+        num_c, batch = cand.shape
+        hidden = enc.hidden.repeat(num_c, 1, 1)
+        lengths = enc.lengths.repeat(num_c)
+        rep_alphas = alphas.repeat(num_c, 1)
+        target = cand.reshape(-1)
+        zero = rep_alphas.sum(1) <= 0
+        rep_alphas = torch.where(zero[:, None] & _valid_mask(lengths, hidden.size(1)),
+                                 torch.full_like(rep_alphas, 1e-3), rep_alphas)
+        out = cif(hidden.float(), rep_alphas, lengths, self.predictor.threshold, target_lengths=target)
+        rep_enc = EncoderOutput(hidden, lengths, ())
+        log_probs = self.decode_embeddings(rep_enc, out.embeddings, target)  # (C*B, L, V)
+        best, ids = log_probs.max(-1)
+        valid = _valid_mask(target, ids.size(1))
+        score = (best * valid).sum(1)  # (C*B,)
+        if w > 0:
+            ctc_lp = self.ctc.log_softmax(hidden).transpose(0, 1).float()  # (T, C*B, V)
+            tokens = ids.masked_fill(~valid, 0)
+            filtered = [[t for t in row[: int(n)] if t not in self._special]
+                        for row, n in zip(tokens.tolist(), target.tolist())]
+            flen = torch.tensor([len(f) for f in filtered], device=ids.device)
+            flat = torch.zeros(len(filtered), max(1, int(flen.max())), dtype=torch.long, device=ids.device)
+            for i, f in enumerate(filtered):
+                flat[i, : len(f)] = torch.tensor(f, dtype=torch.long)
+            nll = F.ctc_loss(ctc_lp, flat, lengths, flen, blank=self.blank_id,
+                             reduction="none", zero_infinity=False)
+            nll = torch.nan_to_num(nll, nan=float("inf"))
+            score = (1 - w) * score - w * nll
+        choice = score.view(num_c, batch).argmax(0)  # (B,)
+        pick = choice * batch + torch.arange(batch, device=choice.device)
+        orig = counts == 0
+        final_counts = torch.where(orig, counts, target[pick])
+        return self._result(log_probs[pick], final_counts, out.token_starts[pick], out.token_ends[pick])
+
+
+__all__ = ["ParaformerModel", "ParaformerDecoder", "CIFPredictor", "ParaformerResult"]
