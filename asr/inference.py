@@ -29,7 +29,13 @@ from nar.align import forced_align, spans_to_timestamps, token_spans
 from nar.ctc import ctc_greedy_search, ctc_prefix_beam_search
 
 #: checkpoints looked for in a model directory, in this order, when none is given
-CHECKPOINT_ORDER = ("valid.loss.ave.pth", "valid.cer_ctc.ave.pth", "valid.loss.best.pth", "latest.pth")
+CHECKPOINT_ORDER = (
+    "valid.loss.ave.pth",
+    "valid.cer_ctc.ave.pth",
+    "valid.loss.best.pth",
+    "model.pth",  # written by asr.bin.convert_funasr
+    "latest.pth",
+)
 #: keys of config.yaml that building a model reads
 REQUIRED_CONFIG_KEYS = ("token_list", "model", "encoder", "encoder_conf", "frontend", "ctc_conf")
 #: frames per encoder frame for ESPnet's input layers
@@ -102,11 +108,17 @@ def sample_rate(config: dict[str, Any]) -> int:
 def frame_shift_seconds(config: dict[str, Any]) -> float:
     """Seconds per encoder output frame, from the frontend hop and the subsampling layer."""
     fs = sample_rate(config)
-    hop = int((config.get("frontend_conf") or {}).get("hop_length", 128))
+    frontend_conf = config.get("frontend_conf") or {}
+    if config.get("frontend") == "kaldi_fbank_lfr":  # frame shift in ms, lfr_n frames stacked
+        frame = float(frontend_conf.get("frame_shift", 10.0)) / 1000 * int(frontend_conf.get("lfr_n", 1))
+    else:
+        frame = int(frontend_conf.get("hop_length", 128)) / fs
     layer = (config.get("encoder_conf") or {}).get("input_layer", "conv2d")
+    if layer is None:
+        return frame
     if layer not in SUBSAMPLING:
         raise ValueError(f"unknown encoder input_layer {layer!r}; known: {sorted(SUBSAMPLING)}")
-    return hop * SUBSAMPLING[layer] / fs
+    return frame * SUBSAMPLING[layer]
 
 
 class Speech2Text:

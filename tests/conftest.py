@@ -41,6 +41,22 @@ optim_conf: {lr: 0.001}
 """
 
 
+TINY_PARAFORMER = TINY_TRAIN.replace(
+    "model: ctc\nmodel_conf:\n    interctc_weight: 0.3\n",
+    """model: paraformer
+model_conf:
+    ctc_weight: 0.3
+    interctc_weight: 0.3
+    predictor_bias: 1
+    sampling_ratio: 0.4
+decoder: paraformer
+decoder_conf: {attention_heads: 2, linear_units: 64, num_blocks: 1, dropout_rate: 0.0}
+predictor: cif
+predictor_conf: {l_order: 1, r_order: 1, tail_threshold: 0.45}
+""",
+)
+
+
 def recipe_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -68,3 +84,21 @@ def tiny_recipe(tmp_path_factory) -> Path:
     if r.returncode != 0:
         pytest.fail(f"tiny recipe failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return recipe
+
+
+@pytest.fixture(scope="session")
+def tiny_paraformer_recipe(tiny_recipe) -> Path:
+    """The tiny recipe tree again from stage 5 (training) with a tiny Paraformer; run.sh picks
+    the Paraformer decode configs itself (no --inference_configs)."""
+    assert TINY_PARAFORMER != TINY_TRAIN
+    (tiny_recipe / "conf" / "train_tiny_paraformer.yaml").write_text(TINY_PARAFORMER)
+    cmd = [
+        "./run.sh", "--asr_config", "conf/train_tiny_paraformer.yaml", "--stage", "5",
+        "--local_data_opts", "--train_hours 0.01 --dev_utts 4 --test_utts 4",
+        "--inference_batch_size", "3",
+    ]
+    r = subprocess.run(cmd, cwd=tiny_recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
+    (tiny_recipe / "run_paraformer.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
+    if r.returncode != 0:
+        pytest.fail(f"tiny Paraformer recipe failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return tiny_recipe
