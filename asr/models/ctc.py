@@ -142,22 +142,27 @@ class CTCModel(AbsESPnetModel):
         """speech (B, N), text (B, L) padded with -1 -> (loss, stats, weight)."""
         text = text[:, : int(text_lengths.max())]
         enc = self.encode(speech, speech_lengths)
-        loss_ctc = self.ctc(enc.hidden, enc.lengths, text, text_lengths)
-        stats = {"loss_ctc": loss_ctc.detach()}
-        loss = loss_ctc
-        if self.interctc_weight > 0 and enc.intermediate:
-            inter = [self.ctc(h, enc.lengths, text, text_lengths) for _, h in enc.intermediate]
-            for (layer, _), value in zip(enc.intermediate, inter):
-                stats[f"loss_interctc_layer{layer}"] = value.detach()
-            loss_inter = torch.stack(inter).mean()
-            stats["loss_interctc"] = loss_inter.detach()
-            loss = (1 - self.interctc_weight) * loss_ctc + self.interctc_weight * loss_inter
+        stats: dict = {}
+        loss = self.ctc_branch_loss(enc, text, text_lengths, stats)
         if self.report_cer and not self.training:
             stats["cer_ctc"] = self._greedy_token_error_rate(enc, text, text_lengths)
         stats["loss"] = loss.detach()
         batch_size = speech.size(0)
         loss, stats, weight = force_gatherable((loss, stats, batch_size), loss.device)
         return loss, stats, weight
+
+    def ctc_branch_loss(self, enc: EncoderOutput, text, text_lengths, stats: dict) -> torch.Tensor:
+        """``(1 - w) * CTC_final + w * mean_l CTC_l`` (w = interctc_weight); fills ``stats``."""
+        loss_ctc = self.ctc(enc.hidden, enc.lengths, text, text_lengths)
+        stats["loss_ctc"] = loss_ctc.detach()
+        if self.interctc_weight > 0 and enc.intermediate:
+            inter = [self.ctc(h, enc.lengths, text, text_lengths) for _, h in enc.intermediate]
+            for (layer, _), value in zip(enc.intermediate, inter):
+                stats[f"loss_interctc_layer{layer}"] = value.detach()
+            loss_inter = torch.stack(inter).mean()
+            stats["loss_interctc"] = loss_inter.detach()
+            loss_ctc = (1 - self.interctc_weight) * loss_ctc + self.interctc_weight * loss_inter
+        return loss_ctc
 
     def _greedy_token_error_rate(self, enc: EncoderOutput, text, text_lengths) -> torch.Tensor:
         best = self.ctc.argmax(enc.hidden)  # (B, T)

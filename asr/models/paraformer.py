@@ -392,16 +392,6 @@ class ParaformerModel(CTCModel):
         ys[torch.arange(ys.size(0), device=ys.device), text_lengths] = self.eos
         return ys, text_lengths + 1
 
-    def _ctc_loss(self, enc: EncoderOutput, text, text_lengths, stats: dict) -> torch.Tensor:
-        loss_ctc = self.ctc(enc.hidden, enc.lengths, text, text_lengths)
-        stats["loss_ctc"] = loss_ctc.detach()
-        if self.interctc_weight > 0 and enc.intermediate:
-            inter = [self.ctc(h, enc.lengths, text, text_lengths) for _, h in enc.intermediate]
-            loss_inter = torch.stack(inter).mean()
-            stats["loss_interctc"] = loss_inter.detach()
-            loss_ctc = (1 - self.interctc_weight) * loss_ctc + self.interctc_weight * loss_inter
-        return loss_ctc
-
     # ---------------------------------------------------------------- training
     def forward(
         self,
@@ -420,7 +410,7 @@ class ParaformerModel(CTCModel):
         if self.mwer_weight > 0:
             loss = loss + self.mwer_weight * loss_mwer
         if self.ctc is not None:
-            loss = loss + self.ctc_weight * self._ctc_loss(enc, text, text_lengths, stats)
+            loss = loss + self.ctc_weight * self.ctc_branch_loss(enc, text, text_lengths, stats)
             if self.report_cer and not self.training:
                 stats["cer_ctc"] = self._greedy_token_error_rate(enc, text, text_lengths)
         stats["loss"] = loss.detach()
