@@ -21,8 +21,11 @@ from typing import Any, Sequence, Union
 
 import torch
 import yaml
+from espnet2.asr.espnet_model import ESPnetASRModel
 
 from asr.audio import AudioInput, as_waveform
+from asr.models.aed import AEDAdapter
+from asr.models.cassnat import CassNATModel
 from asr.models.paraformer import ParaformerModel
 from asr.task import NARASRTask
 from nar.align import forced_align, spans_to_timestamps, token_spans
@@ -40,7 +43,14 @@ CHECKPOINT_ORDER = (
 REQUIRED_CONFIG_KEYS = ("token_list", "model", "encoder", "encoder_conf", "frontend", "ctc_conf")
 #: frames per encoder frame for ESPnet's input layers
 SUBSAMPLING = {"conv2d": 4, "conv2d1": 1, "conv2d2": 2, "conv2d6": 6, "conv2d8": 8, "linear": 1, "embed": 1}
-SEARCHES = ("greedy", "beam")
+SEARCHES = ("greedy", "beam", "esa")
+#: model families and the searches each accepts (the first is the default meaning of "greedy")
+FAMILY_SEARCHES = {
+    "ctc": ("greedy", "beam"),
+    "paraformer": ("greedy",),
+    "cassnat": ("greedy", "esa"),
+    "aed": ("greedy", "beam"),
+}
 
 
 @dataclass(frozen=True)
@@ -122,21 +132,40 @@ def frame_shift_seconds(config: dict[str, Any]) -> float:
 
 
 class Speech2Text:
-    """Recognise speech with a trained nar-speech model (CTC or Paraformer).
+    """Recognise speech with a trained nar-speech model (CTC, Paraformer, CASS-NAT or the AR
+    baseline).
+
+    Searches per family (``search=``):
+
+    ============  =====================================================================
+    CTC           ``greedy`` (best path) or ``beam`` (CTC prefix beam search)
+    Paraformer    ``greedy`` (predictor → CIF → one decoder pass → argmax)
+    CASS-NAT      ``greedy`` (greedy CTC alignment → TAE → one decoder pass) or ``esa``
+                  (``num_samples`` error-based alignment samples decoded as one batch,
+                  ranked by the AR head, else by the NAR decoder)
+    AR (AED)      ``beam`` (ESPnet batch beam search, decoder + CTC prefix scorer;
+                  default beam 10, CTC weight 0.3) or ``greedy`` (the same with beam 1)
+    ============  =====================================================================
 
     Args:
         model_dir: a training output directory (``config.yaml`` + checkpoints).
         model_file: checkpoint to load (default: the first of :data:`CHECKPOINT_ORDER` found).
         device: ``"cpu"`` or ``"cuda"``.
-        search: ``"greedy"`` (CTC best path; Paraformer argmax) or ``"beam"`` (CTC prefix beam
-            search; CTC models only).
-        beam_size: beam width for ``search="beam"``.
-        nbest: hypotheses returned per input by :meth:`recognize_nbest`.
-        timestamps: per-token timestamps (CTC: forced alignment of each hypothesis;
-            Paraformer: CIF firing frames).
+        search: see the table.
+        beam_size: beam width for ``search="beam"`` (CTC prefix beam, AED beam search).
+        nbest: hypotheses returned per input by :meth:`recognize_nbest` (beam searches).
+        timestamps: per-token timestamps (CTC and AED: forced alignment of each hypothesis on
+            the CTC posteriors; Paraformer: CIF firing frames; CASS-NAT: the alignment used).
         length_candidates: Paraformer only: also decode token counts L-k..L+k and keep the best
             by decoder + CTC score (None: the model config's value, default 0).
         rescore_ctc_weight: Paraformer only: CTC weight of that rescoring (None: model config).
+        ctc_weight, penalty, maxlenratio: AED beam search only: CTC prefix score weight,
+            length bonus per token, maximum output length / encoder frames (0: frames).
+        num_samples, threshold, rank: CASS-NAT ``esa`` only: alignment copies (default 16),
+            CTC probability below which a frame is resampled (default 0.9), ranker ``"ar"``
+            or ``"nar"`` (default: ``"ar"`` if the model has an AR head).
+        seed: CASS-NAT ``esa``: every input's samples come from its own generator seeded with
+            this, so a result does not depend on the batch it was decoded in.
     """
 
     def __init__(
@@ -150,6 +179,13 @@ class Speech2Text:
         timestamps: bool = True,
         length_candidates: int | None = None,
         rescore_ctc_weight: float | None = None,
+        ctc_weight: float = 0.3,
+        penalty: float = 0.0,
+        maxlenratio: float = 0.0,
+        num_samples: int = 16,
+        threshold: float = 0.9,
+        rank: str | None = None,
+        seed: int = 0,
     ):
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
@@ -171,14 +207,23 @@ class Speech2Text:
         self.search, self.beam_size, self.nbest = search, beam_size, nbest
         self.timestamps = timestamps
         self.blank_id = getattr(self.model, "blank_id", 0)
-        self.is_paraformer = isinstance(self.model, ParaformerModel)
+        if isinstance(self.model, AEDAdapter):
+            self.family = "aed"
+        elif isinstance(self.model, ParaformerModel):
+            self.family = "paraformer"
+        elif isinstance(self.model, CassNATModel):
+            self.family = "cassnat"
+        else:
+            self.family = "ctc"
+        self.is_paraformer = self.family == "paraformer"
+        if search not in FAMILY_SEARCHES[self.family]:
+            raise ValueError(
+                f"{self.model_dir}: a {self.family} model decodes with search in "
+                f"{FAMILY_SEARCHES[self.family]}, got {search!r}"
+            )
+        if nbest > 1 and not (search == "beam"):
+            raise ValueError(f"nbest={nbest} needs search='beam' (got {search!r})")
         if self.is_paraformer:
-            if search != "greedy" or nbest != 1:
-                raise ValueError(
-                    f"{self.model_dir}: a Paraformer model decodes by argmax over the predicted "
-                    f"length (search='greedy', nbest=1), got search={search!r}, nbest={nbest}; "
-                    "to rescore token counts L-k..L+k set length_candidates=k"
-                )
             if length_candidates is not None:
                 self.model.length_candidates = int(length_candidates)
             if rescore_ctc_weight is not None:
@@ -191,8 +236,14 @@ class Speech2Text:
         elif length_candidates or rescore_ctc_weight is not None:
             raise ValueError(
                 f"{self.model_dir}: length_candidates / rescore_ctc_weight are Paraformer options; "
-                f"this is a {type(self.model).__name__}"
+                f"this is a {self.family} model"
             )
+        if not 0.0 <= ctc_weight <= 1.0 or maxlenratio < 0:
+            raise ValueError(f"need 0 <= ctc_weight <= 1 and maxlenratio >= 0, got {ctc_weight}, {maxlenratio}")
+        self.ctc_weight, self.penalty, self.maxlenratio = float(ctc_weight), float(penalty), float(maxlenratio)
+        self.num_samples, self.threshold, self.rank, self.seed = num_samples, threshold, rank, int(seed)
+        if self.family == "cassnat":
+            self.rank = self.model.check_inference_options(num_samples, threshold, rank)
 
     @staticmethod
     def _build(config: dict[str, Any], model_file: Path, device: str) -> torch.nn.Module:
@@ -204,6 +255,8 @@ class Speech2Text:
                 f"{model_file} does not match the model of config.yaml: "
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
+        if isinstance(model, ESPnetASRModel):
+            model = AEDAdapter(model)
         return model.to(device).eval()
 
     # ------------------------------------------------------------------ public API
@@ -226,8 +279,12 @@ class Speech2Text:
             as_waveform(x, self.sample_rate, sample_rate, name=f"inputs[{i}]")
             for i, x in enumerate(inputs)
         ]
-        if self.is_paraformer:
+        if self.family == "paraformer":
             return self.decode_paraformer(self.encode(wavs))
+        if self.family == "cassnat":
+            return self.decode_cassnat(self.encode(wavs))
+        if self.family == "aed":
+            return self.decode_aed(self.encode(wavs))
         log_probs, lengths = self.ctc_log_probs(wavs)
         return self.decode_log_probs(log_probs, lengths)
 
@@ -286,6 +343,56 @@ class Speech2Text:
                 ]
             )
         return out
+
+    def decode_cassnat(self, enc) -> list[list[Hypothesis]]:
+        """CASS-NAT: greedy alignment or ESA → TAE → one decoder pass; timestamps from the
+        chosen alignment. An input with an empty CTC output gets an empty hypothesis and a
+        warning."""
+        num = self.num_samples if self.search == "esa" else 1
+        gens = [torch.Generator(device=self.device).manual_seed(self.seed) for _ in range(enc.hidden.size(0))]
+        res = self.model.recognize(enc, num_samples=num, threshold=self.threshold, rank=self.rank, generator=gens)
+        out = []
+        for b, ids in enumerate(res.token_ids):
+            if int(res.token_counts[b]) == 0:
+                warnings.warn(
+                    f"inputs[{b}]: the CTC alignment has no token ({int(enc.lengths[b])} encoder "
+                    "frames); returning an empty hypothesis",
+                    stacklevel=3,
+                )
+            stamps = ()
+            if self.timestamps:
+                stamps = tuple(
+                    (round(s * self.frame_shift, 3), round(e * self.frame_shift, 3)) for s, e in res.frames[b]
+                )
+            out.append([self._hypothesis(ids, res.scores[b], stamps)])
+        return out
+
+    def decode_aed(self, enc) -> list[list[Hypothesis]]:
+        """AR baseline: ESPnet batch beam search per input (beam 1 for ``greedy``)."""
+        beam = self.beam_size if self.search == "beam" else 1
+        nbest = self.model.recognize(
+            enc, beam_size=beam, ctc_weight=self.ctc_weight, penalty=self.penalty,
+            maxlenratio=self.maxlenratio, nbest=self.nbest,
+        )
+        candidates = [[(tuple(h.token_ids), h.score) for h in hyps] for hyps in nbest]
+        times = None
+        if self.timestamps:
+            log_probs = self.model.ctc_log_probs(enc).float().cpu()
+            times = self._timestamps(log_probs, enc.lengths.cpu(), candidates)
+        return [
+            [self._hypothesis(ids, score, times[b][k] if times else ()) for k, (ids, score) in enumerate(hyps)]
+            for b, hyps in enumerate(candidates)
+        ]
+
+    def _hypothesis(self, ids, score: float, stamps) -> Hypothesis:
+        ids = tuple(int(i) for i in ids)
+        return Hypothesis(
+            text=self.tokens_to_text(ids),
+            tokens=tuple(self.token_list[i] for i in ids),
+            token_ids=ids,
+            score=float(score),
+            timestamps=tuple(stamps),
+        )
 
     def decode_log_probs(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         """Search and timestamps on CTC log-probs (B, T, V) with lengths (B,)."""

@@ -8,10 +8,13 @@ multi-node DDP, resume, checkpoint averaging, ``--collect_stats``) works unchang
 ``ctc``         encoder-only CTC with intermediate CTC and self-conditioning (default)
 ``paraformer``  CIF predictor + GLM-trained parallel decoder (``decoder: paraformer``,
                 ``predictor: cif``), optional CTC branch and MWER
-``espnet``      ESPnet's hybrid CTC/attention encoder–decoder (the AR baseline)
+``cassnat``     CTC-alignment-based parallel decoder (``decoder: cassnat``): token acoustic
+                embeddings from the CTC alignment, optional AR head for ranking
+``espnet``      ESPnet's hybrid CTC/attention encoder–decoder (the AR baseline,
+                ``decoder: transformer``; built by ESPnet's own code)
 ==============  ================================================================
 
-Besides ESPnet's choices, ``--decoder`` accepts ``paraformer`` and the task adds
+Besides ESPnet's choices, ``--decoder`` accepts ``paraformer`` and ``cassnat``, and the task adds
 ``--predictor`` / ``--predictor_conf`` (``cif``).
 
 ESPnet's own ``espnet``/``maskctc``/``pit_espnet`` models are built by ESPnet's code.
@@ -33,13 +36,18 @@ from espnet2.tasks.asr import ASRTask
 from espnet2.train.class_choices import ClassChoices
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
+from asr.models.cassnat import CassNATDecoder, CassNATModel
 from asr.models.ctc import CTCModel
 from asr.models.paraformer import CIFPredictor, ParaformerDecoder, ParaformerModel
 
 #: our model classes; the keys are the YAML ``model:`` names
-NAR_MODELS: dict[str, type] = {"ctc": CTCModel, "paraformer": ParaformerModel}
+NAR_MODELS: dict[str, type] = {"ctc": CTCModel, "paraformer": ParaformerModel, "cassnat": CassNATModel}
 #: the parts each model needs beyond the encoder stack, built from `<part>:` + `<part>_conf:`
-MODEL_PARTS: dict[str, tuple[str, ...]] = {"ctc": (), "paraformer": ("decoder", "predictor")}
+MODEL_PARTS: dict[str, tuple[str, ...]] = {
+    "ctc": (),
+    "paraformer": ("decoder", "predictor"),
+    "cassnat": ("decoder",),
+}
 
 model_choices = ClassChoices(
     "model",
@@ -51,7 +59,7 @@ model_choices = ClassChoices(
 
 decoder_choices = ClassChoices(
     "decoder",
-    classes=dict(paraformer=ParaformerDecoder, **espnet_asr.decoder_choices.classes),
+    classes=dict(paraformer=ParaformerDecoder, cassnat=CassNATDecoder, **espnet_asr.decoder_choices.classes),
     type_check=AbsDecoder,
     default=None,
     optional=True,

@@ -1,24 +1,30 @@
-"""Paraformer decoding cost vs the encoder forward alone, side by side in one run.
+"""Decoding speed and accuracy of several ASR systems side by side, in one run.
 
 Usage:
-    python bench/asr_decode.py --model_dir egs/synth_en/asr1/exp/asr_train_paraformer_char \
-        --data_dir egs/synth_en/asr1/dump/raw/test
-    python bench/asr_decode.py ... --batch_sizes 1 16 --repeats 5 --threads 2 --out /tmp/x.json
-    python bench/asr_decode.py --model_dir ... --data_dir ... --device cuda    # GPU, if any
+    python bench/asr_decode.py --exp_dir egs/synth_en/asr1/exp --data_dir egs/synth_en/asr1/dump/raw/test
+    python bench/asr_decode.py --exp_dir ... --data_dir ... \
+        --systems ar=asr_train_aed_char:beam cassnat=asr_train_cassnat_char:greedy \
+                  cassnat_esa=asr_train_cassnat_char:esa --batch_sizes 1 --baseline ar
+    python bench/asr_decode.py ... --device cuda          # on a GPU, if any
+
+A system is ``name=model_dir:search`` (model_dir relative to ``--exp_dir``; search as in
+``asr.Speech2Text``: greedy, beam, esa). Without ``--systems`` every trained model under
+``--exp_dir`` is benchmarked with each search its family has (AED beam 10; CTC greedy and prefix
+beam 10; Paraformer; CASS-NAT greedy and ESA 16).
 
 For every batch of the data dir (utterances sorted by length, as ``asr.bin.decode`` batches
-them) and every batch size, each stage is timed on the same batch, back to back, as the median
-of ``--repeats`` runs after a warm-up:
+them) the systems run back to back on the same batch, so the ratios compare like with like on
+a noisy machine. Per batch and system two things are timed (median of ``--repeats``; one
+warm-up batch per system first):
 
-    features   per-item frontend (STFT + mel), as Speech2Text computes it
-    encoder    normalisation + encoder on the padded features
-    pred+dec   CIF predictor + integrate-and-fire + one decoder pass + argmax/result
-               (``ParaformerModel.recognize`` on the encoder output)
+    encoder   per-item features + padded encoder pass (``Speech2Text.encode``)
+    total     the whole ``Speech2Text.recognize_nbest`` call (features to text)
 
-The table reports the summed seconds per stage, the overhead ``pred+dec / encoder`` (goal of
-issue 4: <= 25 % at batch 16) and the real-time factor of the whole path. JSON goes to
-``bench/results/asr_decode.json``. Absolute times are only meaningful on a quiet machine or a
-GPU; the ratio is measured within one run, batch by batch.
+``decode = total - encoder`` is what each decoder adds; ``overhead = decode / encoder``
+(issue 4's Paraformer goal: <= 25 % at batch 16). ``speed-up`` is the baseline system's total
+time over this system's (issue 5: CASS-NAT greedy >= 15x and CASS-NAT + ESA >= 8x over AR beam
+10 at batch 1). WER/CER are scored with ``asr.scoring`` against the data dir's ``text``.
+JSON goes to ``bench/results/asr_decode.json`` (``--out``) and a markdown table beside it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,11 @@ from pathlib import Path
 import torch
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "asr_decode.json"
-GOAL_OVERHEAD = 0.25
+#: searches benchmarked per model family when --systems is not given
+FAMILY_DEFAULT_SEARCHES = {"aed": ("beam",), "ctc": ("greedy", "beam"), "paraformer": ("greedy",),
+                           "cassnat": ("greedy", "esa")}
+#: Speech2Text options per search (beam 10 and ESA 16, the documented defaults)
+SEARCH_OPTIONS = {"greedy": {}, "beam": {"beam_size": 10}, "esa": {"num_samples": 16}}
 
 
 def _sync(device: torch.device) -> None:
@@ -44,9 +54,8 @@ def _sync(device: torch.device) -> None:
 
 
 def median_seconds(fn, repeats: int, device: torch.device):
-    """(median seconds, last result) of ``fn()`` after one warm-up call."""
-    result = fn()
-    times = []
+    """(median seconds, last result) of ``repeats`` calls of ``fn()``."""
+    times, result = [], None
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
@@ -56,70 +65,103 @@ def median_seconds(fn, repeats: int, device: torch.device):
     return statistics.median(times), result
 
 
-@torch.no_grad()
-def bench_batch_size(s2t, wavs: list, batch_size: int, repeats: int) -> dict:
-    model, device = s2t.model, s2t.device
-    total = {"features": 0.0, "encoder": 0.0, "pred_dec": 0.0}
-    tokens = frames = 0
-    for i in range(0, len(wavs), batch_size):
-        batch = [w.to(device) for w in wavs[i : i + batch_size]]
-
-        def features():
-            feats, lens = [], []
-            for w in batch:
-                f, n = model.extract_feats(w[None], torch.tensor([w.numel()], device=device))
-                feats.append(f[0, : int(n[0])])
-                lens.append(int(n[0]))
-            return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), torch.tensor(lens, device=device)
-
-        t_feat, (padded, lens) = median_seconds(features, repeats, device)
-        t_enc, enc = median_seconds(lambda: model.encode_feats(padded, lens), repeats, device)
-        t_dec, res = median_seconds(lambda: model.recognize(enc), repeats, device)
-        total["features"] += t_feat
-        total["encoder"] += t_enc
-        total["pred_dec"] += t_dec
-        tokens += int(res.token_counts.sum())
-        frames += int(enc.lengths.sum())
-    audio = sum(w.numel() for w in wavs) / s2t.sample_rate
-    whole = sum(total.values())
-    return dict(
-        batch_size=batch_size,
-        utterances=len(wavs),
-        audio_seconds=round(audio, 3),
-        encoder_frames=frames,
-        tokens_fired=tokens,
-        features_s=total["features"],
-        encoder_s=total["encoder"],
-        pred_dec_s=total["pred_dec"],
-        overhead=total["pred_dec"] / total["encoder"],
-        rtf=whole / audio,
-        goal=GOAL_OVERHEAD,
-        met=total["pred_dec"] / total["encoder"] <= GOAL_OVERHEAD,
-    )
+def parse_system(spec: str, exp_dir: Path) -> tuple[str, Path, str]:
+    if "=" not in spec or ":" not in spec.split("=", 1)[1]:
+        raise ValueError(f"--systems entry {spec!r}: expected name=model_dir:search")
+    name, rest = spec.split("=", 1)
+    model_dir, search = rest.rsplit(":", 1)
+    path = Path(model_dir) if Path(model_dir).is_absolute() else exp_dir / model_dir
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"--systems {name}: {path}/config.yaml not found (not a trained model dir)")
+    return name, path, search
 
 
-def table(rows: list[dict]) -> str:
-    head = f"{'batch':>5} {'utts':>5} {'features s':>10} {'encoder s':>10} {'pred+dec s':>10} {'overhead':>9} {'RTF':>7}  goal <= 25%"
-    lines = [head, "-" * len(head)]
+def discover_systems(exp_dir: Path, device: str) -> list[tuple[str, Path, str]]:
+    from asr.inference import Speech2Text
+
+    systems = []
+    for config in sorted(exp_dir.glob("asr_train_*/config.yaml")):
+        try:
+            family = Speech2Text(config.parent, device=device, timestamps=False).family
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            print(f"skipping {config.parent}: {e}", file=sys.stderr)
+            continue
+        tag = config.parent.name.removeprefix("asr_train_")
+        for search in FAMILY_DEFAULT_SEARCHES[family]:
+            systems.append((f"{tag}:{search}", config.parent, search))
+    return systems
+
+
+def run(systems, wavs, keys, refs, batch_size: int, repeats: int, device: str) -> list[dict]:
+    """Benchmark every system on every batch, systems interleaved batch by batch."""
+    from asr.scoring import score
+
+    dev = torch.device(device)
+    totals = {name: {"encoder": 0.0, "total": 0.0} for name, _, _ in systems}
+    hyps = {name: {} for name, _, _ in systems}
+    batches = [list(range(i, min(i + batch_size, len(wavs)))) for i in range(0, len(wavs), batch_size)]
+    for name, s2t, _ in systems:  # warm-up on the first batch
+        s2t.recognize_nbest([wavs[i] for i in batches[0]])
+    with torch.no_grad():
+        for n, idx in enumerate(batches):
+            batch = [wavs[i] for i in idx]
+            for name, s2t, _ in systems:
+                t_enc, _ = median_seconds(lambda: s2t.encode(batch), repeats, dev)
+                t_all, res = median_seconds(lambda: s2t.recognize_nbest(batch), repeats, dev)
+                totals[name]["encoder"] += t_enc
+                totals[name]["total"] += t_all
+                hyps[name].update({keys[i]: r[0].text for i, r in zip(idx, res)})
+            print(f"\rbatch size {batch_size}: {n + 1}/{len(batches)} batches", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    audio = sum(w.numel() for w in wavs) / systems[0][1].sample_rate
+    rows = []
+    for name, s2t, search in systems:
+        report, _ = score(refs, hyps[name])
+        t = totals[name]
+        decode = max(t["total"] - t["encoder"], 0.0)
+        rows.append(dict(
+            system=name, model_dir=str(s2t.model_dir), family=s2t.family, search=search,
+            batch_size=batch_size, utterances=len(wavs), audio_seconds=round(audio, 3),
+            wer=round(100 * report.wer, 2), cer=round(100 * report.cer, 2),
+            total_s=t["total"], encoder_s=t["encoder"], decode_s=decode,
+            overhead=decode / t["encoder"] if t["encoder"] > 0 else float("nan"),
+            rtf=t["total"] / audio,
+            parameters=sum(p.numel() for p in s2t.model.parameters()),
+        ))
+    return rows
+
+
+def add_speedups(rows: list[dict], baseline: str | None) -> None:
     for r in rows:
+        base = [b for b in rows if b["system"] == baseline and b["batch_size"] == r["batch_size"]]
+        r["speedup"] = base[0]["total_s"] / r["total_s"] if base else None
+
+
+def table(rows: list[dict], baseline: str | None) -> str:
+    head = ("| system | batch | WER % | CER % | total s | encoder s | decode s | NAR overhead | RTF | "
+            f"speed-up vs {baseline or '-'} |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        sp = f"{r['speedup']:.1f}x" if r.get("speedup") else "-"
         lines.append(
-            f"{r['batch_size']:>5} {r['utterances']:>5} {r['features_s']:>10.3f} {r['encoder_s']:>10.3f} "
-            f"{r['pred_dec_s']:>10.3f} {100 * r['overhead']:>8.1f}% {r['rtf']:>7.4f}  {'met' if r['met'] else 'missed'}"
+            f"| {r['system']} | {r['batch_size']} | {r['wer']:.1f} | {r['cer']:.1f} | {r['total_s']:.2f} | "
+            f"{r['encoder_s']:.2f} | {r['decode_s']:.2f} | {100 * r['overhead']:.1f}% | {r['rtf']:.4f} | {sp} |"
         )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model_dir", required=True, type=Path, help="a Paraformer training output dir")
-    parser.add_argument("--model_file", default=None, help="checkpoint (default: see asr.inference)")
-    parser.add_argument("--data_dir", required=True, type=Path, help="Kaldi-style dir with wav.scp")
+    parser.add_argument("--exp_dir", type=Path, default=Path("egs/synth_en/asr1/exp"))
+    parser.add_argument("--data_dir", required=True, type=Path, help="Kaldi-style dir with wav.scp and text")
+    parser.add_argument("--systems", nargs="+", default=None, help="name=model_dir:search (default: all)")
+    parser.add_argument("--baseline", default=None, help="system the speed-ups are relative to")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per stage (median)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed repeats per batch and stage (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--max_utts", type=int, default=0, help="use only the first N utterances (0: all)")
+    parser.add_argument("--max_utts", type=int, default=0, help="use only the N longest utterances (0: all)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path (.md beside it)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -127,32 +169,55 @@ def main(argv=None) -> int:
     from asr.data.kaldi import read_kaldi_map
     from asr.inference import Speech2Text
 
-    s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device)
-    if not s2t.is_paraformer:
-        parser.error(f"{args.model_dir} is not a Paraformer model ({type(s2t.model).__name__})")
-    wav_scp = args.data_dir / "wav.scp"
-    if not wav_scp.is_file():
-        parser.error(f"{wav_scp} does not exist")
-    utts = read_kaldi_map(str(wav_scp))
-    wavs = [as_waveform(path, s2t.sample_rate, name=f"{wav_scp}:{key}") for key, path in utts.items()]
-    wavs.sort(key=lambda w: w.numel(), reverse=True)
+    for name in ("wav.scp", "text"):
+        if not (args.data_dir / name).is_file():
+            parser.error(f"{args.data_dir / name} does not exist")
+    if args.systems:
+        specs = [parse_system(s, args.exp_dir) for s in args.systems]
+    else:
+        specs = discover_systems(args.exp_dir, args.device)
+    if not specs:
+        parser.error(f"no trained model found under {args.exp_dir}")
+    names = [n for n, _, _ in specs]
+    if len(set(names)) != len(names):
+        parser.error(f"system names must be unique, got {names}")
+    if args.baseline and args.baseline not in names:
+        parser.error(f"--baseline {args.baseline!r} is not one of the systems {names}")
+    systems = [
+        (name, Speech2Text(path, device=args.device, search=search, timestamps=False, **SEARCH_OPTIONS[search]),
+         search)
+        for name, path, search in specs
+    ]
+    rates = {s2t.sample_rate for _, s2t, _ in systems}
+    if len(rates) != 1:
+        parser.error(f"the systems expect different sample rates {sorted(rates)}")
+    utts = read_kaldi_map(str(args.data_dir / "wav.scp"))
+    refs_all = read_kaldi_map(str(args.data_dir / "text"))
+    wav_list = [(k, as_waveform(p, rates.pop(), name=f"{args.data_dir}/wav.scp:{k}")) for k, p in utts.items()]
+    wav_list.sort(key=lambda kw: kw[1].numel(), reverse=True)
     if args.max_utts:
-        wavs = wavs[: args.max_utts]
-    rows = [bench_batch_size(s2t, wavs, b, args.repeats) for b in args.batch_sizes]
-    print(table(rows))
+        wav_list = wav_list[: args.max_utts]
+    keys = [k for k, _ in wav_list]
+    wavs = [w for _, w in wav_list]
+    refs = {k: refs_all[k] for k in keys}
+    rows = []
+    for b in args.batch_sizes:
+        rows += run(systems, wavs, keys, refs, b, args.repeats, args.device)
+    add_speedups(rows, args.baseline)
+    text = table(rows, args.baseline)
+    print(text)
     meta = dict(
         command=" ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-        torch=torch.__version__, threads=args.threads, device=str(s2t.device),
-        device_name=(torch.cuda.get_device_name(s2t.device) if s2t.device.type == "cuda"
+        torch=torch.__version__, threads=args.threads, device=args.device,
+        device_name=(torch.cuda.get_device_name(0) if args.device.startswith("cuda")
                      else platform.processor() or platform.machine()),
         load_average=os.getloadavg(), cpu_count=os.cpu_count(), repeats=args.repeats,
-        model_file=str(s2t.model_file),
-        parameters=sum(p.numel() for p in s2t.model.parameters()),
-        decoder_parameters=sum(p.numel() for p in s2t.model.decoder.parameters()),
+        data_dir=str(args.data_dir), baseline=args.baseline,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

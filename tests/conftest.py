@@ -57,6 +57,31 @@ predictor_conf: {l_order: 1, r_order: 1, tail_threshold: 0.45}
 )
 
 
+TINY_CASSNAT = TINY_TRAIN.replace(
+    "model: ctc\nmodel_conf:\n    interctc_weight: 0.3\n",
+    """model: cassnat
+model_conf:
+    ctc_weight: 0.5
+    interctc_weight: 0.3
+    ar_weight: 0.3
+    ar_decoder_conf: {attention_heads: 2, linear_units: 64, num_blocks: 1, dropout_rate: 0.0}
+decoder: cassnat
+decoder_conf: {attention_heads: 2, linear_units: 64, num_self_blocks: 1, num_mix_blocks: 1, dropout_rate: 0.0}
+""",
+)
+
+TINY_AED = TINY_TRAIN.replace(
+    "model: ctc\nmodel_conf:\n    interctc_weight: 0.3\n",
+    """model: espnet
+model_conf:
+    ctc_weight: 0.3
+    interctc_weight: 0.3
+decoder: transformer
+decoder_conf: {attention_heads: 2, linear_units: 64, num_blocks: 1, dropout_rate: 0.0}
+""",
+)
+
+
 def recipe_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -86,19 +111,36 @@ def tiny_recipe(tmp_path_factory) -> Path:
     return recipe
 
 
-@pytest.fixture(scope="session")
-def tiny_paraformer_recipe(tiny_recipe) -> Path:
-    """The tiny recipe tree again from stage 5 (training) with a tiny Paraformer; run.sh picks
-    the Paraformer decode configs itself (no --inference_configs)."""
-    assert TINY_PARAFORMER != TINY_TRAIN
-    (tiny_recipe / "conf" / "train_tiny_paraformer.yaml").write_text(TINY_PARAFORMER)
+def _rerun_from_training(tiny_recipe: Path, name: str, config: str) -> Path:
+    """Run the tiny recipe tree again from stage 5 (training) with ``conf/train_tiny_<name>.yaml``;
+    run.sh picks the decode configs from the model type itself (no --inference_configs)."""
+    assert config != TINY_TRAIN
+    (tiny_recipe / "conf" / f"train_tiny_{name}.yaml").write_text(config)
     cmd = [
-        "./run.sh", "--asr_config", "conf/train_tiny_paraformer.yaml", "--stage", "5",
+        "./run.sh", "--asr_config", f"conf/train_tiny_{name}.yaml", "--stage", "5",
         "--local_data_opts", "--train_hours 0.01 --dev_utts 4 --test_utts 4",
         "--inference_batch_size", "3",
     ]
     r = subprocess.run(cmd, cwd=tiny_recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
-    (tiny_recipe / "run_paraformer.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
+    (tiny_recipe / f"run_{name}.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
     if r.returncode != 0:
-        pytest.fail(f"tiny Paraformer recipe failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        pytest.fail(f"tiny {name} recipe failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return tiny_recipe
+
+
+@pytest.fixture(scope="session")
+def tiny_paraformer_recipe(tiny_recipe) -> Path:
+    """The tiny recipe tree trained and decoded again with a tiny Paraformer."""
+    return _rerun_from_training(tiny_recipe, "paraformer", TINY_PARAFORMER)
+
+
+@pytest.fixture(scope="session")
+def tiny_cassnat_recipe(tiny_recipe) -> Path:
+    """The tiny recipe tree trained and decoded again with a tiny CASS-NAT (with AR head)."""
+    return _rerun_from_training(tiny_recipe, "cassnat", TINY_CASSNAT)
+
+
+@pytest.fixture(scope="session")
+def tiny_aed_recipe(tiny_recipe) -> Path:
+    """The tiny recipe tree trained and decoded again with a tiny AR baseline (ESPnet AED)."""
+    return _rerun_from_training(tiny_recipe, "aed", TINY_AED)

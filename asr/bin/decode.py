@@ -31,6 +31,13 @@ DECODE_DEFAULTS = {
     "timestamps": True,
     "length_candidates": None,  # Paraformer: rescore token counts L-k..L+k (None: model config)
     "rescore_ctc_weight": None,  # Paraformer: CTC weight in that rescoring
+    "ctc_weight": 0.3,  # AED beam search: CTC prefix score weight
+    "penalty": 0.0,  # AED beam search: length bonus per token
+    "maxlenratio": 0.0,  # AED beam search: max output length / encoder frames (0: frames)
+    "num_samples": 16,  # CASS-NAT esa: alignment copies
+    "threshold": 0.9,  # CASS-NAT esa: resample frames whose CTC probability is below this
+    "rank": None,  # CASS-NAT esa: "ar" (AR head) or "nar" (None: "ar" if the model has one)
+    "seed": 0,  # CASS-NAT esa: seed of each utterance's sampling generator
 }
 
 

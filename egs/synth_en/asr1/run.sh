@@ -5,6 +5,7 @@
 # Larger configuration: ./run.sh --asr_config conf/train_ctc_large.yaml --token_type bpe --nbpe 300 \
 #   --local_data_opts "--train_hours 4" --ngpu 1 --num_workers 12   (see RESULTS.md)
 # Paraformer (same encoder and budget): ./run.sh --asr_config conf/train_paraformer.yaml
+# CASS-NAT: ./run.sh --asr_config conf/train_cassnat.yaml; AR baseline: --asr_config conf/train_aed.yaml
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,6 +19,8 @@ model_type=ctc
 [ -f "${asr_config}" ] && model_type=$(sed -n 's/^model: *//p' "${asr_config}")
 case "${model_type}" in
     paraformer) inference_configs="conf/decode_paraformer.yaml conf/decode_paraformer_rescore.yaml" ;;
+    cassnat) inference_configs="conf/decode_cassnat.yaml conf/decode_cassnat_esa.yaml" ;;
+    espnet) inference_configs="conf/decode_aed.yaml" ;;
     *) inference_configs="conf/decode_greedy.yaml conf/decode_beam.yaml" ;;
 esac
 
