@@ -160,6 +160,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats per batch and stage (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--max_utts", type=int, default=0, help="use only the N longest utterances (0: all)")
+    parser.add_argument("--maxlenratio", type=float, default=0.0,
+                        help="AED beam search: maximum output length / encoder frames (0: frames)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path (.md beside it)")
     args = parser.parse_args(argv)
@@ -184,8 +186,8 @@ def main(argv=None) -> int:
     if args.baseline and args.baseline not in names:
         parser.error(f"--baseline {args.baseline!r} is not one of the systems {names}")
     systems = [
-        (name, Speech2Text(path, device=args.device, search=search, timestamps=False, **SEARCH_OPTIONS[search]),
-         search)
+        (name, Speech2Text(path, device=args.device, search=search, timestamps=False,
+                           maxlenratio=args.maxlenratio, **SEARCH_OPTIONS[search]), search)
         for name, path, search in specs
     ]
     rates = {s2t.sample_rate for _, s2t, _ in systems}

@@ -111,15 +111,15 @@ def tiny_recipe(tmp_path_factory) -> Path:
     return recipe
 
 
-def _rerun_from_training(tiny_recipe: Path, name: str, config: str) -> Path:
+def _rerun_from_training(tiny_recipe: Path, name: str, config: str, extra: tuple = ()) -> Path:
     """Run the tiny recipe tree again from stage 5 (training) with ``conf/train_tiny_<name>.yaml``;
-    run.sh picks the decode configs from the model type itself (no --inference_configs)."""
+    run.sh picks the decode configs from the model type itself unless ``extra`` says."""
     assert config != TINY_TRAIN
     (tiny_recipe / "conf" / f"train_tiny_{name}.yaml").write_text(config)
     cmd = [
         "./run.sh", "--asr_config", f"conf/train_tiny_{name}.yaml", "--stage", "5",
         "--local_data_opts", "--train_hours 0.01 --dev_utts 4 --test_utts 4",
-        "--inference_batch_size", "3",
+        "--inference_batch_size", "3", *extra,
     ]
     r = subprocess.run(cmd, cwd=tiny_recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
     (tiny_recipe / f"run_{name}.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
@@ -143,4 +143,8 @@ def tiny_cassnat_recipe(tiny_recipe) -> Path:
 @pytest.fixture(scope="session")
 def tiny_aed_recipe(tiny_recipe) -> Path:
     """The tiny recipe tree trained and decoded again with a tiny AR baseline (ESPnet AED)."""
-    return _rerun_from_training(tiny_recipe, "aed", TINY_AED)
+    # conf/decode_aed.yaml with the search bounded: a 2-epoch AED hardly ever ends with <eos>,
+    # so an unbounded beam search would run to one token per encoder frame
+    conf = tiny_recipe / "conf"
+    (conf / "decode_aed_tiny.yaml").write_text((conf / "decode_aed.yaml").read_text() + "maxlenratio: 0.2\n")
+    return _rerun_from_training(tiny_recipe, "aed", TINY_AED, ("--inference_configs", "conf/decode_aed_tiny.yaml"))

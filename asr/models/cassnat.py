@@ -454,6 +454,11 @@ class CassNATModel(CTCModel):
         scores = scores.view(batch, num)
         empty = (counts == 0).view(batch, num)
         scores = scores.masked_fill(empty & ~empty.all(1, keepdim=True), float("-inf"))
+        if num > 1:  # a copy equal to an earlier one is dropped (its score could differ by rounding)
+            copies = labels.view(batch, num, -1)
+            same = (copies[:, :, None, :] == copies[:, None, :, :]).all(-1)  # (B, N, N)
+            earlier = torch.ones(num, num, dtype=torch.bool, device=same.device).tril(-1)
+            scores = scores.masked_fill((same & earlier).any(-1), float("-inf"))
         chosen = scores.argmax(1)  # first maximum: copy 0 (greedy) wins ties
         rows = torch.arange(batch, device=chosen.device) * num + chosen
         segments = token_spans(labels[rows], lengths, blank=self.blank_id)
