@@ -114,6 +114,8 @@ def run(systems, wavs, keys, refs, batch_size: int, repeats: int, device: str) -
             print(f"\rbatch size {batch_size}: {n + 1}/{len(batches)} batches", end="", file=sys.stderr)
     print(file=sys.stderr)
     audio = sum(w.numel() for w in wavs) / systems[0][1].sample_rate
+    if audio <= 0:
+        raise ValueError("the data dir's audio is empty")
     rows = []
     for name, s2t, search in systems:
         report, _ = score(refs, hyps[name])
@@ -193,9 +195,10 @@ def main(argv=None) -> int:
     rates = {s2t.sample_rate for _, s2t, _ in systems}
     if len(rates) != 1:
         parser.error(f"the systems expect different sample rates {sorted(rates)}")
+    rate = rates.pop()
     utts = read_kaldi_map(str(args.data_dir / "wav.scp"))
     refs_all = read_kaldi_map(str(args.data_dir / "text"))
-    wav_list = [(k, as_waveform(p, rates.pop(), name=f"{args.data_dir}/wav.scp:{k}")) for k, p in utts.items()]
+    wav_list = [(k, as_waveform(p, rate, name=f"{args.data_dir}/wav.scp:{k}")) for k, p in utts.items()]
     wav_list.sort(key=lambda kw: kw[1].numel(), reverse=True)
     if args.max_utts:
         wav_list = wav_list[: args.max_utts]
