@@ -164,6 +164,9 @@ class Speech2Text:
         num_samples, threshold, rank: CASS-NAT ``esa`` only: alignment copies (default 16),
             CTC probability below which a frame is resampled (default 0.9), ranker ``"ar"``
             or ``"nar"`` (default: ``"ar"`` if the model has an AR head).
+        rank_model_dir: CASS-NAT ``esa``: rank the copies with this separately trained AR model
+            (an AED model dir with the same token list; the reference's ``at_baseline``
+            ranker) instead of ``rank``.
         seed: CASS-NAT ``esa``: every input's samples come from its own generator seeded with
             this, so a result does not depend on the batch it was decoded in.
     """
@@ -186,6 +189,7 @@ class Speech2Text:
         threshold: float = 0.9,
         rank: str | None = None,
         seed: int = 0,
+        rank_model_dir: Union[str, Path, None] = None,
     ):
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
@@ -244,6 +248,17 @@ class Speech2Text:
         self.num_samples, self.threshold, self.rank, self.seed = num_samples, threshold, rank, int(seed)
         if self.family == "cassnat":
             self.rank = self.model.check_inference_options(num_samples, threshold, rank)
+        self.ranker = None
+        if rank_model_dir is not None:
+            if self.family != "cassnat":
+                raise ValueError(f"rank_model_dir is a CASS-NAT option; {self.model_dir} is a {self.family} model")
+            ranker = Speech2Text(rank_model_dir, device=device, timestamps=False)
+            if ranker.family != "aed":
+                raise ValueError(f"rank_model_dir {rank_model_dir} must be an AED (model: espnet) dir, "
+                                 f"got a {ranker.family} model")
+            if ranker.token_list != self.token_list or ranker.sample_rate != self.sample_rate:
+                raise ValueError(f"rank_model_dir {rank_model_dir}: token list / sample rate differ from {self.model_dir}")
+            self.ranker = ranker
 
     @staticmethod
     def _build(config: dict[str, Any], model_file: Path, device: str) -> torch.nn.Module:
@@ -282,7 +297,7 @@ class Speech2Text:
         if self.family == "paraformer":
             return self.decode_paraformer(self.encode(wavs))
         if self.family == "cassnat":
-            return self.decode_cassnat(self.encode(wavs))
+            return self.decode_cassnat(self.encode(wavs), wavs)
         if self.family == "aed":
             return self.decode_aed(self.encode(wavs))
         log_probs, lengths = self.ctc_log_probs(wavs)
@@ -344,13 +359,29 @@ class Speech2Text:
             )
         return out
 
-    def decode_cassnat(self, enc) -> list[list[Hypothesis]]:
+    def decode_cassnat(self, enc, wavs=None) -> list[list[Hypothesis]]:
         """CASS-NAT: greedy alignment or ESA → TAE → one decoder pass; timestamps from the
         chosen alignment. An input with an empty CTC output gets an empty hypothesis and a
         warning."""
         num = self.num_samples if self.search == "esa" else 1
         gens = [torch.Generator(device=self.device).manual_seed(self.seed) for _ in range(enc.hidden.size(0))]
-        res = self.model.recognize(enc, num_samples=num, threshold=self.threshold, rank=self.rank, generator=gens)
+        scorer = None
+        if self.ranker is not None and num > 1:
+            if wavs is None:
+                raise ValueError("ranking with rank_model_dir needs the waveforms")
+            from asr.models.cassnat import teacher_forced_scores
+
+            ranker_enc = self.ranker.encode(wavs)
+            aed = self.ranker.model
+
+            def scorer(hyps):
+                return teacher_forced_scores(
+                    aed.model.decoder, ranker_enc.hidden.repeat_interleave(num, 0),
+                    ranker_enc.lengths.repeat_interleave(num), hyps, aed.sos, aed.eos,
+                )
+
+        res = self.model.recognize(enc, num_samples=num, threshold=self.threshold, rank=self.rank,
+                                   generator=gens, scorer=scorer)
         out = []
         for b, ids in enumerate(res.token_ids):
             if int(res.token_counts[b]) == 0:

@@ -37,7 +37,8 @@ DECODE_DEFAULTS = {
     "num_samples": 16,  # CASS-NAT esa: alignment copies
     "threshold": 0.9,  # CASS-NAT esa: resample frames whose CTC probability is below this
     "rank": None,  # CASS-NAT esa: "ar" (AR head) or "nar" (None: "ar" if the model has one)
-    "seed": 0,  # CASS-NAT esa: seed of each utterance's sampling generator
+    "seed": 0,
+    "rank_model_dir": None,  # CASS-NAT esa: rank with this AED model dir (the AR baseline)  # CASS-NAT esa: seed of each utterance's sampling generator
 }
 
 

@@ -79,6 +79,30 @@ def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32
     return pe.to(dtype)
 
 
+@torch.no_grad()
+def teacher_forced_scores(decoder, enc_hidden: torch.Tensor, enc_lengths: torch.Tensor,
+                          hyps: list[list[int]], sos: int, eos: int) -> torch.Tensor:
+    """Mean per-token log-likelihood of each ``hyp + <eos>`` under an autoregressive decoder
+    (ESPnet ``TransformerDecoder`` interface: ``decoder(hs, hlens, ys_in, ys_in_lens)``), one
+    teacher-forced pass for all rows. enc_hidden (R, T, D), enc_lengths (R,), R = len(hyps)."""
+    device = enc_hidden.device
+    lengths = torch.tensor([len(h) for h in hyps], device=device)
+    width = int(lengths.max()) + 1
+    ys_in = torch.full((len(hyps), width), eos, dtype=torch.long, device=device)
+    ys_out = torch.full((len(hyps), width), -1, dtype=torch.long, device=device)
+    ys_in[:, 0] = sos
+    for i, h in enumerate(hyps):
+        if h:
+            t = torch.tensor(h, dtype=torch.long, device=device)
+            ys_in[i, 1 : len(h) + 1] = t
+            ys_out[i, : len(h)] = t
+        ys_out[i, len(h)] = eos
+    logits, _ = decoder(enc_hidden, enc_lengths, ys_in, lengths + 1)
+    logp = torch.log_softmax(logits.float(), -1)
+    tok = logp.gather(-1, ys_out.clamp(min=0)[..., None])[..., 0].masked_fill(ys_out < 0, 0.0)
+    return tok.sum(1) / (lengths + 1)
+
+
 class TAEExtractor(torch.nn.Module):
     """Token-level acoustic embeddings: source attention from token-position queries to the
     encoder frames of each token's trigger segment, then a feed-forward block (pre-norm)."""
@@ -394,32 +418,17 @@ class CassNATModel(CTCModel):
     @torch.no_grad()
     def ar_scores(self, enc_hidden, enc_lengths, hyps: list[list[int]]) -> torch.Tensor:
         """Teacher-forced mean log-likelihood per token of ``hyps + <eos>`` under the AR head."""
-        ys = torch.full((len(hyps), max(len(h) for h in hyps) + 1), self.ignore_id,
-                        dtype=torch.long, device=enc_hidden.device)
-        for i, h in enumerate(hyps):
-            ys[i, : len(h)] = torch.tensor(h, dtype=torch.long)
-        lengths = torch.tensor([len(h) for h in hyps], device=enc_hidden.device)
-        ys_in, ys_out = self._sos_eos(ys, lengths)
-        logits, _ = self.ar_decoder(enc_hidden, enc_lengths, ys_in, lengths + 1)
-        logp = torch.log_softmax(logits.float(), -1)
-        tok = logp.gather(-1, ys_out.clamp(min=0)[..., None])[..., 0]
-        tok = tok.masked_fill(ys_out == self.ignore_id, 0.0)
-        return tok.sum(1) / (lengths + 1)
-
-    def _sos_eos(self, ys: torch.Tensor, lengths: torch.Tensor):
-        """(B, L + 1) tokens padded with ignore_id -> ys_in (sos + y, eos-padded), ys_out (y + eos)."""
-        batch = ys.size(0)
-        ys_in = torch.cat([ys.new_full((batch, 1), self.sos), ys[:, :-1].clamp(min=0)], 1)
-        ys_in = ys_in.masked_fill(~_valid_mask(lengths + 1, ys_in.size(1)), self.eos)
-        ys_out = ys.clone()
-        ys_out[torch.arange(batch, device=ys.device), lengths] = self.eos
-        return ys_in, ys_out
+        return teacher_forced_scores(self.ar_decoder, enc_hidden, enc_lengths, hyps, self.sos, self.eos)
 
     @torch.no_grad()
     def recognize(self, enc: EncoderOutput, num_samples: Optional[int] = None,
                   threshold: Optional[float] = None, rank: Optional[str] = None,
-                  generator=None) -> CassNATResult:
+                  generator=None, scorer=None) -> CassNATResult:
         """Greedy (``num_samples=1``) or ESA decoding of a padded batch; see the module docstring.
+
+        ``scorer``: optional external ranker for ESA (e.g. a separately trained AR model): called
+        with the B * N hypotheses (item-major) and returning (B * N,) scores, higher is better;
+        it replaces ``rank``.
 
         Items whose alignment has no token (empty CTC output) get an empty hypothesis and
         ``token_counts == 0``; items with no encoder frame too.
@@ -447,7 +456,9 @@ class CassNATModel(CTCModel):
             hyps.append(ids)
         slots = counts + 1
         nar = best_logp.masked_fill(~_valid_mask(slots, best_logp.size(1)), 0.0).sum(1) / slots
-        if rank == "ar" and num > 1:
+        if scorer is not None and num > 1:
+            scores = scorer(hyps).to(nar.device).float()
+        elif rank == "ar" and num > 1:
             scores = self.ar_scores(hidden, rep_lengths, hyps)
         else:
             scores = nar

@@ -236,3 +236,24 @@ def test_config_errors_are_clear():
         build(ar=False).recognize(EncoderOutput(torch.zeros(1, 3, 32), torch.tensor([3]), ()), rank="ar")
     with pytest.raises(ValueError, match="num_samples"):
         build(ar=False).recognize(EncoderOutput(torch.zeros(1, 3, 32), torch.tensor([3]), ()), num_samples=0)
+
+
+def test_external_scorer_ranks_the_esa_copies(trained):
+    """An external ranker (as the separately trained AR baseline) replaces the AR head: here a
+    scorer preferring the fewest tokens must pick a copy with the fewest tokens."""
+    feats, feat_lens, _, _ = make_batch(3, torch.Generator().manual_seed(12))
+    enc = encode(trained, feats, feat_lens)
+    seen = []
+
+    def fewest_tokens(hyps):
+        seen.append([list(h) for h in hyps])
+        return -torch.tensor([float(len(h)) for h in hyps])
+
+    res = trained.recognize(enc, num_samples=6, threshold=1.0, scorer=fewest_tokens,
+                            generator=torch.Generator().manual_seed(2))
+    hyps = seen[0]
+    assert len(hyps) == 3 * 6
+    for b in range(3):
+        copies = hyps[b * 6 : (b + 1) * 6]
+        assert len(res.token_ids[b]) == min(len(h) for h in copies)
+        assert copies[int(res.chosen[b])] == res.token_ids[b]

@@ -119,6 +119,20 @@ def test_aed_decodes_as_espnets_own_inference(aed_dir, tiny_aed_recipe, monkeypa
         assert list(hyp.tokens) == list(tokens)
 
 
+def test_cassnat_esa_ranked_by_the_ar_baseline(cassnat_dir, aed_dir, tiny_aed_recipe, tiny_cassnat_recipe):
+    wavs = read_wavs(tiny_cassnat_recipe)
+    s2t = Speech2Text(cassnat_dir, search="esa", num_samples=4, threshold=1.0, rank_model_dir=aed_dir)
+    batch = s2t(wavs)
+    for wav, hyp in zip(wavs, batch):  # the AR baseline's own score of the chosen hypothesis
+        one = s2t(wav)
+        assert one.token_ids == hyp.token_ids
+        assert one.score == pytest.approx(hyp.score, abs=1e-3)
+    with pytest.raises(ValueError, match="must be an AED"):
+        Speech2Text(cassnat_dir, search="esa", rank_model_dir=cassnat_dir)
+    with pytest.raises(ValueError, match="CASS-NAT option"):
+        Speech2Text(aed_dir, search="beam", rank_model_dir=aed_dir)
+
+
 def test_aed_batch_equals_items_and_options_are_checked(aed_dir, tiny_aed_recipe):
     wavs = read_wavs(tiny_aed_recipe)
     s2t = Speech2Text(aed_dir, search="beam", beam_size=3, maxlenratio=0.2)
