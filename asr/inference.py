@@ -219,7 +219,6 @@ class Speech2Text:
             self.family = "cassnat"
         else:
             self.family = "ctc"
-        self.is_paraformer = self.family == "paraformer"
         if search not in FAMILY_SEARCHES[self.family]:
             raise ValueError(
                 f"{self.model_dir}: a {self.family} model decodes with search in "
@@ -227,7 +226,7 @@ class Speech2Text:
             )
         if nbest > 1 and not (search == "beam"):
             raise ValueError(f"nbest={nbest} needs search='beam' (got {search!r})")
-        if self.is_paraformer:
+        if self.family == "paraformer":
             if length_candidates is not None:
                 self.model.length_candidates = int(length_candidates)
             if rescore_ctc_weight is not None:

@@ -13,6 +13,7 @@ maximum output length is the number of encoder frames).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -101,8 +102,6 @@ class AEDAdapter(torch.nn.Module):
                   penalty: float = 0.0, maxlenratio: float = 0.0, nbest: int = 1
                   ) -> list[list[AEDHypothesis]]:
         """Beam search on each item of a padded encoder batch; n-best per item, best first."""
-        import logging
-
         search = self.beam_search(beam_size, ctc_weight, penalty)
         out = []
         level = logging.getLogger().level

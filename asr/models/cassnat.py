@@ -60,13 +60,10 @@ from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from asr.models.ctc import CTCModel, EncoderOutput
+from asr.models.padding import valid_mask as _valid_mask
 from nar.align import error_based_sampling, forced_align, token_spans, trigger_mask
 
 RANKERS = ("ar", "nar")
-
-
-def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:

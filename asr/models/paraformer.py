@@ -60,15 +60,11 @@ from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from asr.models.ctc import CTCModel, EncoderOutput
+from asr.models.padding import valid_mask as _valid_mask
 from nar.cif import CIFOutput, cif, quantity_loss
 from nar.masking import glancing_mask
 
 PREDICTOR_VARIANTS = ("v1", "v2")
-
-
-def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, size) bool, True on the first ``lengths[b]`` positions."""
-    return torch.arange(size, device=lengths.device) < lengths[:, None]
 
 
 # ------------------------------------------------------------------------------ predictor

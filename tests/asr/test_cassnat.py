@@ -119,7 +119,6 @@ def test_tae_and_decoder_of_a_batch_equal_per_item(trained):
 def test_recognize_batch_equals_items_greedy_and_esa(trained):
     feats, feat_lens, _, _ = make_batch(5, torch.Generator().manual_seed(6))
     enc = encode(trained, feats, feat_lens)
-    gens = [torch.Generator().manual_seed(100 + b) for b in range(5)]
     for num in (1, 8):
         batch = trained.recognize(enc, num_samples=num, threshold=0.99,
                                   generator=[torch.Generator().manual_seed(100 + b) for b in range(5)])
@@ -131,7 +130,6 @@ def test_recognize_batch_equals_items_greedy_and_esa(trained):
             assert one.token_ids[0] == batch.token_ids[b] and one.frames[0] == batch.frames[b]
             assert int(one.chosen[0]) == int(batch.chosen[b])
             assert one.scores[0] == pytest.approx(batch.scores[b], abs=1e-4)
-    del gens
 
 
 # ---------------------------------------------------------------------------- ESA
