@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # Installed without its dependency tree (transformers, modelscope, ...), which the model
 # classes used by the test do not import.
 FUNASR_TEST_PKGS := funasr==1.4.16 six==1.17.0 jieba==0.42.1
-# demo knobs (see egs/synth_en/asr1/run.sh --help)
+# demo knobs (see egs/synth_en/asr1/demo.sh --help), e.g. DEMO_ARGS="--ctc_epochs 4 --finetune_epochs 1"
 DEMO_ARGS ?=
 
 .PHONY: setup demo test bench clean-venv help
@@ -32,7 +32,7 @@ $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS) && touch $@
 
 demo: setup
-	cd egs/synth_en/asr1 && PATH=$(VENV)/bin:$$PATH ./run.sh $(DEMO_ARGS)
+	cd egs/synth_en/asr1 && PATH=$(VENV)/bin:$$PATH ./demo.sh $(DEMO_ARGS)
 
 $(STAMPS)/funasr: $(STAMPS)/venv
 	$(PY) -m pip install -q --no-deps $(FUNASR_TEST_PKGS)

@@ -129,8 +129,20 @@ def run(systems, wavs, keys, refs, batch_size: int, repeats: int, device: str) -
             overhead=decode / t["encoder"] if t["encoder"] > 0 else float("nan"),
             rtf=t["total"] / audio,
             parameters=sum(p.numel() for p in s2t.model.parameters()),
+            training=training_summary(s2t.config),
         ))
     return rows
+
+
+def training_summary(config: dict) -> str:
+    """How a model was trained, from its config.yaml: epochs, and the init source if any."""
+    text = f"{config.get('max_epoch', '?')} ep"
+    inits = config.get("init_param") or []
+    if inits:
+        sources = sorted({Path(str(p).split(":")[0]).parent.name for p in inits})
+        keys = sorted({str(p).split(":")[1] for p in inits if str(p).count(":") >= 1})
+        text += f" from {', '.join(sources)} ({'+'.join(keys)})"
+    return text
 
 
 def add_speedups(rows: list[dict], baseline: str | None) -> None:
@@ -140,16 +152,62 @@ def add_speedups(rows: list[dict], baseline: str | None) -> None:
 
 
 def table(rows: list[dict], baseline: str | None) -> str:
-    head = ("| system | batch | WER % | CER % | total s | encoder s | decode s | NAR overhead | RTF | "
-            f"speed-up vs {baseline or '-'} |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| system | training | batch | WER % | CER % | total s | encoder s | decode s | NAR overhead | "
+            f"RTF | speed-up vs {baseline or '-'} |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         sp = f"{r['speedup']:.1f}x" if r.get("speedup") else "-"
         lines.append(
-            f"| {r['system']} | {r['batch_size']} | {r['wer']:.1f} | {r['cer']:.1f} | {r['total_s']:.2f} | "
+            f"| {r['system']} | {r.get('training', '-')} | {r['batch_size']} | {r['wer']:.1f} | {r['cer']:.1f} | {r['total_s']:.2f} | "
             f"{r['encoder_s']:.2f} | {r['decode_s']:.2f} | {100 * r['overhead']:.1f}% | {r['rtf']:.4f} | {sp} |"
         )
     return "\n".join(lines)
+
+
+def plot(rows: list[dict], baseline: str | None, out: Path) -> list[Path]:
+    """Two PNGs beside ``out``: WER vs speed-up over the baseline (one point per system and
+    batch size), and the time per system split into encoder and decoder (one panel per batch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    batch_sizes = sorted({r["batch_size"] for r in rows})
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for b, marker in zip(batch_sizes, "osD^v<>"):
+        sel = [r for r in rows if r["batch_size"] == b]
+        xs = [r["speedup"] if r.get("speedup") else r["audio_seconds"] / r["total_s"] for r in sel]
+        ax.scatter(xs, [r["wer"] for r in sel], marker=marker, label=f"batch {b}")
+        for x, r in zip(xs, sel):
+            ax.annotate(r["system"], (x, r["wer"]), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"speed-up over {baseline}" if baseline else "audio seconds per decode second")
+    ax.set_ylabel("WER %")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out.with_name(out.stem + "_wer_speedup.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5 * len(batch_sizes), 4), squeeze=False)
+    for ax, b in zip(axes[0], batch_sizes):
+        sel = [r for r in rows if r["batch_size"] == b]
+        names = [r["system"] for r in sel]
+        enc = [r["encoder_s"] for r in sel]
+        dec = [r["decode_s"] for r in sel]
+        ax.barh(names, enc, label="encoder (features + encoder)")
+        ax.barh(names, dec, left=enc, label="decoder / search")
+        ax.set_xlabel("seconds (all utterances)")
+        ax.set_title(f"batch {b}")
+        ax.invert_yaxis()
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out.with_name(out.stem + "_time.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
 
 
 def main(argv=None) -> int:
@@ -166,6 +224,7 @@ def main(argv=None) -> int:
                         help="AED beam search: maximum output length / encoder frames (0: frames)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path (.md beside it)")
+    parser.add_argument("--plots", action="store_true", help="also write PNG plots beside --out (matplotlib)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -222,7 +281,10 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
     args.out.with_suffix(".md").write_text(text + "\n")
-    print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
+    written = [args.out, args.out.with_suffix(".md")]
+    if args.plots:
+        written += plot(rows, args.baseline, args.out)
+    print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
 

@@ -36,6 +36,7 @@ opt bpemode unigram "sentencepiece model type: unigram or bpe"
 opt asr_config "" "training config (YAML)" required
 opt asr_tag "" "experiment name (default: from the config name and token type)"
 opt asr_args "" "extra options for python -m asr.bin.train"
+opt init_param "" "space-separated ESPnet --init_param entries (file:src_key:dst_key), e.g. exp/asr_train_ctc_char/valid.loss.ave.pth:encoder:encoder"
 opt feats_normalize global_mvn "global_mvn (needs the stats stage) or utterance_mvn"
 opt inference_configs "conf/decode_greedy.yaml" "space-separated decode configs"
 opt inference_batch_size 16 "utterances per decoding batch"
@@ -130,8 +131,16 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   if [ "${feats_normalize}" = global_mvn ]; then
     _norm+=(--normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz")
   fi
+  _init=()
+  if [ -n "${init_param}" ]; then
+    for _p in ${init_param}; do
+      [ -f "${_p%%:*}" ] || { log "--init_param: ${_p%%:*} does not exist (train that model first)"; exit 1; }
+    done
+    # shellcheck disable=SC2206
+    _init=(--init_param ${init_param})
+  fi
   # shellcheck disable=SC2086
-  python -m asr.bin.train --config "${asr_config}" "${train_data_opts[@]}" "${_norm[@]}" \
+  python -m asr.bin.train --config "${asr_config}" "${train_data_opts[@]}" "${_norm[@]}" "${_init[@]}" \
     --train_shape_file "${asr_stats_dir}/train/speech_shape" \
     --train_shape_file "${asr_stats_dir}/train/text_shape.${token_type}" \
     --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The `make demo` job: the four ASR families on one encoder, compared side by side.
+#
+#   1  CTC from scratch: ./run.sh (corpus, tokens, stats, training, decoding, scoring)
+#   2  Paraformer, CASS-NAT and the AR baseline (ESPnet's hybrid CTC/attention model) start from
+#      the CTC model's encoder and CTC head (ESPnet --init_param) and are fine-tuned with an equal
+#      budget of --finetune_epochs epochs each (same encoder size; ./run.sh --stage 5)
+#   3  bench/asr_decode.py on the --bench_set: every system on the same batches, same threads;
+#      WER, CER, times, real-time factor, speed-up over AR beam 10; table, JSON and plots
+#
+# Time budget: on 2 CPU cores a CTC epoch takes ~2 min and a fine-tuning epoch ~2-2.5 min; the
+# defaults fit the README's 45 minutes. Less time: --ctc_epochs 4 --finetune_epochs 1.
+# Everything resumes: a finished stage is skipped on a rerun (training resumes mid-way).
+set -euo pipefail
+cd "$(dirname "$0")"
+. ../../../recipes/utils/options.sh
+
+usage_text "Usage: $0 [options]   (see the header of $0)"
+opt stage 1 "first demo stage (1 CTC recipe, 2 fine-tuning, 3 comparison)"
+opt stop_stage 3 "last demo stage"
+opt ctc_epochs 7 "training epochs of the CTC model"
+opt finetune_epochs 2 "fine-tuning epochs of each other family (equal budgets)"
+opt finetune_configs "paraformer_ctc05 cassnat aed" "families fine-tuned from the CTC encoder (conf/train_<name>.yaml)"
+opt bench_set test "data set of the comparison (dump/raw/<set>)"
+opt bench_batch_sizes "1" "batch sizes of the comparison (e.g. \"1 16\")"
+opt run_args "" "extra options for every ./run.sh call"
+parse_opts "$@"
+
+if [ -f path.sh ]; then . ./path.sh; fi
+start=$(date +%s)
+ctc_dir=exp/asr_train_ctc_char
+ctc_ckpt=${ctc_dir}/valid.loss.ave.pth
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+  log "Demo stage 1: CTC from scratch (${ctc_epochs} epochs)"
+  # shellcheck disable=SC2086
+  ./run.sh --asr_config conf/train_ctc.yaml --asr_args "--max_epoch ${ctc_epochs}" ${run_args}
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  [ -f "${ctc_ckpt}" ] || { log "${ctc_ckpt} is missing: run demo stage 1 first"; exit 1; }
+  for name in ${finetune_configs}; do
+    log "Demo stage 2: ${name} from the CTC encoder (${finetune_epochs} epochs)"
+    # shellcheck disable=SC2086
+    ./run.sh --stage 5 --stop_stage 5 --asr_config "conf/train_${name}.yaml" --asr_tag "ft_${name}_char" \
+      --init_param "${ctc_ckpt}:encoder:encoder ${ctc_ckpt}:ctc:ctc" \
+      --asr_args "--max_epoch ${finetune_epochs}" ${run_args}
+  done
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  out=exp/compare_${bench_set}/asr_decode.json
+  log "Demo stage 3: side-by-side decoding of ${bench_set} into ${out%.json}.{json,md,png}"
+  systems=("ctc=${ctc_dir##*/}:greedy" "ctc_beam=${ctc_dir##*/}:beam")
+  baseline=""
+  for name in ${finetune_configs}; do
+    case "${name}" in
+      aed*) systems=("ar=asr_ft_${name}_char:beam" "${systems[@]}"); baseline=ar ;;
+      cassnat*) systems+=("${name}=asr_ft_${name}_char:greedy" "${name}_esa=asr_ft_${name}_char:esa") ;;
+      *) systems+=("${name}=asr_ft_${name}_char:greedy") ;;
+    esac
+  done
+  # shellcheck disable=SC2086
+  python ../../../bench/asr_decode.py --exp_dir exp --data_dir "dump/raw/${bench_set}" \
+    --systems "${systems[@]}" ${baseline:+--baseline ${baseline}} --batch_sizes ${bench_batch_sizes} \
+    --out "${out}" --plots
+fi
+log "Demo finished in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
