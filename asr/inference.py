@@ -14,6 +14,7 @@ Shapes: B batch, N samples, T frames (after subsampling), V vocabulary.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,10 @@ from typing import Any, Sequence, Union
 import torch
 import yaml
 from espnet2.asr.espnet_model import ESPnetASRModel
+from tqdm import tqdm
 
 from asr.audio import AudioInput, as_waveform
+from asr.longform import Piece, pack_batches, plan_segments, stitch
 from asr.models.aed import AEDAdapter
 from asr.models.cassnat import CassNATModel
 from asr.models.paraformer import ParaformerModel
@@ -169,6 +172,18 @@ class Speech2Text:
             ranker) instead of ``rank``.
         seed: CASS-NAT ``esa``: every input's samples come from its own generator seeded with
             this, so a result does not depend on the batch it was decoded in.
+        batch_seconds: many inputs are sorted by duration and packed into batches whose padded
+            duration (items x longest) stays within this many seconds; results come back in
+            input order and equal decoding each input alone.
+        batch_size: at most this many items per batch (None: only ``batch_seconds`` limits).
+        max_seconds: inputs longer than this are cut into windows of ``max_seconds`` overlapping
+            by ``overlap_seconds``, decoded in batches like other inputs and stitched at token
+            level: each window keeps the tokens whose timestamp centre lies in its half of the
+            overlaps (:mod:`asr.longform`). Timestamps are in whole-file time; a long input
+            gets one (stitched) hypothesis even when ``nbest > 1``. None: never cut.
+        overlap_seconds: see ``max_seconds``; wider than the context a token needs (default 4).
+        progress: a tqdm bar over the segments when there is more than one batch
+            (None: only on a terminal).
     """
 
     def __init__(
@@ -190,11 +205,21 @@ class Speech2Text:
         rank: str | None = None,
         seed: int = 0,
         rank_model_dir: Union[str, Path, None] = None,
+        batch_seconds: float = 120.0,
+        batch_size: int | None = None,
+        max_seconds: float | None = 30.0,
+        overlap_seconds: float = 4.0,
+        progress: bool | None = None,
     ):
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
         if beam_size < 1 or nbest < 1 or nbest > beam_size:
             raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
+        plan_segments([], 1, max_seconds, overlap_seconds)  # validates the window options
+        if batch_seconds <= 0 or (batch_size is not None and batch_size < 1):
+            raise ValueError(f"need batch_seconds > 0 and batch_size >= 1, got {batch_seconds}, {batch_size}")
+        self.batch_seconds, self.batch_size = float(batch_seconds), batch_size
+        self.max_seconds, self.overlap_seconds, self.progress = max_seconds, float(overlap_seconds), progress
         self.model_dir = Path(model_dir)
         config = load_model_config(self.model_dir)
         model_file = Path(model_file) if model_file else _find_checkpoint(self.model_dir)
@@ -286,21 +311,72 @@ class Speech2Text:
     def recognize_nbest(
         self, inputs: Sequence[AudioInput], sample_rate: int | None = None
     ) -> list[list[Hypothesis]]:
-        """The n-best hypotheses (best first) of each input, decoded as one padded batch."""
+        """The n-best hypotheses (best first) of each input, in input order.
+
+        Inputs longer than ``max_seconds`` are cut into overlapping windows; all segments are
+        decoded in duration-sorted batches under ``batch_seconds`` (see the class docs), and the
+        windows of a long input are stitched into one hypothesis.
+        """
         if len(inputs) == 0:
             raise ValueError("inputs is empty: give at least one path, array or tensor")
         wavs = [
             as_waveform(x, self.sample_rate, sample_rate, name=f"inputs[{i}]")
             for i, x in enumerate(inputs)
         ]
+        segments = plan_segments([w.numel() for w in wavs], self.sample_rate, self.max_seconds,
+                                 self.overlap_seconds, align=max(1, round(self.frame_shift * self.sample_rate)))
+        windowed = {s.input_index for s in segments if not math.isinf(s.keep_from) or not math.isinf(s.keep_to)}
+        batches = pack_batches([s.num_samples / self.sample_rate for s in segments], self.batch_seconds,
+                               self.batch_size)
+        results: list[list[Hypothesis]] = [[] for _ in segments]
+        disable = (None if self.progress is None else not self.progress) if len(batches) > 1 else True
+        with tqdm(total=len(segments), desc="decode", unit="seg", disable=disable, leave=False) as bar:
+            for idx in batches:
+                segs = [segments[i] for i in idx]
+                hyps = self.decode_batch(
+                    [wavs[s.input_index][s.start : s.end] for s in segs],
+                    names=[self._segment_name(s, s.input_index in windowed) for s in segs],
+                    timestamps=self.timestamps or any(s.input_index in windowed for s in segs),
+                )
+                for i, h in zip(idx, hyps):
+                    results[i] = h
+                bar.update(len(idx))
+        out: list[list[Hypothesis]] = [[] for _ in wavs]
+        pieces: dict[int, list[Piece]] = {}
+        for seg, hyps in zip(segments, results):
+            if seg.input_index not in windowed:
+                out[seg.input_index] = hyps
+            else:
+                best = hyps[0]
+                pieces.setdefault(seg.input_index, []).append(Piece(seg, best.token_ids, best.timestamps, best.score))
+        for i, parts in pieces.items():
+            ids, stamps, score = stitch(parts, self.sample_rate)
+            out[i] = [self._hypothesis(ids, score, stamps if self.timestamps else ())]
+        return out
+
+    def _segment_name(self, seg, windowed: bool) -> str:
+        if not windowed:
+            return f"inputs[{seg.input_index}]"
+        return (f"inputs[{seg.input_index}] window {seg.start / self.sample_rate:.1f}-"
+                f"{seg.end / self.sample_rate:.1f} s")
+
+    @torch.no_grad()
+    def decode_batch(
+        self, wavs: Sequence[torch.Tensor], names: Sequence[str] | None = None, timestamps: bool | None = None
+    ) -> list[list[Hypothesis]]:
+        """Decode mono waveforms at the model rate as one padded batch (no windowing, no
+        re-batching): the n-best of each. ``names`` label inputs in warnings; ``timestamps``
+        overrides the instance setting."""
+        names = list(names) if names is not None else [f"inputs[{i}]" for i in range(len(wavs))]
+        stamps = self.timestamps if timestamps is None else bool(timestamps)
         if self.family == "paraformer":
-            return self.decode_paraformer(self.encode(wavs))
+            return self.decode_paraformer(self.encode(wavs), names, stamps)
         if self.family == "cassnat":
-            return self.decode_cassnat(self.encode(wavs), wavs)
+            return self.decode_cassnat(self.encode(wavs), wavs, names, stamps)
         if self.family == "aed":
-            return self.decode_aed(self.encode(wavs))
+            return self.decode_aed(self.encode(wavs), stamps)
         log_probs, lengths = self.ctc_log_probs(wavs)
-        return self.decode_log_probs(log_probs, lengths)
+        return self.decode_log_probs(log_probs, lengths, stamps)
 
     def encode(self, wavs: Sequence[torch.Tensor]):
         """Mono waveforms at the model rate -> the model's :class:`EncoderOutput` (padded batch).
@@ -325,40 +401,31 @@ class Speech2Text:
         enc = self.encode(wavs)
         return self.model.ctc_log_probs(enc), enc.lengths
 
-    def decode_paraformer(self, enc) -> list[list[Hypothesis]]:
+    def decode_paraformer(self, enc, names=None, timestamps: bool | None = None) -> list[list[Hypothesis]]:
         """Paraformer: predictor → CIF → one decoder pass → argmax, timestamps from CIF firing.
 
         An input for which the predictor fires no token gets an empty hypothesis and a warning.
         """
         res = self.model.recognize(enc)
+        stamps_on = self.timestamps if timestamps is None else timestamps
         out = []
         for b, ids in enumerate(res.token_ids):
             if int(res.token_counts[b]) == 0:
                 warnings.warn(
-                    f"inputs[{b}]: the Paraformer predictor fired no token "
+                    f"{names[b] if names else f'inputs[{b}]'}: the Paraformer predictor fired no token "
                     f"({int(enc.lengths[b])} encoder frames); returning an empty hypothesis",
                     stacklevel=3,
                 )
             stamps = ()
-            if self.timestamps:
+            if stamps_on:
                 stamps = tuple(
                     (round(s * self.frame_shift, 3), round((e + 1) * self.frame_shift, 3))
                     for s, e in res.frames[b]
                 )
-            out.append(
-                [
-                    Hypothesis(
-                        text=self.tokens_to_text(ids),
-                        tokens=tuple(self.token_list[i] for i in ids),
-                        token_ids=tuple(ids),
-                        score=res.scores[b],
-                        timestamps=stamps,
-                    )
-                ]
-            )
+            out.append([self._hypothesis(ids, res.scores[b], stamps)])
         return out
 
-    def decode_cassnat(self, enc, wavs=None) -> list[list[Hypothesis]]:
+    def decode_cassnat(self, enc, wavs=None, names=None, timestamps: bool | None = None) -> list[list[Hypothesis]]:
         """CASS-NAT: greedy alignment or ESA → TAE → one decoder pass; timestamps from the
         chosen alignment. An input with an empty CTC output gets an empty hypothesis and a
         warning."""
@@ -381,23 +448,24 @@ class Speech2Text:
 
         res = self.model.recognize(enc, num_samples=num, threshold=self.threshold, rank=self.rank,
                                    generator=gens, scorer=scorer)
+        stamps_on = self.timestamps if timestamps is None else timestamps
         out = []
         for b, ids in enumerate(res.token_ids):
             if int(res.token_counts[b]) == 0:
                 warnings.warn(
-                    f"inputs[{b}]: the CTC alignment has no token ({int(enc.lengths[b])} encoder "
+                    f"{names[b] if names else f'inputs[{b}]'}: the CTC alignment has no token ({int(enc.lengths[b])} encoder "
                     "frames); returning an empty hypothesis",
                     stacklevel=3,
                 )
             stamps = ()
-            if self.timestamps:
+            if stamps_on:
                 stamps = tuple(
                     (round(s * self.frame_shift, 3), round(e * self.frame_shift, 3)) for s, e in res.frames[b]
                 )
             out.append([self._hypothesis(ids, res.scores[b], stamps)])
         return out
 
-    def decode_aed(self, enc) -> list[list[Hypothesis]]:
+    def decode_aed(self, enc, timestamps: bool | None = None) -> list[list[Hypothesis]]:
         """AR baseline: ESPnet batch beam search per input (beam 1 for ``greedy``)."""
         beam = self.beam_size if self.search == "beam" else 1
         nbest = self.model.recognize(
@@ -406,7 +474,7 @@ class Speech2Text:
         )
         candidates = [[(tuple(h.token_ids), h.score) for h in hyps] for hyps in nbest]
         times = None
-        if self.timestamps:
+        if self.timestamps if timestamps is None else timestamps:
             log_probs = self.model.ctc_log_probs(enc).float().cpu()
             times = self._timestamps(log_probs, enc.lengths.cpu(), candidates)
         return [
@@ -424,7 +492,9 @@ class Speech2Text:
             timestamps=tuple(stamps),
         )
 
-    def decode_log_probs(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+    def decode_log_probs(
+        self, log_probs: torch.Tensor, lengths: torch.Tensor, timestamps: bool | None = None
+    ) -> list[list[Hypothesis]]:
         """Search and timestamps on CTC log-probs (B, T, V) with lengths (B,)."""
         log_probs = log_probs.float().cpu()
         lengths = lengths.cpu()
@@ -436,22 +506,12 @@ class Speech2Text:
                 log_probs, lengths, beam_size=self.beam_size, blank=self.blank_id, nbest=self.nbest
             )
             candidates = [[(h.tokens, h.score) for h in hyps] for hyps in beams]
-        times = self._timestamps(log_probs, lengths, candidates) if self.timestamps else None
-        out = []
-        for b, hyps in enumerate(candidates):
-            out.append(
-                [
-                    Hypothesis(
-                        text=self.tokens_to_text(ids),
-                        tokens=tuple(self.token_list[i] for i in ids),
-                        token_ids=tuple(ids),
-                        score=score,
-                        timestamps=times[b][k] if times else (),
-                    )
-                    for k, (ids, score) in enumerate(hyps)
-                ]
-            )
-        return out
+        stamps_on = self.timestamps if timestamps is None else timestamps
+        times = self._timestamps(log_probs, lengths, candidates) if stamps_on else None
+        return [
+            [self._hypothesis(ids, score, times[b][k] if times else ()) for k, (ids, score) in enumerate(hyps)]
+            for b, hyps in enumerate(candidates)
+        ]
 
     def _timestamps(self, log_probs, lengths, candidates) -> list[list[tuple]]:
         """Forced-align every hypothesis (all of them in one batch) and convert spans to seconds."""

@@ -18,7 +18,7 @@ a noisy machine. Per batch and system two things are timed (median of ``--repeat
 warm-up batch per system first):
 
     encoder   per-item features + padded encoder pass (``Speech2Text.encode``)
-    total     the whole ``Speech2Text.recognize_nbest`` call (features to text)
+    total     the whole ``Speech2Text.decode_batch`` call (features to text, one padded batch)
 
 ``decode = total - encoder`` is what each decoder adds; ``overhead = decode / encoder``
 (issue 4's Paraformer goal: <= 25 % at batch 16). ``speed-up`` is the baseline system's total
@@ -33,7 +33,9 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,13 +103,13 @@ def run(systems, wavs, keys, refs, batch_size: int, repeats: int, device: str) -
     hyps = {name: {} for name, _, _ in systems}
     batches = [list(range(i, min(i + batch_size, len(wavs)))) for i in range(0, len(wavs), batch_size)]
     for name, s2t, _ in systems:  # warm-up on the first batch
-        s2t.recognize_nbest([wavs[i] for i in batches[0]])
+        s2t.decode_batch([wavs[i] for i in batches[0]])
     with torch.no_grad():
         for n, idx in enumerate(batches):
             batch = [wavs[i] for i in idx]
             for name, s2t, _ in systems:
                 t_enc, _ = median_seconds(lambda: s2t.encode(batch), repeats, dev)
-                t_all, res = median_seconds(lambda: s2t.recognize_nbest(batch), repeats, dev)
+                t_all, res = median_seconds(lambda: s2t.decode_batch(batch), repeats, dev)
                 totals[name]["encoder"] += t_enc
                 totals[name]["total"] += t_all
                 hyps[name].update({keys[i]: r[0].text for i, r in zip(idx, res)})
@@ -210,6 +212,88 @@ def plot(rows: list[dict], baseline: str | None, out: Path) -> list[Path]:
     return paths
 
 
+def long_worker(model_dir: str, search: str, wav_path: str, device: str, max_seconds: float) -> dict:
+    """Decode one long file in this (fresh) process; report time and peak RSS (MB)."""
+    from asr.audio import as_waveform
+    from asr.inference import Speech2Text
+
+    s2t = Speech2Text(model_dir, device=device, search=search, max_seconds=max_seconds,
+                      **SEARCH_OPTIONS[search])
+    wav = as_waveform(wav_path, s2t.sample_rate, name=wav_path)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    dev = torch.device(device)
+    seconds, hyp = median_seconds(lambda: s2t(wav), 1, dev)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    starts = [s for s, _ in hyp.timestamps]
+    # the same audio decoded utterance by utterance (after the RSS reading): the stitching's cost
+    lengths = json.loads(Path(wav_path).with_suffix(".parts.json").read_text())
+    bounds = [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+    parts = s2t([wav[a:b] for a, b in zip(bounds, bounds[1:])])
+    return dict(
+        text=hyp.text, parts_text=" ".join(h.text for h in parts), seconds=seconds, tokens=len(hyp.token_ids),
+        loaded_rss_mb=round(loaded, 1), peak_rss_mb=round(peak, 1),
+        monotonic=starts == sorted(starts) and all(s <= e for s, e in hyp.timestamps),
+        last_token_end=hyp.timestamps[-1][1] if hyp.timestamps else None,
+    )
+
+
+def long_audio(specs, keys, wavs, refs, minutes: float, rate: int, out: Path, args) -> list[dict]:
+    """A synthetic long recording (the utterances concatenated in key order until ``minutes``)
+    decoded by each system in a fresh process (``Speech2Text`` windowing), with peak RSS."""
+    import soundfile
+
+    from asr.scoring import score
+
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    chosen, total = [], 0
+    for i in order:
+        if total >= minutes * 60 * rate:
+            break
+        chosen.append(i)
+        total += wavs[i].numel()
+    if total < minutes * 60 * rate:
+        print(f"warning: the data dir has only {total / rate / 60:.1f} min of audio; the long file is that long",
+              file=sys.stderr)
+    path = out.with_name(f"long_{minutes:g}min.wav")
+    soundfile.write(path, torch.cat([wavs[i] for i in chosen]).numpy(), rate)
+    path.with_suffix(".parts.json").write_text(json.dumps([wavs[i].numel() for i in chosen]))
+    ref = " ".join(refs[keys[i]] for i in chosen)
+    audio = total / rate
+    rows = []
+    for name, model_dir, search in specs:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--long_worker", str(model_dir), search, str(path),
+               "--device", args.device, "--threads", str(args.threads), "--long_max_seconds", str(args.long_max_seconds),
+               "--data_dir", str(args.data_dir)]
+        print(f"long audio ({audio / 60:.1f} min): {name} ...", file=sys.stderr)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"long-audio decoding with {name} failed:\n{r.stderr[-3000:]}")
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        report, _ = score({"long": ref}, {"long": res["text"]})
+        parts_report, _ = score({"long": ref}, {"long": res["parts_text"]})
+        rows.append(dict(
+            system=name, audio_seconds=round(audio, 1), utterances=len(chosen),
+            max_seconds=args.long_max_seconds, wer=round(100 * report.wer, 2), cer=round(100 * report.cer, 2),
+            utterance_wer=round(100 * parts_report.wer, 2), utterance_cer=round(100 * parts_report.cer, 2),
+            seconds=res["seconds"], rtf=res["seconds"] / audio, tokens=res["tokens"],
+            loaded_rss_mb=res["loaded_rss_mb"], peak_rss_mb=res["peak_rss_mb"],
+            monotonic_timestamps=res["monotonic"], last_token_end=res["last_token_end"],
+        ))
+    return rows
+
+
+def long_table(rows: list[dict]) -> str:
+    lines = ["| system | audio min | windows of | WER % | CER % | same audio per utterance: WER / CER % | "
+             "decode s | RTF | RSS after load MB | peak RSS MB | timestamps monotonic |", "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['system']} | {r['audio_seconds'] / 60:.1f} | {r['max_seconds']:g} s | {r['wer']:.1f} | "
+            f"{r['cer']:.1f} | {r['utterance_wer']:.1f} / {r['utterance_cer']:.1f} | {r['seconds']:.1f} | {r['rtf']:.4f} | {r['loaded_rss_mb']:.0f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['monotonic_timestamps']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exp_dir", type=Path, default=Path("egs/synth_en/asr1/exp"))
@@ -225,8 +309,18 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path (.md beside it)")
     parser.add_argument("--plots", action="store_true", help="also write PNG plots beside --out (matplotlib)")
+    parser.add_argument("--long_minutes", type=float, default=0.0,
+                        help="also decode a synthetic recording of this many minutes (the data dir's utterances "
+                             "concatenated) with each system in a fresh process: WER, time, peak RSS (0: skip)")
+    parser.add_argument("--long_systems", nargs="+", default=None, help="systems for --long_minutes (default: all)")
+    parser.add_argument("--long_max_seconds", type=float, default=30.0, help="Speech2Text max_seconds (window length)")
+    parser.add_argument("--skip_short", action="store_true", help="only the long-audio measurement")
+    parser.add_argument("--long_worker", nargs=3, metavar=("MODEL_DIR", "SEARCH", "WAV"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.long_worker:
+        print(json.dumps(long_worker(*args.long_worker, args.device, args.long_max_seconds)))
+        return 0
 
     from asr.audio import as_waveform
     from asr.data.kaldi import read_kaldi_map
@@ -265,10 +359,19 @@ def main(argv=None) -> int:
     wavs = [w for _, w in wav_list]
     refs = {k: refs_all[k] for k in keys}
     rows = []
-    for b in args.batch_sizes:
-        rows += run(systems, wavs, keys, refs, b, args.repeats, args.device)
-    add_speedups(rows, args.baseline)
-    text = table(rows, args.baseline)
+    if not args.skip_short:
+        for b in args.batch_sizes:
+            rows += run(systems, wavs, keys, refs, b, args.repeats, args.device)
+        add_speedups(rows, args.baseline)
+    text = table(rows, args.baseline) if rows else ""
+    long_rows = []
+    if args.long_minutes > 0:
+        unknown = set(args.long_systems or []) - set(names)
+        if unknown:
+            parser.error(f"--long_systems {sorted(unknown)} are not among the systems {names}")
+        long_specs = [s for s in specs if args.long_systems is None or s[0] in args.long_systems]
+        long_rows = long_audio(long_specs, keys, wavs, refs, args.long_minutes, rate, args.out, args)
+        text += ("\n\n" if text else "") + long_table(long_rows)
     print(text)
     meta = dict(
         command=" ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
@@ -279,10 +382,10 @@ def main(argv=None) -> int:
         data_dir=str(args.data_dir), baseline=args.baseline,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
+    args.out.write_text(json.dumps(dict(meta=meta, rows=rows, long_audio=long_rows), indent=2) + "\n")
     args.out.with_suffix(".md").write_text(text + "\n")
     written = [args.out, args.out.with_suffix(".md")]
-    if args.plots:
+    if args.plots and rows:
         written += plot(rows, args.baseline, args.out)
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0

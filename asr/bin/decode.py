@@ -6,7 +6,9 @@ Usage:
 
 Outputs in --output_dir: ``text`` (hypotheses), ``token``, ``score``, ``timestamps``
 (``utt start-end start-end ...`` in seconds, one pair per token) and ``rtf.json``.
-Utterances are sorted by length and batched; the output keeps the data dir's order.
+Utterances are sorted by length and packed into batches of at most --batch_size utterances and
+``batch_seconds`` padded seconds; recordings longer than ``max_seconds`` are decoded in
+overlapping windows (``asr.Speech2Text``). The output keeps the data dir's order.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from tqdm import tqdm
 
 from asr.audio import as_waveform
 from asr.data.kaldi import read_kaldi_map
@@ -37,8 +38,11 @@ DECODE_DEFAULTS = {
     "num_samples": 16,  # CASS-NAT esa: alignment copies
     "threshold": 0.9,  # CASS-NAT esa: resample frames whose CTC probability is below this
     "rank": None,  # CASS-NAT esa: "ar" (AR head) or "nar" (None: "ar" if the model has one)
-    "seed": 0,
-    "rank_model_dir": None,  # CASS-NAT esa: rank with this AED model dir (the AR baseline)  # CASS-NAT esa: seed of each utterance's sampling generator
+    "seed": 0,  # CASS-NAT esa: seed of each utterance's sampling generator
+    "rank_model_dir": None,  # CASS-NAT esa: rank with this AED model dir (the AR baseline)
+    "batch_seconds": 120.0,  # padded seconds per batch (duration batching)
+    "max_seconds": 30.0,  # longer inputs are cut into overlapping windows and stitched
+    "overlap_seconds": 4.0,  # overlap of those windows
 }
 
 
@@ -73,20 +77,15 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.num_threads)
     config = load_decode_config(args.config)
-    s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device, **config)
+    s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
+                      batch_size=args.batch_size, progress=True, **config)
     wav_scp = Path(args.data_dir) / "wav.scp"
     utts = read_kaldi_map(str(wav_scp))
     keys = list(utts)
     wavs = {k: as_waveform(utts[k], s2t.sample_rate, name=f"{wav_scp}:{k}") for k in keys}
-    order = sorted(keys, key=lambda k: wavs[k].numel(), reverse=True)
-    results = {}
     start = time.perf_counter()
-    with tqdm(total=len(order), desc=f"decode {Path(args.data_dir).name}", unit="utt") as bar:
-        for i in range(0, len(order), args.batch_size):
-            batch = order[i : i + args.batch_size]
-            hyps = s2t.recognize_nbest([wavs[k] for k in batch])
-            results.update({k: h[0] for k, h in zip(batch, hyps)})
-            bar.update(len(batch))
+    hyps = s2t.recognize_nbest([wavs[k] for k in keys])
+    results = {k: h[0] for k, h in zip(keys, hyps)}
     elapsed = time.perf_counter() - start
     audio_seconds = sum(w.numel() for w in wavs.values()) / s2t.sample_rate
     out = Path(args.output_dir)

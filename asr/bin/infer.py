@@ -6,8 +6,10 @@ Usage:
         --timestamps --json *.wav
 
 Prints ``<file> <text>`` per input (or one JSON object per line with ``--json``: text,
-tokens, score and per-token timestamps in seconds). Inputs are decoded as one batch per
-``--batch_size`` files.
+tokens, score and per-token timestamps in seconds). Files are read ``--files_per_call`` at a
+time; within those, ``asr.Speech2Text`` sorts by duration and packs batches under
+``--batch_seconds`` padded seconds; files longer than ``--max_seconds`` are decoded in
+overlapping windows and stitched (timestamps in whole-file time).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True)
     p.add_argument("--model_file", default=None)
-    p.add_argument("--search", choices=["greedy", "beam"], default="greedy")
+    p.add_argument("--search", choices=["greedy", "beam", "esa"], default="greedy")
     p.add_argument("--beam_size", type=int, default=10)
     p.add_argument("--timestamps", action="store_true", help="per-token times (forced alignment)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--files_per_call", type=int, default=256, help="files read and decoded per call")
+    p.add_argument("--batch_seconds", type=float, default=120.0, help="padded seconds per batch")
+    p.add_argument("--max_seconds", type=float, default=30.0, help="longer files are decoded in windows")
+    p.add_argument("--overlap_seconds", type=float, default=4.0, help="overlap of those windows")
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=2)
     p.add_argument("audio", nargs="+", help="audio files")
@@ -35,9 +40,13 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.num_threads)
     s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
-                      search=args.search, beam_size=args.beam_size, timestamps=args.timestamps)
-    for i in range(0, len(args.audio), args.batch_size):
-        files = args.audio[i : i + args.batch_size]
+                      search=args.search, beam_size=args.beam_size, timestamps=args.timestamps,
+                      batch_seconds=args.batch_seconds, max_seconds=args.max_seconds,
+                      overlap_seconds=args.overlap_seconds, progress=True)
+    if args.files_per_call < 1:
+        p.error("--files_per_call must be >= 1")
+    for i in range(0, len(args.audio), args.files_per_call):
+        files = args.audio[i : i + args.files_per_call]
         for path, hyp in zip(files, s2t(files)):
             if args.json:
                 print(json.dumps({"file": path, "text": hyp.text, "tokens": list(hyp.tokens),

@@ -1,0 +1,168 @@
+"""asr.Speech2Text on many inputs and on long audio: duration batching keeps the input order
+and equals decoding each input alone; windowed long-audio decoding equals decoding the whole
+file (a model with a local receptive field) and the parts of a concatenation away from the joins."""
+
+import random
+
+import pytest
+import torch
+import yaml
+
+from asr import Speech2Text
+from asr.audio import as_waveform
+from asr.data.kaldi import read_kaldi_map
+from asr.longform import Piece, pack_batches, plan_segments, stitch
+from asr.task import NARASRTask
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def ctc_dir(tiny_recipe):
+    return tiny_recipe / "exp/asr_train_tiny_char"
+
+
+@pytest.fixture(scope="module")
+def utterances(tiny_recipe):
+    """The tiny recipe's dev and test waveforms (8 utterances of a few seconds)."""
+    wavs = []
+    for dset in ("dev", "test"):
+        scp = read_kaldi_map(str(tiny_recipe / f"dump/raw/{dset}/wav.scp"))
+        wavs += [as_waveform(p, RATE, name=k) for k, p in sorted(scp.items())]
+    return wavs
+
+
+@pytest.fixture(scope="module")
+def local_ctc_dir(ctc_dir, tmp_path_factory):
+    """A CTC model whose encoder has no blocks (conv2d subsampling only): each output frame
+    depends on ~0.1 s of audio, so windowed decoding has an exact truth, the whole-file
+    decoding. Random weights (seeded), the CTC head scaled so that many tokens come out."""
+    config = yaml.safe_load((ctc_dir / "config.yaml").read_text())
+    config["model_conf"] = {"interctc_weight": 0.0}
+    config["encoder_conf"].update(num_blocks=0, interctc_layer_idx=[], interctc_use_conditioning=False)
+    dst = tmp_path_factory.mktemp("local_ctc")
+    (dst / "feats_stats.npz").write_bytes((ctc_dir / "feats_stats.npz").read_bytes())
+    config["normalize_conf"]["stats_file"] = str(dst / "feats_stats.npz")
+    torch.manual_seed(0)
+    model = NARASRTask.build_model_from_dict(config)
+    state = model.state_dict()
+    state["ctc.ctc_lo.weight"] *= 8
+    torch.save(state, dst / "model.pth")
+    (dst / "config.yaml").write_text(yaml.safe_dump(config))
+    return dst
+
+
+def _grid(s2t):
+    return round(s2t.frame_shift * s2t.sample_rate)
+
+
+@pytest.mark.parametrize("family", ["ctc", "paraformer"])
+def test_duration_batching_keeps_order_and_equals_decoding_alone(family, ctc_dir, tiny_paraformer_recipe, utterances):
+    model_dir = ctc_dir if family == "ctc" else tiny_paraformer_recipe / "exp/asr_train_tiny_paraformer_char"
+    rng = random.Random(0)
+    inputs = [w[: rng.randint(len(w) // 3, len(w))] for w in utterances] + list(utterances)
+    rng.shuffle(inputs)
+    search = {"ctc": "beam", "paraformer": "greedy"}[family]
+    s2t = Speech2Text(model_dir, search=search, beam_size=4, batch_seconds=12.0)
+    assert len(pack_batches([len(w) / RATE for w in inputs], 12.0)) >= 3
+    batched = s2t(inputs)
+    assert len(batched) == len(inputs)
+    for x, hyp in zip(inputs, batched):
+        alone = s2t(x)
+        assert alone.token_ids == hyp.token_ids
+        assert alone.timestamps == hyp.timestamps
+        assert alone.score == pytest.approx(hyp.score, abs=1e-3)
+    capped = Speech2Text(model_dir, search=search, beam_size=4, batch_size=2)(inputs)
+    assert [h.token_ids for h in capped] == [h.token_ids for h in batched]
+
+
+def _long_file(utterances, align, seconds=120.0):
+    """Utterances padded to the model's frame grid and repeated until ``seconds``; the parts."""
+    parts = [torch.nn.functional.pad(w, (0, -len(w) % align)) for w in utterances]
+    out = []
+    while sum(len(p) for p in out) < seconds * RATE:
+        out += parts
+    return out
+
+
+def test_long_audio_equals_whole_file_and_parts_for_a_local_model(local_ctc_dir, utterances):
+    windowed = Speech2Text(local_ctc_dir, max_seconds=20.0, overlap_seconds=4.0, batch_seconds=60.0)
+    whole = Speech2Text(local_ctc_dir, max_seconds=None, batch_seconds=1e9)
+    parts = _long_file(utterances, _grid(windowed))
+    long = torch.cat(parts)
+    assert len(plan_segments([len(long)], RATE, 20.0, 4.0, _grid(windowed))) >= 7
+    hyp, truth = windowed(long), whole(long)
+    assert len(truth.token_ids) > 300
+    assert hyp.token_ids == truth.token_ids
+    assert hyp.timestamps == truth.timestamps  # whole-file time, not window time
+    starts = [s for s, _ in hyp.timestamps]
+    assert starts == sorted(starts) and all(s <= e for s, e in hyp.timestamps)
+    assert 0 <= starts[0] and hyp.timestamps[-1][1] <= len(long) / RATE + 1e-6
+    # the parts decoded on their own give the same tokens away from the joins (0.3 s margin)
+    offset = 0.0
+    for part, alone in zip(parts, whole(parts)):
+        lo, hi = offset + 0.3, offset + len(part) / RATE - 0.3
+
+        def inner(ids, stamps, shift):
+            return [t for t, (s, e) in zip(ids, stamps) if lo <= s + shift and e + shift <= hi]
+
+        assert inner(alone.token_ids, alone.timestamps, offset) == inner(hyp.token_ids, hyp.timestamps, 0.0)
+        offset += len(part) / RATE
+
+
+@pytest.mark.parametrize("family", ["ctc", "paraformer"])
+def test_long_audio_stitches_windows_decoded_in_batches(family, ctc_dir, tiny_paraformer_recipe, utterances):
+    """A trained (global-attention) model: the long-audio result is the stitch of its windows
+    each decoded alone, in whole-file time, with monotonic timestamps, also when the long input
+    shares batches with short ones."""
+    model_dir = ctc_dir if family == "ctc" else tiny_paraformer_recipe / "exp/asr_train_tiny_paraformer_char"
+    s2t = Speech2Text(model_dir, max_seconds=20.0, overlap_seconds=4.0, batch_seconds=60.0, timestamps=False)
+    long = torch.cat(_long_file(utterances, _grid(s2t)))
+    segs = plan_segments([len(long)], RATE, 20.0, 4.0, _grid(s2t))
+    pieces = []
+    for seg in segs:
+        best = s2t.decode_batch([long[seg.start : seg.end]], timestamps=True)[0][0]
+        pieces.append(Piece(seg, best.token_ids, best.timestamps, best.score))
+    ids, stamps, score = stitch(pieces, RATE)
+    short = utterances[0]
+    hyp, hyp_short = s2t([long, short])
+    assert hyp.token_ids == ids and hyp.timestamps == ()  # timestamps only when asked for
+    assert hyp.score == pytest.approx(score, abs=1e-2)
+    assert hyp_short.token_ids == s2t(short).token_ids
+    with_times = Speech2Text(model_dir, max_seconds=20.0, overlap_seconds=4.0)(long)
+    assert with_times.timestamps == stamps
+    starts = [s for s, _ in stamps]
+    assert starts == sorted(starts) and all(s <= e for s, e in stamps)
+    if stamps:
+        assert stamps[-1][1] <= len(long) / RATE + 1e-6
+
+
+def test_window_and_batch_options_are_checked(ctc_dir):
+    with pytest.raises(ValueError, match="batch_seconds"):
+        Speech2Text(ctc_dir, batch_seconds=0.0)
+    with pytest.raises(ValueError, match="overlap_seconds"):
+        Speech2Text(ctc_dir, max_seconds=10.0, overlap_seconds=6.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        Speech2Text(ctc_dir, batch_size=0)
+
+
+def test_infer_cli_decodes_long_and_short_files(local_ctc_dir, utterances, tmp_path, capsys):
+    import json
+
+    import soundfile
+
+    from asr.bin import infer
+
+    long = torch.cat(_long_file(utterances, 640, seconds=45.0))
+    paths = [tmp_path / "long.wav", tmp_path / "short.wav"]
+    soundfile.write(paths[0], long.numpy(), RATE)
+    soundfile.write(paths[1], utterances[0].numpy(), RATE)
+    infer.main(["--model_dir", str(local_ctc_dir), "--json", "--timestamps", "--max_seconds", "20",
+                "--num_threads", "1", *map(str, paths)])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in rows] == list(map(str, paths))
+    whole = Speech2Text(local_ctc_dir, max_seconds=None)
+    for r, x in zip(rows, (long, utterances[0])):
+        truth = whole(x)
+        assert r["text"] == truth.text
+        assert [tuple(t) for t in r["timestamps"]] == list(truth.timestamps)
