@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -345,7 +345,8 @@ class Speech2Text:
         pieces: dict[int, list[Piece]] = {}
         for seg, hyps in zip(segments, results):
             if seg.input_index not in windowed:
-                out[seg.input_index] = hyps
+                # (timestamps were computed for the whole batch if it held a window)
+                out[seg.input_index] = hyps if self.timestamps else [replace(h, timestamps=()) for h in hyps]
             else:
                 best = hyps[0]
                 pieces.setdefault(seg.input_index, []).append(Piece(seg, best.token_ids, best.timestamps, best.score))

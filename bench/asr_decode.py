@@ -144,6 +144,9 @@ def training_summary(config: dict) -> str:
         sources = sorted({Path(str(p).split(":")[0]).parent.name for p in inits})
         keys = sorted({str(p).split(":")[1] for p in inits if str(p).count(":") >= 1})
         text += f" from {', '.join(sources)} ({'+'.join(keys)})"
+    frozen = config.get("freeze_param") or []
+    if frozen:
+        text += f", {'+'.join(frozen)} frozen"
     return text
 
 
