@@ -159,7 +159,7 @@ def test_bench_compares_systems_side_by_side(tiny_aed_recipe, tiny_cassnat_recip
     rc = bench.main([
         "--exp_dir", str(exp), "--data_dir", str(tiny_aed_recipe / "dump/raw/test"),
         "--systems", "ar=asr_train_tiny_aed_char:beam", "nat=asr_train_tiny_cassnat_char:greedy",
-        "esa=asr_train_tiny_cassnat_char:esa", "--baseline", "ar", "--batch_sizes", "1", "2", "--out", str(out),
+        "esa=asr_train_tiny_cassnat_char:esa", "--baseline", "ar", "--batch_sizes", "1", "2", "--out", str(out), "--plots",
         "--maxlenratio", "0.1",  # the tiny AED barely learned <eos>: bound its search
     ])
     assert rc == 0
@@ -174,4 +174,7 @@ def test_bench_compares_systems_side_by_side(tiny_aed_recipe, tiny_cassnat_recip
     # the bench's greedy CASS-NAT WER is the recipe's own scoring of the same decode
     nat = next(r for r in rows if r["system"] == "nat" and r["batch_size"] == 1)
     assert nat["wer"] == pytest.approx(json.loads(refs.read_text())["wer"], abs=0.01)
-    assert "| esa | 2 |" in out.with_suffix(".md").read_text()
+    # the training column comes from the model's config.yaml (2 epochs in the tiny config)
+    assert "| esa | 2 ep | 2 |" in out.with_suffix(".md").read_text()
+    for png in ("bench_wer_speedup.png", "bench_time.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
