@@ -26,8 +26,8 @@ $(STAMPS)/debian: tools/install_debian.sh
 
 $(STAMPS)/venv: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip<25" "setuptools>=64,<74" wheel
-	$(PY) -m pip install -q -e ".[test,bench]"
+	$(PY) -m pip install -q --no-cache-dir --upgrade "pip<25" "setuptools>=64,<74" wheel
+	$(PY) -m pip install -q --no-cache-dir -e ".[test,bench]"
 	$(PY) tools/offline_nltk.py
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -35,7 +35,7 @@ demo: setup
 	cd egs/synth_en/asr1 && PATH=$(VENV)/bin:$$PATH ./demo.sh $(DEMO_ARGS)
 
 $(STAMPS)/funasr: $(STAMPS)/venv
-	$(PY) -m pip install -q --no-deps $(FUNASR_TEST_PKGS)
+	$(PY) -m pip install -q --no-cache-dir --no-deps $(FUNASR_TEST_PKGS)
 	@mkdir -p $(STAMPS) && touch $@
 
 test: setup $(STAMPS)/funasr

@@ -209,8 +209,8 @@ class CassNATResult:
     """Batched output of :meth:`CassNATModel.recognize`.
 
     Attributes:
-        token_ids: per item, the recognised tokens (cut at the first ``<eos>``; blank and
-            ``<sos/eos>`` removed).
+        token_ids: per item, the recognised tokens, one per token of the chosen alignment
+            (``<eos>`` is never chosen before the last slot; blank and ``<sos>`` removed).
         scores: per item, the chosen copy's ranking score (mean token log-likelihood).
         frames: per item, ``(start, end)`` encoder frames (end exclusive) of each kept token's
             run of frames in the chosen alignment.
@@ -444,13 +444,15 @@ class CassNATModel(CTCModel):
         hidden = enc.hidden.repeat_interleave(num, 0)
         rep_lengths = lengths.repeat_interleave(num)
         dec_logp, counts, _ = self.decode_alignment(hidden, rep_lengths, labels)
+        # The alignment fixes the token count: slots 0 .. L-1 are tokens, slot L is <eos>. An
+        # <eos> argmax before slot L would silently drop the rest of the utterance (seen on
+        # inputs longer than the training utterances), so <eos> is excluded from those slots.
+        token_slot = _valid_mask(counts, dec_logp.size(1))  # (B * N, L + 1)
+        eos_col = torch.zeros(dec_logp.size(-1), dtype=torch.bool, device=dec_logp.device)
+        eos_col[self.eos] = True
+        dec_logp = dec_logp.masked_fill(token_slot[:, :, None] & eos_col, float("-inf"))
         best_logp, best = dec_logp.max(-1)  # (B * N, L + 1)
-        hyps = []
-        for i in range(batch * num):
-            ids = best[i, : int(counts[i])].tolist()
-            if self.eos in ids:
-                ids = ids[: ids.index(self.eos)]
-            hyps.append(ids)
+        hyps = [best[i, : int(counts[i])].tolist() for i in range(batch * num)]
         slots = counts + 1
         nar = best_logp.masked_fill(~_valid_mask(slots, best_logp.size(1)), 0.0).sum(1) / slots
         if scorer is not None and num > 1:

@@ -216,6 +216,28 @@ def test_empty_ctc_output_gives_an_empty_hypothesis_not_a_crash():
         assert res.token_ids == [[], [], []] and res.frames == [[], [], []]
 
 
+def test_an_early_eos_argmax_does_not_truncate_the_hypothesis(trained):
+    """The alignment fixes the token count; a decoder that prefers <eos> in every slot (as the
+    demo CASS-NAT did on windows longer than its training utterances) still yields one non-eos
+    token per aligned token: the best token other than <eos>."""
+    feats, feat_lens, _, _ = make_batch(4, torch.Generator().manual_seed(12))
+    enc = encode(trained, feats, feat_lens)
+    labels = trained.ctc_log_probs(enc).argmax(-1)
+    _, counts, _ = trained.decode_alignment(enc.hidden, enc.lengths, labels)
+    plain = trained.recognize(enc)
+    assert plain.token_counts.tolist() == counts.tolist()
+    try:
+        with torch.no_grad():
+            trained.decoder.output_layer.bias[EOS] += 1e4
+        biased = trained.recognize(enc)
+        assert all(EOS not in ids for ids in biased.token_ids)
+        assert [len(ids) for ids in biased.token_ids] == counts.tolist()
+        assert biased.token_ids == plain.token_ids  # eos lost every slot of the plain decode
+    finally:
+        with torch.no_grad():
+            trained.decoder.output_layer.bias[EOS] -= 1e4
+
+
 def test_utterances_too_short_for_their_text_are_skipped_in_the_ce():
     model = build(4).train()
     feats, feat_lens, text, text_lens = make_batch(3, torch.Generator().manual_seed(11))
