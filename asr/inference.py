@@ -14,7 +14,6 @@ Shapes: B batch, N samples, T frames (after subsampling), V vocabulary.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +25,14 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from tqdm import tqdm
 
 from asr.audio import AudioInput, as_waveform
-from asr.longform import Piece, pack_batches, plan_segments, stitch
+from asr.longform import (
+    AUTO,
+    Piece,
+    pack_batches,
+    plan_segments,
+    resolve_window,
+    stitch,
+)
 from asr.models.aed import AEDAdapter
 from asr.models.cassnat import CassNATModel
 from asr.models.paraformer import ParaformerModel
@@ -112,6 +118,33 @@ def load_model_config(model_dir: Path) -> dict[str, Any]:
     return config
 
 
+def training_max_seconds(config: dict[str, Any], model_dir: Path) -> tuple[float | None, Path | None]:
+    """Longest training utterance in seconds and the shape file it was read from, or
+    ``(None, None)`` when unknown.
+
+    Read from the first ``train_shape_file`` of the training config (``<utt> <samples>`` lines,
+    raw-waveform input only). ESPnet writes that path relative to the recipe directory, and a
+    recipe's model dir is ``<recipe>/exp/<tag>``, so a relative path is looked up there, then
+    under the current directory.
+    """
+    files = config.get("train_shape_file") or []
+    if not files or config.get("input_size") is not None:
+        return None, None
+    path = Path(files[0])
+    candidates = [path] if path.is_absolute() else [model_dir.parent.parent / path, Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            longest = 0
+            with candidate.open(encoding="utf-8") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) == 2 and fields[1].isdigit():
+                        longest = max(longest, int(fields[1]))
+            if longest > 0:
+                return longest / sample_rate(config), candidate
+    return None, None
+
+
 def sample_rate(config: dict[str, Any]) -> int:
     """The frontend's sample rate in Hz (``frontend_conf.fs``: 16000 or "16k")."""
     fs = (config.get("frontend_conf") or {}).get("fs", 16000)
@@ -181,7 +214,11 @@ class Speech2Text:
             level: each window keeps the tokens whose timestamp centre lies in its half of the
             overlaps (:mod:`asr.longform`). Timestamps are in whole-file time; a long input
             gets one (stitched) hypothesis even when ``nbest > 1``. None: never cut.
-        overlap_seconds: see ``max_seconds``; wider than the context a token needs (default 4).
+            ``"auto"`` (default): the longest training utterance, read from the training
+            config's ``train_shape_file`` (at least 4 s; 30 s when that file is not found), see
+            :func:`asr.longform.resolve_window`. The chosen value and why: ``window_source``.
+        overlap_seconds: see ``max_seconds``; wider than the context a token needs.
+            ``"auto"`` (default): a quarter of the window, at most 4 s.
         progress: a tqdm bar over the segments when there is more than one batch
             (None: only on a terminal).
     """
@@ -207,21 +244,28 @@ class Speech2Text:
         rank_model_dir: Union[str, Path, None] = None,
         batch_seconds: float = 120.0,
         batch_size: int | None = None,
-        max_seconds: float | None = 30.0,
-        overlap_seconds: float = 4.0,
+        max_seconds: float | str | None = AUTO,
+        overlap_seconds: float | str = AUTO,
         progress: bool | None = None,
     ):
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
         if beam_size < 1 or nbest < 1 or nbest > beam_size:
             raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
-        plan_segments([], 1, max_seconds, overlap_seconds)  # validates the window options
         if batch_seconds <= 0 or (batch_size is not None and batch_size < 1):
             raise ValueError(f"need batch_seconds > 0 and batch_size >= 1, got {batch_seconds}, {batch_size}")
         self.batch_seconds, self.batch_size = float(batch_seconds), batch_size
-        self.max_seconds, self.overlap_seconds, self.progress = max_seconds, float(overlap_seconds), progress
+        self.progress = progress
         self.model_dir = Path(model_dir)
         config = load_model_config(self.model_dir)
+        train_seconds, shape_file = (
+            training_max_seconds(config, self.model_dir) if AUTO in (max_seconds, overlap_seconds) else (None, None)
+        )
+        self.max_seconds, self.overlap_seconds, self.window_source = resolve_window(
+            max_seconds, overlap_seconds, train_seconds
+        )
+        if shape_file is not None:
+            self.window_source += f" in {shape_file}"
         model_file = Path(model_file) if model_file else _find_checkpoint(self.model_dir)
         if not model_file.is_file():
             raise FileNotFoundError(f"checkpoint {model_file} does not exist")
@@ -325,7 +369,7 @@ class Speech2Text:
         ]
         segments = plan_segments([w.numel() for w in wavs], self.sample_rate, self.max_seconds,
                                  self.overlap_seconds, align=max(1, round(self.frame_shift * self.sample_rate)))
-        windowed = {s.input_index for s in segments if not math.isinf(s.keep_from) or not math.isinf(s.keep_to)}
+        windowed = {s.input_index for s in segments if s.windowed}
         batches = pack_batches([s.num_samples / self.sample_rate for s in segments], self.batch_seconds,
                                self.batch_size)
         results: list[list[Hypothesis]] = [[] for _ in segments]

@@ -23,6 +23,47 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+#: ``max_seconds`` / ``overlap_seconds`` value asking :func:`resolve_window` to choose
+AUTO = "auto"
+#: window when the training lengths are unknown (a typical ESPnet/OWSM training segment)
+FALLBACK_MAX_SECONDS = 30.0
+#: widest automatic overlap, and the automatic overlap's share of the window
+MAX_AUTO_OVERLAP, AUTO_OVERLAP_SHARE = 4.0, 0.25
+#: shortest automatic window
+MIN_AUTO_SECONDS = 4.0
+
+
+def resolve_window(max_seconds: float | str | None, overlap_seconds: float | str,
+                   training_seconds: float | None) -> tuple[float | None, float, str]:
+    """Window length and overlap for long inputs -> ``(max_seconds, overlap_seconds, why)``.
+
+    ``max_seconds="auto"``: the longest training utterance (``training_seconds``, rounded up to
+    0.1 s, at least 4 s): attention decoders degrade on inputs longer than they were trained on
+    (measured: the demo CASS-NAT, trained on <= 7.1 s, has 77.7 % WER on a 10-minute file in
+    30 s windows and 66.3 % in 8 s windows, against 64.0 % utterance by utterance), while
+    shorter windows cost little (CTC: 56.7 % at 30 s, 56.3 % at 8 s). Unknown training lengths:
+    30 s. ``overlap_seconds="auto"``: a quarter of the window, at most 4 s. None: never cut.
+    Explicit numbers are used as given (and checked by :func:`plan_segments`).
+    """
+    why = "given"
+    if isinstance(max_seconds, str):
+        if max_seconds != AUTO:
+            raise ValueError(f"max_seconds must be a number, None or {AUTO!r}, got {max_seconds!r}")
+        if training_seconds is not None and training_seconds > 0:
+            max_seconds = max(MIN_AUTO_SECONDS, math.ceil(training_seconds * 10 - 1e-6) / 10)
+            why = f"auto: the longest training utterance ({training_seconds:.2f} s)"
+        else:
+            max_seconds = FALLBACK_MAX_SECONDS
+            why = f"auto: training lengths unknown, {FALLBACK_MAX_SECONDS:g} s"
+    if isinstance(overlap_seconds, str):
+        if overlap_seconds != AUTO:
+            raise ValueError(f"overlap_seconds must be a number or {AUTO!r}, got {overlap_seconds!r}")
+        window = FALLBACK_MAX_SECONDS if max_seconds is None else max_seconds
+        overlap_seconds = min(MAX_AUTO_OVERLAP, AUTO_OVERLAP_SHARE * window)
+    overlap_seconds = float(overlap_seconds)
+    plan_segments([], 1, max_seconds, overlap_seconds)  # checks the pair
+    return max_seconds, overlap_seconds, why
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -41,6 +82,11 @@ class Segment:
     @property
     def num_samples(self) -> int:
         return self.end - self.start
+
+    @property
+    def windowed(self) -> bool:
+        """True for a window of a cut input (it owns only part of the time)."""
+        return not (math.isinf(self.keep_from) and math.isinf(self.keep_to))
 
 
 def plan_segments(
@@ -177,4 +223,4 @@ def stitch(pieces: Sequence[Piece], sample_rate: int) -> tuple[tuple[int, ...], 
     return tuple(ids), tuple(stamps), score
 
 
-__all__ = ["Segment", "Piece", "plan_segments", "pack_batches", "stitch"]
+__all__ = ["AUTO", "Segment", "Piece", "resolve_window", "plan_segments", "pack_batches", "stitch"]

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from asr.bin.infer import seconds_arg
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "asr_decode.json"
 #: searches benchmarked per model family when --systems is not given
 FAMILY_DEFAULT_SEARCHES = {"aed": ("beam",), "ctc": ("greedy", "beam"), "paraformer": ("greedy",),
@@ -215,13 +217,13 @@ def plot(rows: list[dict], baseline: str | None, out: Path) -> list[Path]:
     return paths
 
 
-def long_worker(model_dir: str, search: str, wav_path: str, device: str, max_seconds: float) -> dict:
+def long_worker(model_dir: str, search: str, wav_path: str, device: str, max_seconds, overlap_seconds) -> dict:
     """Decode one long file in this (fresh) process; report time and peak RSS (MB)."""
     from asr.audio import as_waveform
     from asr.inference import Speech2Text
 
     s2t = Speech2Text(model_dir, device=device, search=search, max_seconds=max_seconds,
-                      **SEARCH_OPTIONS[search])
+                      overlap_seconds=overlap_seconds, **SEARCH_OPTIONS[search])
     wav = as_waveform(wav_path, s2t.sample_rate, name=wav_path)
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dev = torch.device(device)
@@ -233,6 +235,7 @@ def long_worker(model_dir: str, search: str, wav_path: str, device: str, max_sec
     bounds = [sum(lengths[:i]) for i in range(len(lengths) + 1)]
     parts = s2t([wav[a:b] for a, b in zip(bounds, bounds[1:])])
     return dict(
+        max_seconds=s2t.max_seconds, overlap_seconds=s2t.overlap_seconds, window_source=s2t.window_source,
         text=hyp.text, parts_text=" ".join(h.text for h in parts), seconds=seconds, tokens=len(hyp.token_ids),
         loaded_rss_mb=round(loaded, 1), peak_rss_mb=round(peak, 1),
         monotonic=starts == sorted(starts) and all(s <= e for s, e in hyp.timestamps),
@@ -266,6 +269,7 @@ def long_audio(specs, keys, wavs, refs, minutes: float, rate: int, out: Path, ar
     for name, model_dir, search in specs:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--long_worker", str(model_dir), search, str(path),
                "--device", args.device, "--threads", str(args.threads), "--long_max_seconds", str(args.long_max_seconds),
+               "--long_overlap_seconds", str(args.long_overlap_seconds),
                "--data_dir", str(args.data_dir)]
         print(f"long audio ({audio / 60:.1f} min): {name} ...", file=sys.stderr)
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -276,21 +280,29 @@ def long_audio(specs, keys, wavs, refs, minutes: float, rate: int, out: Path, ar
         parts_report, _ = score({"long": ref}, {"long": res["parts_text"]})
         rows.append(dict(
             system=name, audio_seconds=round(audio, 1), utterances=len(chosen),
-            max_seconds=args.long_max_seconds, wer=round(100 * report.wer, 2), cer=round(100 * report.cer, 2),
+            max_seconds=res["max_seconds"], overlap_seconds=res["overlap_seconds"],
+            window_source=res["window_source"], wer=round(100 * report.wer, 2), cer=round(100 * report.cer, 2),
             utterance_wer=round(100 * parts_report.wer, 2), utterance_cer=round(100 * parts_report.cer, 2),
             seconds=res["seconds"], rtf=res["seconds"] / audio, tokens=res["tokens"],
             loaded_rss_mb=res["loaded_rss_mb"], peak_rss_mb=res["peak_rss_mb"],
             monotonic_timestamps=res["monotonic"], last_token_end=res["last_token_end"],
+            text=res["text"], utterance_text=res["parts_text"],
         ))
     return rows
 
 
+def _window(row: dict) -> str:
+    if row["max_seconds"] is None:
+        return "never cut"
+    return f"{row['max_seconds']:g} s / {row.get('overlap_seconds', 4.0):g} s"
+
+
 def long_table(rows: list[dict]) -> str:
-    lines = ["| system | audio min | windows of | WER % | CER % | same audio per utterance: WER / CER % | "
+    lines = ["| system | audio min | window / overlap | WER % | CER % | same audio per utterance: WER / CER % | "
              "decode s | RTF | RSS after load MB | peak RSS MB | timestamps monotonic |", "|" + "---|" * 11]
     for r in rows:
         lines.append(
-            f"| {r['system']} | {r['audio_seconds'] / 60:.1f} | {r['max_seconds']:g} s | {r['wer']:.1f} | "
+            f"| {r['system']} | {r['audio_seconds'] / 60:.1f} | {_window(r)} | {r['wer']:.1f} | "
             f"{r['cer']:.1f} | {r['utterance_wer']:.1f} / {r['utterance_cer']:.1f} | {r['seconds']:.1f} | {r['rtf']:.4f} | {r['loaded_rss_mb']:.0f} | "
             f"{r['peak_rss_mb']:.0f} | {r['monotonic_timestamps']} |"
         )
@@ -316,13 +328,16 @@ def main(argv=None) -> int:
                         help="also decode a synthetic recording of this many minutes (the data dir's utterances "
                              "concatenated) with each system in a fresh process: WER, time, peak RSS (0: skip)")
     parser.add_argument("--long_systems", nargs="+", default=None, help="systems for --long_minutes (default: all)")
-    parser.add_argument("--long_max_seconds", type=float, default=30.0, help="Speech2Text max_seconds (window length)")
+    parser.add_argument("--long_max_seconds", type=seconds_arg, default="auto",
+                        help="Speech2Text max_seconds (window length; 'auto': the longest training utterance)")
+    parser.add_argument("--long_overlap_seconds", type=seconds_arg, default="auto", help="Speech2Text overlap_seconds")
     parser.add_argument("--skip_short", action="store_true", help="only the long-audio measurement")
     parser.add_argument("--long_worker", nargs=3, metavar=("MODEL_DIR", "SEARCH", "WAV"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.long_worker:
-        print(json.dumps(long_worker(*args.long_worker, args.device, args.long_max_seconds)))
+        print(json.dumps(long_worker(*args.long_worker, args.device, args.long_max_seconds,
+                                     args.long_overlap_seconds)))
         return 0
 
     from asr.audio import as_waveform

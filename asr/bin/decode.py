@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -41,8 +42,9 @@ DECODE_DEFAULTS = {
     "seed": 0,  # CASS-NAT esa: seed of each utterance's sampling generator
     "rank_model_dir": None,  # CASS-NAT esa: rank with this AED model dir (the AR baseline)
     "batch_seconds": 120.0,  # padded seconds per batch (duration batching)
-    "max_seconds": 30.0,  # longer inputs are cut into overlapping windows and stitched
-    "overlap_seconds": 4.0,  # overlap of those windows
+    "max_seconds": "auto",  # longer inputs are cut into overlapping windows and stitched
+    # ("auto": the longest training utterance; null: never cut; see asr.longform.resolve_window)
+    "overlap_seconds": "auto",  # overlap of those windows ("auto": a quarter, at most 4 s)
 }
 
 
@@ -79,6 +81,8 @@ def main(argv=None) -> None:
     config = load_decode_config(args.config)
     s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
                       batch_size=args.batch_size, progress=True, **config)
+    window = "never" if s2t.max_seconds is None else f"{s2t.max_seconds:g} s, overlap {s2t.overlap_seconds:g} s"
+    print(f"long inputs: windows {window} ({s2t.window_source})", file=sys.stderr)
     wav_scp = Path(args.data_dir) / "wav.scp"
     utts = read_kaldi_map(str(wav_scp))
     keys = list(utts)

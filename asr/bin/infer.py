@@ -16,8 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
+
+
+def seconds_arg(text: str):
+    """A number of seconds, 'auto' or 'none' (argparse type)."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, 'auto' or 'none', got {text!r}") from None
 
 
 def main(argv=None) -> None:
@@ -30,8 +41,10 @@ def main(argv=None) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--files_per_call", type=int, default=256, help="files read and decoded per call")
     p.add_argument("--batch_seconds", type=float, default=120.0, help="padded seconds per batch")
-    p.add_argument("--max_seconds", type=float, default=30.0, help="longer files are decoded in windows")
-    p.add_argument("--overlap_seconds", type=float, default=4.0, help="overlap of those windows")
+    p.add_argument("--max_seconds", type=seconds_arg, default="auto",
+                   help="longer files are decoded in windows ('auto': the longest training utterance; 'none': never)")
+    p.add_argument("--overlap_seconds", type=seconds_arg, default="auto",
+                   help="overlap of those windows ('auto': a quarter of the window, at most 4 s)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=2)
     p.add_argument("audio", nargs="+", help="audio files")
@@ -43,6 +56,8 @@ def main(argv=None) -> None:
                       search=args.search, beam_size=args.beam_size, timestamps=args.timestamps,
                       batch_seconds=args.batch_seconds, max_seconds=args.max_seconds,
                       overlap_seconds=args.overlap_seconds, progress=True)
+    window = "never" if s2t.max_seconds is None else f"{s2t.max_seconds:g} s, overlap {s2t.overlap_seconds:g} s"
+    print(f"long inputs: windows {window} ({s2t.window_source})", file=sys.stderr)
     if args.files_per_call < 1:
         p.error("--files_per_call must be >= 1")
     for i in range(0, len(args.audio), args.files_per_call):

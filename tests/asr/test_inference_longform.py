@@ -2,6 +2,7 @@
 and equals decoding each input alone; windowed long-audio decoding equals decoding the whole
 file (a model with a local receptive field) and the parts of a concatenation away from the joins."""
 
+import math
 import random
 
 import pytest
@@ -144,6 +145,20 @@ def test_window_and_batch_options_are_checked(ctc_dir):
         Speech2Text(ctc_dir, max_seconds=10.0, overlap_seconds=6.0)
     with pytest.raises(ValueError, match="batch_size"):
         Speech2Text(ctc_dir, batch_size=0)
+
+
+def test_auto_window_is_the_longest_training_utterance(ctc_dir, local_ctc_dir):
+    """The default window comes from the recipe's training shape file (ESPnet's relative path,
+    resolved from the model dir); a model dir moved away from its recipe falls back to 30 s."""
+    config = yaml.safe_load((ctc_dir / "config.yaml").read_text())
+    shape_file = ctc_dir.parent.parent / config["train_shape_file"][0]
+    longest = max(int(line.split()[1]) for line in shape_file.read_text().splitlines()) / RATE
+    s2t = Speech2Text(ctc_dir)
+    assert s2t.max_seconds == pytest.approx(max(4.0, math.ceil(longest * 10) / 10))
+    assert s2t.overlap_seconds == pytest.approx(s2t.max_seconds / 4)
+    assert str(shape_file) in s2t.window_source
+    moved = Speech2Text(local_ctc_dir)
+    assert (moved.max_seconds, moved.overlap_seconds) == (30.0, 4.0) and "unknown" in moved.window_source
 
 
 def test_infer_cli_decodes_long_and_short_files(local_ctc_dir, utterances, tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asr.longform import Piece, Segment, pack_batches, plan_segments, stitch
+from asr.longform import Piece, Segment, pack_batches, plan_segments, resolve_window, stitch
 
 RATE = 100  # samples per second: small numbers, same arithmetic
 
@@ -80,6 +80,26 @@ def test_plan_segments_without_limit_and_bad_options():
         plan_segments([5], RATE, 0.0, 0.0)
     with pytest.raises(ValueError, match="too short"):
         plan_segments([5], RATE, 1.0, 0.4, align=70)
+
+
+def test_resolve_window_auto_explicit_and_bad_values():
+    # auto: the longest training utterance rounded up to 0.1 s, overlap a quarter of it
+    assert resolve_window("auto", "auto", 7.06)[:2] == (7.1, 7.1 / 4)
+    assert resolve_window("auto", "auto", 7.0)[:2] == (7.0, 1.75)
+    assert resolve_window("auto", "auto", 2.0)[:2] == (4.0, 1.0)  # at least 4 s
+    assert resolve_window("auto", "auto", 60.0)[:2] == (60.0, 4.0)  # overlap at most 4 s
+    window, overlap, why = resolve_window("auto", "auto", None)  # training lengths unknown
+    assert (window, overlap) == (30.0, 4.0) and "unknown" in why
+    # explicit values win; an explicit window still gets an automatic overlap
+    assert resolve_window(12.0, 3.0, 7.0)[:2] == (12.0, 3.0)
+    assert resolve_window(8.0, "auto", 60.0)[:2] == (8.0, 2.0)
+    assert resolve_window(None, "auto", 7.0)[0] is None
+    with pytest.raises(ValueError, match="max_seconds"):
+        resolve_window("long", 1.0, None)
+    with pytest.raises(ValueError, match="overlap_seconds"):
+        resolve_window(10.0, "wide", None)
+    with pytest.raises(ValueError, match="overlap_seconds"):
+        resolve_window(10.0, 6.0, None)
 
 
 @settings(max_examples=60, deadline=None)
