@@ -4,6 +4,7 @@ file (a model with a local receptive field) and the parts of a concatenation awa
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from asr.longform import Piece, pack_batches, plan_segments, stitch
 from asr.task import NARASRTask
 
 RATE = 16000
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +183,35 @@ def test_infer_cli_decodes_long_and_short_files(local_ctc_dir, utterances, tmp_p
         truth = whole(x)
         assert r["text"] == truth.text
         assert [tuple(t) for t in r["timestamps"]] == list(truth.timestamps)
+
+
+def test_joined_pairs_bench_scores_joined_and_apart_decoding(ctc_dir, tiny_recipe, tmp_path):
+    """bench/asr_joined_pairs.py: the 'apart' column is the per-utterance decoding scored
+    against the joined references, the 'joined' column the whole-pair decoding."""
+    import importlib.util
+    import json
+
+    from asr.scoring import score
+
+    spec = importlib.util.spec_from_file_location("asr_joined_pairs", BENCH / "asr_joined_pairs.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = tiny_recipe / "dump/raw/test"
+    out = tmp_path / "pairs.json"
+    assert bench.main(["--exp_dir", str(ctc_dir.parent), "--data_dir", str(data), "--utts", "4", "--threads", "1",
+                       "--systems", f"ctc={ctc_dir.name}:greedy", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    scp = read_kaldi_map(str(data / "wav.scp"))
+    refs = read_kaldi_map(str(data / "text"))
+    keys = sorted(scp)[:4]
+    s2t = Speech2Text(ctc_dir, max_seconds=None)
+    wavs = [as_waveform(scp[k], RATE, name=k) for k in keys]
+    apart = [h.text for h in s2t(wavs)]
+    joined = [h.text for h in s2t([torch.cat(wavs[i : i + 2]) for i in (0, 2)])]
+    ref = {str(i): f"{refs[keys[i]]} {refs[keys[i + 1]]}" for i in (0, 2)}
+    want_apart, _ = score(ref, {str(i): f"{apart[i]} {apart[i + 1]}" for i in (0, 2)})
+    want_joined, _ = score(ref, {"0": joined[0], "2": joined[1]})
+    assert row["pairs"] == 2
+    assert row["apart_wer"] == pytest.approx(100 * want_apart.wer, abs=0.01)
+    assert row["joined_wer"] == pytest.approx(100 * want_joined.wer, abs=0.01)
+    assert (tmp_path / "pairs.md").read_text().startswith("| system | pairs |")
