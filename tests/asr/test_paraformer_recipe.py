@@ -33,7 +33,7 @@ def test_recipe_trains_decodes_and_scores_paraformer(tiny_paraformer_recipe, mod
     log = (model_dir / "train.log").read_text()
     assert "loss_pre=" in log and "glance_ratio=" in log  # quantity loss and GLM were trained
     for dec in DECODES:  # run.sh chose the Paraformer decode configs from the model type
-        for dset in ("dev", "test", "test_real"):
+        for dset in ("test",):  # the family reruns decode test only (conftest)
             out = model_dir / dec / dset
             utts = (r / "dump/raw" / dset / "text").read_text().splitlines()
             assert len((out / "text").read_text().splitlines()) == len(utts)
