@@ -343,6 +343,13 @@ class Speech2Text:
         return model.to(device).eval()
 
     # ------------------------------------------------------------------ public API
+    def window_summary(self) -> str:
+        """One line on how long inputs are cut, e.g. for a command-line tool's log."""
+        if self.max_seconds is None:
+            return f"long inputs: never cut ({self.window_source})"
+        return (f"long inputs: windows of {self.max_seconds:g} s overlapping by {self.overlap_seconds:g} s "
+                f"({self.window_source})")
+
     def __call__(
         self, inputs: Union[AudioInput, Sequence[AudioInput]], sample_rate: int | None = None
     ) -> Union[Hypothesis, list[Hypothesis]]:

@@ -61,8 +61,21 @@ def resolve_window(max_seconds: float | str | None, overlap_seconds: float | str
         window = FALLBACK_MAX_SECONDS if max_seconds is None else max_seconds
         overlap_seconds = min(MAX_AUTO_OVERLAP, AUTO_OVERLAP_SHARE * window)
     overlap_seconds = float(overlap_seconds)
-    plan_segments([], 1, max_seconds, overlap_seconds)  # checks the pair
+    if max_seconds is not None:
+        check_window(max_seconds, overlap_seconds)
     return max_seconds, overlap_seconds, why
+
+
+def check_window(max_seconds: float, overlap_seconds: float) -> None:
+    """Raise ValueError unless ``max_seconds > 0`` and ``0 <= overlap_seconds < max_seconds / 2``
+    (every window then owns some time of its own; inf: never cut)."""
+    if math.isinf(max_seconds) and max_seconds > 0:
+        return
+    if not max_seconds > 0 or not 0 <= overlap_seconds < max_seconds / 2:
+        raise ValueError(
+            f"need max_seconds > 0 and 0 <= overlap_seconds < max_seconds / 2, got "
+            f"max_seconds={max_seconds}, overlap_seconds={overlap_seconds}"
+        )
 
 
 @dataclass(frozen=True)
@@ -117,11 +130,7 @@ def plan_segments(
         return [Segment(i, 0, int(n)) for i, n in enumerate(num_samples)]
     if align < 1:
         raise ValueError(f"align must be >= 1 sample, got {align}")
-    if max_seconds <= 0 or not 0 <= overlap_seconds < max_seconds / 2:
-        raise ValueError(
-            f"need max_seconds > 0 and 0 <= overlap_seconds < max_seconds / 2, got "
-            f"max_seconds={max_seconds}, overlap_seconds={overlap_seconds}"
-        )
+    check_window(max_seconds, overlap_seconds)
     window = int(round(max_seconds * sample_rate))
     hop = (window - int(round(overlap_seconds * sample_rate))) // align * align
     if hop <= 0:
@@ -223,4 +232,4 @@ def stitch(pieces: Sequence[Piece], sample_rate: int) -> tuple[tuple[int, ...], 
     return tuple(ids), tuple(stamps), score
 
 
-__all__ = ["AUTO", "Segment", "Piece", "resolve_window", "plan_segments", "pack_batches", "stitch"]
+__all__ = ["AUTO", "Segment", "Piece", "resolve_window", "check_window", "plan_segments", "pack_batches", "stitch"]

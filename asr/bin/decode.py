@@ -81,8 +81,7 @@ def main(argv=None) -> None:
     config = load_decode_config(args.config)
     s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
                       batch_size=args.batch_size, progress=True, **config)
-    window = "never" if s2t.max_seconds is None else f"{s2t.max_seconds:g} s, overlap {s2t.overlap_seconds:g} s"
-    print(f"long inputs: windows {window} ({s2t.window_source})", file=sys.stderr)
+    print(s2t.window_summary(), file=sys.stderr)
     wav_scp = Path(args.data_dir) / "wav.scp"
     utts = read_kaldi_map(str(wav_scp))
     keys = list(utts)

@@ -56,8 +56,7 @@ def main(argv=None) -> None:
                       search=args.search, beam_size=args.beam_size, timestamps=args.timestamps,
                       batch_seconds=args.batch_seconds, max_seconds=args.max_seconds,
                       overlap_seconds=args.overlap_seconds, progress=True)
-    window = "never" if s2t.max_seconds is None else f"{s2t.max_seconds:g} s, overlap {s2t.overlap_seconds:g} s"
-    print(f"long inputs: windows {window} ({s2t.window_source})", file=sys.stderr)
+    print(s2t.window_summary(), file=sys.stderr)
     if args.files_per_call < 1:
         p.error("--files_per_call must be >= 1")
     for i in range(0, len(args.audio), args.files_per_call):
