@@ -25,23 +25,17 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from asr_decode import parse_system  # noqa: E402  (the --systems syntax of bench/asr_decode.py)
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "asr_joined_pairs.json"
-
-
-def parse_system(text: str) -> tuple[str, str, str]:
-    """``name=model_dir:search`` -> (name, model_dir, search)."""
-    if "=" not in text or ":" not in text.split("=", 1)[1]:
-        raise argparse.ArgumentTypeError(f"expected name=model_dir:search, got {text!r}")
-    name, rest = text.split("=", 1)
-    model_dir, search = rest.rsplit(":", 1)
-    return name, model_dir, search
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_dir", type=Path, required=True)
     parser.add_argument("--data_dir", type=Path, required=True, help="a data dir with wav.scp and text")
-    parser.add_argument("--systems", type=parse_system, nargs="+", required=True, help="name=model_dir:search")
+    parser.add_argument("--systems", nargs="+", required=True, help="name=model_dir:search (model_dir under --exp_dir)")
     parser.add_argument("--utts", type=int, default=120, help="first N utterances (key order), joined in pairs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -66,9 +60,12 @@ def main(argv=None) -> int:
         parser.error(f"{args.data_dir / 'text'}: no reference for {missing[:3]}")
     pairs = [(keys[i], keys[i + 1]) for i in range(0, len(keys) - 1, 2)]
     ref = {f"{a}+{b}": f"{refs[a]} {refs[b]}" for a, b in pairs}
+    try:
+        systems = [parse_system(spec, args.exp_dir) for spec in args.systems]
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
     rows = []
-    for name, model_dir, search in args.systems:
-        path = args.exp_dir / model_dir
+    for name, path, search in systems:
         s2t = Speech2Text(path, search=search, max_seconds=None, timestamps=False)
         wavs = {k: as_waveform(scp[k], s2t.sample_rate, name=f"{args.data_dir / 'wav.scp'}:{k}")
                 for a, b in pairs for k in (a, b)}
