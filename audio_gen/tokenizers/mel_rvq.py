@@ -1,0 +1,185 @@
+"""Mel-RVQ: the fast offline acoustic tokenizer that needs no GAN training.
+
+Encoding: log-mel frames (``n_mels`` bands, ``hop_length`` samples apart) minus their training
+mean, quantised by K residual codebooks learned by k-means on training audio (minutes on a CPU,
+``MelRVQTokenizer.fit``). Decoding: the sum of the K codewords is a log-mel frame; a vocoder
+turns mel frames back into a waveform. The built-in vocoder is Griffin-Lim (64 fast iterations
+from zero phase, deterministic): intelligible but phasey/metallic, since phase is estimated, not
+modelled; a trained vocoder can replace it (``vocoder=`` in ``decode_mel``).
+
+Defaults: 16 kHz, n_fft 1024, hop 320 (50 frames/s, the frame rate of MaskGCT's and MAGNeT's
+codecs), 100 mel bands, 8 codebooks x 1024. Codebook k refines what codebooks < k left, so the
+first codebooks are the coarse ones (decode with K' < K codebooks for a coarser signal).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import torch
+
+from audio_gen.tokenizers.base import AcousticTokenizer, register
+from audio_gen.tokenizers.kmeans import residual_kmeans, rvq_decode, rvq_encode
+from audio_gen.tokenizers.spectral import Spectral, length_mask
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "codebooks.pt"
+
+
+@dataclass
+class MelRVQConfig:
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 100
+    f_min: float = 0.0
+    f_max: Optional[float] = None
+    num_codebooks: int = 8
+    codebook_size: int = 1024
+    #: floor of the mel magnitude before the log (silence maps to log(floor))
+    log_floor: float = 1e-5
+    #: Griffin-Lim iterations of the built-in vocoder
+    griffin_lim_iters: int = 64
+
+    def __post_init__(self):
+        for f in ("sample_rate", "n_fft", "hop_length", "n_mels", "num_codebooks", "codebook_size"):
+            if int(getattr(self, f)) < 1:
+                raise ValueError(f"MelRVQConfig.{f} must be >= 1, got {getattr(self, f)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MelRVQConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"MelRVQConfig: unknown options {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@register
+class MelRVQTokenizer(AcousticTokenizer):
+    kind = "mel_rvq"
+
+    def __init__(self, config: MelRVQConfig, codebooks: Optional[torch.Tensor] = None,
+                 mean: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.frame_rate = config.sample_rate / config.hop_length
+        self.num_codebooks = config.num_codebooks
+        self.codebook_size = config.codebook_size
+        self.spectral = Spectral(config.sample_rate, config.n_fft, config.hop_length, config.n_mels,
+                                 config.f_min, config.f_max)
+        shape = (config.num_codebooks, config.codebook_size, config.n_mels)
+        if codebooks is not None and tuple(codebooks.shape) != shape:
+            raise ValueError(f"MelRVQTokenizer: codebooks of shape {tuple(codebooks.shape)}, config wants {shape}")
+        self.register_buffer("codebooks", codebooks.float() if codebooks is not None else torch.zeros(shape))
+        self.register_buffer("mean", mean.float() if mean is not None else torch.zeros(config.n_mels))
+        self.fitted = codebooks is not None
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.config.hop_length
+
+    # ---- features --------------------------------------------------------------------------
+    def log_mel(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) -> log-mel (B, n_mels, T), frame lengths (B,). Padding frames are log(floor)."""
+        spec, n_frames = self.spectral.stft(wav, wav_lens)
+        mel = self.spectral.mel(spec.abs())
+        return torch.log(mel.clamp(min=self.config.log_floor)), n_frames
+
+    def _frames(self, log_mel: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
+        """(B, M, T) -> the valid frames (N_valid, M), mean removed."""
+        mask = length_mask(n_frames, log_mel.shape[2])
+        return log_mel.transpose(1, 2)[mask] - self.mean
+
+    # ---- training --------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        wavs: Iterable[torch.Tensor],
+        config: Optional[MelRVQConfig] = None,
+        max_frames: int = 150_000,
+        iters: int = 15,
+        refine_rounds: int = 1,
+        seed: int = 0,
+        progress: Optional[Callable[[str], None]] = None,
+    ) -> "MelRVQTokenizer":
+        """Learn the mean and the K codebooks from mono waveforms (N,) at ``config.sample_rate``.
+
+        At most ``max_frames`` frames are used (a seeded random subset of all frames).
+        """
+        config = config or MelRVQConfig()
+        tok = cls(config)
+        frames = []
+        for w in wavs:
+            w = torch.as_tensor(w, dtype=torch.float32).reshape(1, -1)
+            if w.shape[1] < config.hop_length:
+                continue
+            lm, n = tok.log_mel(w, torch.tensor([w.shape[1]]))
+            frames.append(lm[0, :, : int(n[0])].T)
+        if not frames:
+            raise ValueError("MelRVQTokenizer.fit: no training audio (every clip shorter than one frame?)")
+        x = torch.cat(frames)
+        if x.shape[0] > max_frames:
+            gen = torch.Generator().manual_seed(seed)
+            x = x[torch.randperm(x.shape[0], generator=gen)[:max_frames]]
+        if progress:
+            progress(f"fitting {config.num_codebooks} x {config.codebook_size} codebooks on {x.shape[0]} frames")
+        mean = x.mean(0)
+        books = residual_kmeans(x - mean, config.num_codebooks, config.codebook_size, iters=iters,
+                                refine_rounds=refine_rounds, seed=seed, progress=progress)
+        return cls(config, books, mean)
+
+    # ---- codec -------------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not self.fitted:
+            raise RuntimeError("MelRVQTokenizer: the codebooks are not trained; use MelRVQTokenizer.fit "
+                               "or load_tokenizer(<dir>)")
+
+    def _encode(self, wav, wav_lens):
+        self._check_fitted()
+        lm, n_frames = self.log_mel(wav, wav_lens)
+        b, m, t = lm.shape
+        x = lm.transpose(1, 2).reshape(b * t, m) - self.mean
+        codes = rvq_encode(x, self.codebooks).reshape(b, t, self.num_codebooks).transpose(1, 2)
+        codes = codes.masked_fill(~length_mask(n_frames, t)[:, None, :], 0)
+        return codes, n_frames
+
+    def codes_to_log_mel(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, K', T) -> log-mel (B, n_mels, T) from the first K' codebooks."""
+        b, k, t = codes.shape
+        flat = codes.transpose(1, 2).reshape(b * t, k)
+        x = rvq_decode(flat, self.codebooks[:k]) + self.mean
+        return x.reshape(b, t, -1).transpose(1, 2)
+
+    def decode_mel(self, log_mel: torch.Tensor, n_frames: torch.Tensor, vocoder=None):
+        """log-mel (B, n_mels, T) -> wav (B, T * hop), wav_lens, by ``vocoder`` (a callable
+        (mel magnitude, n_frames) -> (wav, lens)) or Griffin-Lim."""
+        mag = torch.exp(log_mel) * length_mask(n_frames, log_mel.shape[2])[:, None, :]
+        if vocoder is not None:
+            return vocoder(mag, n_frames)
+        lin = self.spectral.mel_to_linear(mag)
+        return self.spectral.griffin_lim(lin, n_frames, n_iter=self.config.griffin_lim_iters)
+
+    def _decode(self, codes, code_lens):
+        self._check_fitted()
+        return self.decode_mel(self.codes_to_log_mel(codes), code_lens)
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def _save(self, directory: Path) -> dict:
+        self._check_fitted()
+        torch.save({"codebooks": self.codebooks.cpu(), "mean": self.mean.cpu()}, directory / WEIGHTS_FILE)
+        return {"config": asdict(self.config), "weights": WEIGHTS_FILE}
+
+    @classmethod
+    def _load(cls, directory: Path, config: dict) -> "MelRVQTokenizer":
+        cfg = MelRVQConfig.from_dict(config.get("config", {}))
+        wfile = directory / config.get("weights", WEIGHTS_FILE)
+        if not wfile.is_file():
+            raise FileNotFoundError(f"{directory}: the weights file {wfile.name} is missing")
+        state = torch.load(wfile, map_location="cpu", weights_only=True)
+        return cls(cfg, state["codebooks"], state["mean"])
