@@ -196,8 +196,9 @@ class AcousticTokenizer(torch.nn.Module, ABC):
                 f"decode: code {int(codes[i, kk, tt])} at item {i}, codebook {kk}, frame {tt} is out of "
                 f"range [0, {self.codebook_size}) ({int(bad.sum())} codes out of range in all)"
             )
-        # padding past code_lens may hold anything (e.g. a mask id): replace it by 0
-        codes = codes.masked_fill(~valid, 0)
+        # padding past code_lens may hold anything (e.g. a mask id): replace it by 0, and drop
+        # frames that no item uses
+        codes = codes.masked_fill(~valid, 0)[:, :, : int(code_lens.max())]
         return codes, code_lens
 
 

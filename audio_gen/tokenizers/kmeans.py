@@ -9,6 +9,7 @@ Shapes: ``x`` is (N, D) frames; a codebook is (C, D); codes are (N,) int64.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable, Optional
 
 import torch
@@ -93,27 +94,35 @@ def _cluster_sums(x: torch.Tensor, a: torch.Tensor, k: int) -> tuple[torch.Tenso
 
 
 def _kmeanspp(x: torch.Tensor, k: int, gen: torch.Generator, max_frames: int = 20000) -> torch.Tensor:
-    """k-means++ seeding on at most ``max_frames`` frames drawn with ``gen``."""
+    """Greedy k-means++ seeding (as scikit-learn: each new centre is the best of
+    ``2 + log k`` candidates drawn in proportion to D^2) on at most ``max_frames`` frames drawn
+    with ``gen``. For large k, centres are added in groups of k // 64 (one draw each) to stay fast.
+    """
     n = x.shape[0]
     if n > max_frames:
         x = x[torch.randperm(n, generator=gen)[:max_frames].to(x.device)]
         n = max_frames
     first = int(torch.randint(n, (1,), generator=gen))
-    centers = [x[first]]
+    chosen = [first]
     d2 = (x - x[first]).pow(2).sum(1)
-    # add centers in groups (exact k-means++ for group size 1; groups keep it fast for k ~ 1000s)
     group = max(1, k // 64)
-    while len(centers) < k:
-        m = min(group, k - len(centers))
+    trials = 2 + int(math.log(k))
+    while len(chosen) < k:
+        m = min(group, k - len(chosen))
         p = (d2 / d2.sum().clamp(min=1e-12)).cpu()
         if not torch.isfinite(p).all() or float(p.sum()) <= 0:
             p = torch.full((n,), 1.0 / n)
-        idx = torch.multinomial(p, m, replacement=False, generator=gen).to(x.device)
-        for i in idx:
-            centers.append(x[i])
-        newc = x[idx]
-        d2 = torch.minimum(d2, torch.cdist(x, newc).pow(2).min(1).values)
-    return torch.stack(centers)
+        if m == 1:
+            cand = torch.multinomial(p, trials, replacement=True, generator=gen).to(x.device)
+            new_d2 = torch.minimum(d2[None, :], torch.cdist(x[cand], x).pow(2))  # (trials, n)
+            best = int(new_d2.sum(1).argmin())
+            chosen.append(int(cand[best]))
+            d2 = new_d2[best]
+        else:
+            idx = torch.multinomial(p, m, replacement=False, generator=gen).to(x.device)
+            chosen.extend(int(i) for i in idx)
+            d2 = torch.minimum(d2, torch.cdist(x, x[idx]).pow(2).min(1).values)
+    return x[torch.tensor(chosen, device=x.device)].clone()
 
 
 def residual_kmeans(

@@ -68,8 +68,10 @@ class Spectral(torch.nn.Module):
         total = (t - 1) * self.hop + self.n_fft
         y = F.fold(frames.transpose(1, 2), output_size=(1, total), kernel_size=(1, self.n_fft),
                    stride=(1, self.hop)).reshape(b, total)
-        env = F.fold(self.window.pow(2)[None, :, None].expand(1, -1, t), output_size=(1, total),
-                     kernel_size=(1, self.n_fft), stride=(1, self.hop)).reshape(1, total)
+        # per item: only its own frames count (frames past its length are absent, not silent)
+        present = length_mask(n_frames, t).to(frames.dtype)  # (B, T)
+        env = F.fold(self.window.pow(2)[None, :, None] * present[:, None, :], output_size=(1, total),
+                     kernel_size=(1, self.n_fft), stride=(1, self.hop)).reshape(b, total)
         y = y / env.clamp(min=1e-8)
         half = self.n_fft // 2
         y = y[:, half:half + t * self.hop]

@@ -1,0 +1,156 @@
+"""Reading audio lists and writing token archives for the generation recipes.
+
+Audio lists are Kaldi/ESPnet data dirs (``wav.scp`` with ``<utt> <path>``, optional
+``segments``); relative paths are read from the current directory, as in ESPnet recipes.
+Token archives are what ESPnet's data loader reads with the ``npy`` file type: one
+``<out>/data/<utt>.npy`` per utterance and ``<out>/<name>.scp`` mapping ``<utt>`` to it, plus
+a shape file ``<out>/<name>_shape`` (``<utt> <T>,<K>``) for ESPnet's length batching.
+Writing is resumable: an utterance whose ``.npy`` already exists is skipped; each file is
+written to a temporary name and renamed, so a kill never leaves a truncated archive entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+logger = logging.getLogger(__name__)
+
+
+class AudioListError(ValueError):
+    """A data dir / audio list is malformed or names unusable audio (the message says which)."""
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    key: str
+    path: str
+    start: float = 0.0
+    end: Optional[float] = None
+
+
+def _read_map(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2:
+            raise AudioListError(f"{path}:{n}: expected '<key> <value>', got {line!r}")
+        if parts[0] in out:
+            raise AudioListError(f"{path}:{n}: duplicate key {parts[0]!r}")
+        out[parts[0]] = parts[1].strip()
+    return out
+
+
+def read_audio_list(data_dir: str | Path) -> list[AudioItem]:
+    """The utterances of a data dir (``wav.scp`` [+ ``segments``]) in file order."""
+    data_dir = Path(data_dir)
+    scp = data_dir / "wav.scp"
+    if not scp.is_file():
+        raise AudioListError(f"{data_dir}: no wav.scp; is this a Kaldi/ESPnet data directory?")
+    wavs = _read_map(scp)
+    for key, value in wavs.items():
+        if value.endswith("|"):
+            raise AudioListError(f"{scp}: {key}: piped commands are not supported here; "
+                                 "write the audio to files first")
+    seg_file = data_dir / "segments"
+    if not seg_file.is_file():
+        return [AudioItem(k, v) for k, v in wavs.items()]
+    items = []
+    for key, value in _read_map(seg_file).items():
+        rec, *times = value.split()
+        if rec not in wavs or len(times) != 2:
+            raise AudioListError(f"{seg_file}: {key}: expected '<utt> <recording in wav.scp> <start> <end>'")
+        items.append(AudioItem(key, wavs[rec], float(times[0]), float(times[1])))
+    return items
+
+
+def load_item(item: AudioItem, sample_rate: int) -> torch.Tensor:
+    """Read one item as mono float32 (N,) at ``sample_rate`` (resampled if needed)."""
+    if not os.path.isfile(item.path):
+        raise AudioListError(f"{item.key}: audio file {item.path} does not exist")
+    try:
+        info = sf.info(item.path)
+        start = int(round(item.start * info.samplerate))
+        stop = int(round(item.end * info.samplerate)) if item.end is not None else None
+        wav, sr = sf.read(item.path, start=start, stop=stop, dtype="float32", always_2d=True)
+    except RuntimeError as e:
+        raise AudioListError(f"{item.key}: cannot read {item.path} ({e})") from None
+    if wav.shape[1] > 1:
+        logger.warning(f"{item.path}: {wav.shape[1]} channels, averaged to mono")
+    x = torch.from_numpy(np.ascontiguousarray(wav.mean(1)))
+    if x.numel() == 0:
+        raise AudioListError(f"{item.key}: {item.path} is empty")
+    if sr != sample_rate:
+        x = torchaudio.functional.resample(x, sr, sample_rate)
+    return x
+
+
+class TokenArchive:
+    """``<out>/data/<utt>.npy`` + ``<out>/<name>.scp`` + ``<out>/<name>_shape`` (see module docs)."""
+
+    def __init__(self, out_dir: str | Path, name: str = "codes"):
+        self.out_dir = Path(out_dir)
+        self.name = name
+        (self.out_dir / "data").mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        if "/" in key or key.startswith("."):
+            raise AudioListError(f"utterance id {key!r} cannot be used as a file name")
+        return self.out_dir / "data" / f"{key}.npy"
+
+    def done(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def write(self, key: str, codes: np.ndarray) -> None:
+        """Store one utterance's codes: (T,) or (K, T) integers, kept as int16 when they fit."""
+        codes = np.asarray(codes)
+        dtype = np.int16 if codes.size == 0 or codes.max() < 2 ** 15 else np.int32
+        final = self.path(key)
+        tmp = final.with_name(final.name + ".tmp.npy")
+        np.save(tmp, codes.astype(dtype))
+        os.replace(tmp, final)
+
+    def finish(self, keys: list[str]) -> Path:
+        """Write the scp and shape files for ``keys`` (all must be done)."""
+        missing = [k for k in keys if not self.done(k)]
+        if missing:
+            raise AudioListError(f"{self.out_dir}: {len(missing)} utterances have no codes (e.g. {missing[:3]})")
+        scp = self.out_dir / f"{self.name}.scp"
+        with open(scp, "w") as f_scp, open(self.out_dir / f"{self.name}_shape", "w") as f_shape:
+            for k in keys:
+                arr = np.load(self.path(k), mmap_mode="r")
+                f_scp.write(f"{k} {self.path(k).resolve()}\n")
+                shape = (arr.shape[-1],) + tuple(arr.shape[:-1])  # time first, as ESPnet's shape files
+                f_shape.write(f"{k} {','.join(str(s) for s in shape)}\n")
+        return scp
+
+    def read(self, key: str) -> np.ndarray:
+        return np.load(self.path(key))
+
+
+def iter_batches(items: list[AudioItem], sample_rate: int, batch_seconds: float,
+                 max_items: int = 64) -> Iterator[list[tuple[AudioItem, torch.Tensor]]]:
+    """Load items in list order, yielding batches whose padded duration stays within
+    ``batch_seconds`` (a single longer item forms its own batch)."""
+    batch: list[tuple[AudioItem, torch.Tensor]] = []
+    longest = 0
+    for item in items:
+        wav = load_item(item, sample_rate)
+        n = wav.numel()
+        if batch and (max(longest, n) * (len(batch) + 1) > batch_seconds * sample_rate or len(batch) >= max_items):
+            yield batch
+            batch, longest = [], 0
+        batch.append((item, wav))
+        longest = max(longest, n)
+    if batch:
+        yield batch
