@@ -1,0 +1,50 @@
+"""ESPnet's GAN codec training (``espnet2.bin.gan_codec_train``) with one compatibility fix.
+
+Usage: exactly the options of ``python -m espnet2.bin.gan_codec_train`` (recipes/codec.sh stage 7).
+
+The fix: ESPnet 202511's chunk iterator draws the chunk length with
+``int(state.choice(chunk_lengths, 1))``, which numpy >= 2.4 rejects ("only 0-dimensional arrays
+can be converted to Python scalars"); codec training needs that iterator (fixed-length chunks,
+a multiple of the hop). The iterator's random state is given a ``choice`` that returns a
+0-d array when one element is drawn, which is what that line expected. Nothing else changes.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+
+
+class _RandomState(np.random.RandomState):
+    def choice(self, a, size=None, replace=True, p=None):
+        out = super().choice(a, size, replace, p)
+        if size == 1:
+            return np.asarray(out).reshape(())
+        return out
+
+
+def patch_chunk_iterator() -> None:
+    import espnet2.iterators.chunk_iter_factory as cif
+
+    if getattr(cif, "_nar_speech_patched", False):
+        return
+    np_proxy = types.ModuleType("numpy_for_chunk_iter")
+    np_proxy.__dict__.update(np.__dict__)
+    np_proxy.random = types.ModuleType("numpy_random_for_chunk_iter")
+    np_proxy.random.__dict__.update(np.random.__dict__)
+    np_proxy.random.RandomState = _RandomState
+    cif.np = np_proxy
+    cif._nar_speech_patched = True
+
+
+def main(argv=None) -> None:
+    patch_chunk_iterator()
+    from espnet2.tasks.gan_codec import GANCodecTask
+
+    GANCodecTask.main(cmd=argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

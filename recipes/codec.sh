@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# nar-speech audio tokenizer recipe template (ESPnet egs2 shape; conventions of recipes/asr.sh).
+# A corpus's run.sh sets options and calls it.
+#
+# Usage:
+#   ./run.sh                                   # every stage with the corpus's defaults
+#   ./run.sh --stage 3 --stop_stage 4          # fit the acoustic tokenizer and dump codes only
+#   ./run.sh --codec_config conf/train_codec_smoke.yaml --stage 7 --stop_stage 7   # ESPnet codec
+#   ./run.sh --help                            # every option with its current value
+#
+# Stages:
+#   1 data preparation (local/data.sh)          2 format/dump: validate, absolute paths, durations
+#   3 fit the mel-RVQ acoustic tokenizer        4 acoustic codes of every set (npy + codes.scp)
+#   5 fit the semantic tokenizer (k-means over an ASR encoder layer; needs --asr_model_dir)
+#   6 semantic tokens of every set              7 ESPnet GAN codec training (needs --codec_config)
+#   8 evaluation of the tokenizers on the test sets (bench/tokenizers.py) and RESULTS.md
+# Codes are written resumably: rerunning a killed stage 4/6 skips the utterances already done.
+set -euo pipefail
+recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
+. "${recipe_utils}/options.sh"
+project_root="$(cd "${recipe_utils}/../.." && pwd)"
+
+usage_text "Usage: $0 [options]   (see the header of recipes/codec.sh)"
+opt stage 1 "first stage to run"
+opt stop_stage 100 "last stage to run"
+opt nj 2 "parallel jobs for data preparation"
+opt ngpu 0 "GPUs for ESPnet codec training (0: CPU)"
+opt device cpu "device for tokenization: cpu or cuda"
+opt num_threads 2 "torch threads"
+opt train_set train "training data set name (under data/)"
+opt valid_set dev "validation data set name"
+opt test_sets "dev test" "space-separated sets to tokenize (the train set is always tokenized)"
+opt eval_sets "test" "sets evaluated in stage 8"
+opt local_data_opts "" "options passed to local/data.sh"
+opt tokenizer_opts "" "options for python -m audio_gen.bin.fit_tokenizer (e.g. --num_codebooks 8 --codebook_size 1024)"
+opt tokenizer_tag "mel_rvq" "acoustic tokenizer name: exp/tokenizer_<tag>, dump/codes_<tag>"
+opt asr_model_dir "" "trained ASR model dir for the semantic tokenizer and the WER of stage 8"
+opt semantic_layer -1 "ASR encoder block whose output is clustered (1-based; -1: last)"
+opt semantic_codebook_size 512 "semantic k-means clusters"
+opt semantic_tag "" "semantic tokenizer name (default: l<layer>_k<size>)"
+opt codec_config "" "ESPnet gan_codec training config (stage 7; empty: skip)"
+opt codec_tag "" "ESPnet codec experiment name (default: the config name)"
+opt codec_args "" "extra options for espnet2.bin.gan_codec_train"
+opt eval_opts "" "extra options for bench/tokenizers.py (e.g. --max_utts 50)"
+opt dumpdir dump "directory for formatted data and codes"
+opt expdir exp "directory for experiments"
+parse_opts "$@"
+require_opts
+
+if [ -f path.sh ]; then . ./path.sh; fi
+export OMP_NUM_THREADS=${num_threads}
+
+data_feats=${dumpdir}/raw
+tok_dir=${expdir}/tokenizer_${tokenizer_tag}
+codes_dir=${dumpdir}/codes_${tokenizer_tag}
+[ -z "${semantic_tag}" ] && semantic_tag="l${semantic_layer}_k${semantic_codebook_size}"
+semantic_dir=${expdir}/semantic_${semantic_tag}
+[ -z "${codec_tag}" ] && [ -n "${codec_config}" ] && codec_tag=$(basename "${codec_config}" .yaml)
+codec_exp=${expdir}/codec_${codec_tag}
+run_command="$0$(printf " %q" "$@")"
+all_sets=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+  log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
+  # shellcheck disable=SC2086
+  local/data.sh --nj "${nj}" ${local_data_opts}
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  log "Stage 2: format data dirs into ${data_feats}"
+  for dset in ${all_sets}; do
+    [ -d "${data_feats}/${dset}" ] && [ "${data_feats}/${dset}/.done" -nt "data/${dset}/text" ] && continue
+    python -m asr.bin.format_data --src "data/${dset}" --dst "${data_feats}/${dset}"
+  done
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  log "Stage 3: fit the mel-RVQ tokenizer on ${train_set} into ${tok_dir}"
+  # shellcheck disable=SC2086
+  python -m audio_gen.bin.fit_tokenizer --data_dir "${data_feats}/${train_set}" --out_dir "${tok_dir}" ${tokenizer_opts}
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  for dset in ${all_sets}; do
+    log "Stage 4: acoustic codes of ${dset} into ${codes_dir}/${dset}"
+    python -m audio_gen.bin.tokenize --tokenizer "${tok_dir}" --data_dir "${data_feats}/${dset}" \
+      --out_dir "${codes_dir}/${dset}" --device "${device}"
+  done
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ] && [ -z "${asr_model_dir}" ]; then
+  log "Stages 5-6: skipped (no --asr_model_dir for the semantic tokenizer)"
+elif [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ]; then
+  if [ "${stage}" -le 5 ]; then
+    log "Stage 5: semantic tokenizer (layer ${semantic_layer} of ${asr_model_dir}, k=${semantic_codebook_size}) into ${semantic_dir}"
+    python -m tts.bin.semantic_tokens fit --asr_model_dir "${asr_model_dir}" --layer "${semantic_layer}" \
+      --codebook_size "${semantic_codebook_size}" --data_dir "${data_feats}/${train_set}" --out_dir "${semantic_dir}" \
+      --device "${device}"
+  fi
+  if [ "${stop_stage}" -ge 6 ]; then
+    for dset in ${all_sets}; do
+      log "Stage 6: semantic tokens of ${dset} into ${dumpdir}/semantic_${semantic_tag}/${dset}"
+      python -m tts.bin.semantic_tokens encode --tokenizer "${semantic_dir}" --data_dir "${data_feats}/${dset}" \
+        --out_dir "${dumpdir}/semantic_${semantic_tag}/${dset}" --device "${device}"
+    done
+  fi
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ -n "${codec_config}" ]; then
+  log "Stage 7: ESPnet GAN codec training (${codec_config}) into ${codec_exp}"
+  stats=${codec_exp}/stats
+  mkdir -p "${stats}"
+  data_opts=(
+    --train_data_path_and_name_and_type "${data_feats}/${train_set}/wav.scp,audio,sound"
+    --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/wav.scp,audio,sound"
+    --use_preprocessor true --num_workers 0 --use_matplotlib false --use_tensorboard false
+  )
+  if [ ! -f "${stats}/train/audio_shape" ]; then
+    # shellcheck disable=SC2086
+    python -m audio_gen.bin.codec_train --collect_stats true --config "${codec_config}" "${data_opts[@]}" \
+      --train_shape_file "${data_feats}/${train_set}/wav.scp" --valid_shape_file "${data_feats}/${valid_set}/wav.scp" \
+      --output_dir "${stats}" --ngpu 0 ${codec_args} > "${stats}/collect_stats.log" 2>&1 \
+      || { log "codec statistics failed; see ${stats}/collect_stats.log"; tail -n 20 "${stats}/collect_stats.log"; exit 1; }
+  fi
+  # --resume true: a killed run continues from its last checkpoint
+  # shellcheck disable=SC2086
+  python -m audio_gen.bin.codec_train --config "${codec_config}" "${data_opts[@]}" --resume true \
+    --train_shape_file "${stats}/train/audio_shape" --valid_shape_file "${stats}/valid/audio_shape" \
+    --output_dir "${codec_exp}" --ngpu "${ngpu}" ${codec_args} > "${codec_exp}/train.log" 2>&1 \
+    || { log "codec training failed; see ${codec_exp}/train.log"; tail -n 30 "${codec_exp}/train.log"; exit 1; }
+  log "codec trained: ${codec_exp} (load with audio_gen.tokenizers.EspnetCodecTokenizer.from_exp)"
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+  if [ -z "${asr_model_dir}" ]; then
+    log "Stage 8: skipped (the evaluation scores intelligibility with --asr_model_dir)"
+  else
+    tokenizers="${tokenizer_tag}=${tok_dir}"
+    for dset in ${eval_sets}; do
+      log "Stage 8: evaluating ${tokenizers} on ${dset}"
+      _sem=()
+      [ -f "${semantic_dir}/semantic.json" ] && _sem=(--semantic_train_dir "${data_feats}/${train_set}")
+      # shellcheck disable=SC2086
+      python "${project_root}/bench/tokenizers.py" --data_dir "${data_feats}/${dset}" --tokenizers ${tokenizers} \
+        --asr_model_dir "${asr_model_dir}" --semantic_layers "${semantic_layer}" \
+        --semantic_codebook_size "${semantic_codebook_size}" "${_sem[@]}" \
+        --threads "${num_threads}" --out "${tok_dir}/eval_${dset}.json" ${eval_opts}
+      {
+        echo "## ${tokenizer_tag} on ${dset}"
+        echo
+        echo "Command: \`${run_command}\`"
+        echo
+        tail -n +3 "${tok_dir}/eval_${dset}.md"
+        echo
+      } >> RESULTS.md
+    done
+  fi
+fi
+log "Done."

@@ -1,0 +1,165 @@
+"""Token archives and the tokenizer CLIs: ESPnet-readable output, resumability, clear errors;
+and the recipe's ESPnet codec configs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from audio_gen.bin import fit_tokenizer, tokenize
+from audio_gen.data import AudioListError, TokenArchive, read_audio_list
+from audio_gen.tokenizers import load_tokenizer
+from tests.audio_gen.test_tokenizers import voiced
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    (d / "wav").mkdir()
+    lines = []
+    for i, n in enumerate((16000, 12345, 9001, 20000, 7777, 16001)):
+        p = d / "wav" / f"u{i}.wav"
+        sf.write(p, voiced(n, i).numpy(), 16000, subtype="FLOAT")
+        lines.append(f"spk-u{i} {p}")
+    (d / "wav.scp").write_text("\n".join(lines) + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def fitted(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "tok"
+    fit_tokenizer.main(["--data_dir", str(data_dir), "--out_dir", str(out), "--num_codebooks", "2",
+                        "--codebook_size", "16", "--n_mels", "32", "--iters", "5", "--griffin_lim_iters", "4"])
+    return out
+
+
+def test_tokenize_writes_espnet_readable_archives_and_resumes(data_dir, fitted, tmp_path):
+    from espnet2.fileio.npy_scp import NpyScpReader
+
+    out = tmp_path / "codes"
+    assert tokenize.main(["--tokenizer", str(fitted), "--data_dir", str(data_dir), "--out_dir", str(out),
+                          "--batch_seconds", "2.5"]) == 0
+    tok = load_tokenizer(fitted)
+    reader = NpyScpReader(str(out / "codes.scp"))
+    shapes = dict(line.split() for line in (out / "codes_shape").read_text().splitlines())
+    for item in read_audio_list(data_dir):
+        wav, _ = sf.read(item.path, dtype="float32")
+        ref, n = tok.encode(torch.from_numpy(wav))
+        got = reader[item.key]
+        assert got.dtype == np.int16
+        assert np.array_equal(got, ref[0, :, : int(n[0])].numpy())
+        assert shapes[item.key] == f"{int(n[0])},2"
+    # a "killed" run: one archive entry missing, one entry replaced by a sentinel
+    (out / "data" / "spk-u1.npy").unlink()
+    sentinel = np.full((2, 3), 7, dtype=np.int16)
+    np.save(out / "data" / "spk-u2.npy", sentinel)
+    assert tokenize.main(["--tokenizer", str(fitted), "--data_dir", str(data_dir), "--out_dir", str(out)]) == 0
+    assert np.array_equal(np.load(out / "data" / "spk-u2.npy"), sentinel)  # done items are kept
+    assert (out / "data" / "spk-u1.npy").is_file()
+
+
+def test_fit_keeps_a_finished_tokenizer(data_dir, fitted, capsys):
+    before = (fitted / "codebooks.pt").stat().st_mtime_ns
+    fit_tokenizer.main(["--data_dir", str(data_dir), "--out_dir", str(fitted)])
+    assert "already trained" in capsys.readouterr().out
+    assert (fitted / "codebooks.pt").stat().st_mtime_ns == before
+
+
+def test_audio_list_errors(tmp_path):
+    with pytest.raises(AudioListError, match="no wav.scp"):
+        read_audio_list(tmp_path)
+    (tmp_path / "wav.scp").write_text("a sox x.wav -t wav - |\n")
+    with pytest.raises(AudioListError, match="piped commands"):
+        read_audio_list(tmp_path)
+    (tmp_path / "wav.scp").write_text("a /nonexistent.wav\nbroken\n")
+    with pytest.raises(AudioListError, match="wav.scp:2: expected"):
+        read_audio_list(tmp_path)
+
+
+def test_tokenize_names_a_too_short_utterance(data_dir, fitted, tmp_path):
+    short = tmp_path / "short"
+    short.mkdir()
+    sf.write(short / "s.wav", np.zeros(100, dtype=np.float32) + 0.1, 16000)
+    (short / "wav.scp").write_text(f"tiny-utt {short / 's.wav'}\n")
+    with pytest.raises(ValueError, match="tiny-utt: 100 samples is shorter than one frame"):
+        tokenize.main(["--tokenizer", str(fitted), "--data_dir", str(short), "--out_dir", str(tmp_path / "o")])
+
+
+def test_archive_rejects_unsafe_keys(tmp_path):
+    with pytest.raises(AudioListError, match="cannot be used as a file name"):
+        TokenArchive(tmp_path).write("../evil", np.zeros(3))
+
+
+@pytest.mark.parametrize("name", ["train_codec_smoke.yaml", "train_codec_16k.yaml"])
+def test_codec_configs_build_a_50hz_codec(name):
+    from espnet2.gan_codec.soundstream.soundstream import SoundStream
+
+    conf = yaml.safe_load((ROOT / "egs/synth_en/codec1/conf" / name).read_text())
+    assert conf["codec"] == "soundstream"
+    codec = SoundStream(**conf["codec_conf"])
+    info = codec.meta_info()
+    assert info["fs"] == 16000 and info["fs"] / info["frame_shift"] == 50
+    gen = codec.generator
+    k = gen.quantizer.get_num_quantizers_for_bandwidth(gen.frame_rate, gen.target_bandwidths[-1])
+    assert k == conf["codec_conf"]["generator_params"]["quantizer_n_q"]
+
+
+def test_codec_train_patch_fixes_the_chunk_iterator():
+    """ESPnet's chunk iterator draws int(state.choice(lengths, 1)); with the patch that works
+    under this numpy, and draws the same value as the unpatched RandomState."""
+    code = (
+        "import numpy as np\n"
+        "from audio_gen.bin.codec_train import patch_chunk_iterator\n"
+        "patch_chunk_iterator()\n"
+        "import espnet2.iterators.chunk_iter_factory as cif\n"
+        "s = cif.np.random.RandomState(3)\n"
+        "w = int(s.choice([8000, 16000, 24000], 1))\n"
+        "ref = np.random.RandomState(3).choice([8000, 16000, 24000], 1)[0]\n"
+        "assert w == ref, (w, ref)\n"
+        "assert cif.np.arange is np.arange\n"
+        "print('ok', w)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]
+
+
+def test_espnet_codec_checkpoint_loads_behind_the_interface(tmp_path):
+    """A codec checkpoint in ESPnet's format (the task's full config.yaml + model state dict),
+    made here from the smoke config with random weights, loads through from_exp / load_tokenizer,
+    and gives the generator's own codes, batch or not."""
+    from audio_gen.tokenizers import EspnetCodecTokenizer
+    from espnet2.tasks.gan_codec import GANCodecTask
+
+    args = GANCodecTask.get_parser().parse_args(
+        ["--config", str(ROOT / "egs/synth_en/codec1/conf/train_codec_smoke.yaml")])
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    # what ESPnet's training writes as exp/<tag>/config.yaml
+    (exp / "config.yaml").write_text(yaml_no_alias_safe_dump(vars(args), indent=4, sort_keys=False))
+    torch.manual_seed(0)
+    model = GANCodecTask.build_model(args)
+    torch.save(model.state_dict(), exp / "latest.pth")
+
+    tok = EspnetCodecTokenizer.from_exp(exp)
+    assert (tok.sample_rate, tok.frame_rate, tok.num_codebooks, tok.codebook_size) == (16000, 50, 4, 256)
+    wavs = [voiced(n, n) for n in (16000, 9600, 640)]
+    x = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    codes, lens = tok.encode(x, torch.tensor([w.numel() for w in wavs]))
+    assert lens.tolist() == [50, 30, 2]
+    with torch.no_grad():
+        for i, w in enumerate(wavs):
+            ref = model.codec.generator.encode(w[None, None])  # (K, 1, T)
+            assert torch.equal(codes[i, :, : int(lens[i])], ref[:, 0, : int(lens[i])])
+    y, ylens = tok.decode(codes, lens)
+    assert ylens.tolist() == [16000, 9600, 640] and torch.isfinite(y).all()
+    tok.save(tmp_path / "saved")
+    assert torch.equal(load_tokenizer(tmp_path / "saved").encode(x, torch.tensor([w.numel() for w in wavs]))[0], codes)
