@@ -27,7 +27,7 @@ $(STAMPS)/debian: tools/install_debian.sh
 $(STAMPS)/venv: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-cache-dir --upgrade "pip<25" "setuptools>=64,<74" wheel
-	$(PY) -m pip install -q --no-cache-dir -e ".[test,bench]"
+	$(PY) -m pip install -q --no-cache-dir -e ".[test,bench,eval]"
 	$(PY) tools/offline_nltk.py
 	@mkdir -p $(STAMPS) && touch $@
 

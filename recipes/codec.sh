@@ -18,7 +18,7 @@
 set -euo pipefail
 recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
 . "${recipe_utils}/options.sh"
-project_root="$(cd "${recipe_utils}/../.." && pwd)"
+project_root="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage_text "Usage: $0 [options]   (see the header of recipes/codec.sh)"
 opt stage 1 "first stage to run"

@@ -3,8 +3,10 @@
 # Usage: bash tools/install_debian.sh        # as root: apt-get installs what is missing
 # Prints nothing to do when everything is present; never touches installed packages.
 set -euo pipefail
+# build-essential + python3-dev: pip builds pesq (an sdist with a C extension) for the evaluation
 pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-      sox libsox-fmt-all fortunes fortune-mod bible-kjv pocketsphinx-testdata)
+      sox libsox-fmt-all fortunes fortune-mod bible-kjv pocketsphinx-testdata
+      build-essential python3-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
