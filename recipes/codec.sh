@@ -81,11 +81,11 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  for dset in ${all_sets}; do
-    log "Stage 4: acoustic codes of ${dset} into ${codes_dir}/${dset}"
-    python -m audio_gen.bin.tokenize --tokenizer "${tok_dir}" --data_dir "${data_feats}/${dset}" \
-      --out_dir "${codes_dir}/${dset}" --device "${device}"
-  done
+  log "Stage 4: acoustic codes of ${all_sets}into ${codes_dir}/<set>"
+  _in=(); _out=()
+  for dset in ${all_sets}; do _in+=("${data_feats}/${dset}"); _out+=("${codes_dir}/${dset}"); done
+  python -m audio_gen.bin.tokenize --tokenizer "${tok_dir}" --data_dir "${_in[@]}" --out_dir "${_out[@]}" \
+    --device "${device}"
 fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ] && [ -z "${asr_model_dir}" ]; then
@@ -98,11 +98,11 @@ elif [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ]; then
       --device "${device}"
   fi
   if [ "${stop_stage}" -ge 6 ]; then
-    for dset in ${all_sets}; do
-      log "Stage 6: semantic tokens of ${dset} into ${dumpdir}/semantic_${semantic_tag}/${dset}"
-      python -m tts.bin.semantic_tokens encode --tokenizer "${semantic_dir}" --data_dir "${data_feats}/${dset}" \
-        --out_dir "${dumpdir}/semantic_${semantic_tag}/${dset}" --device "${device}"
-    done
+    log "Stage 6: semantic tokens of ${all_sets}into ${dumpdir}/semantic_${semantic_tag}/<set>"
+    _in=(); _out=()
+    for dset in ${all_sets}; do _in+=("${data_feats}/${dset}"); _out+=("${dumpdir}/semantic_${semantic_tag}/${dset}"); done
+    python -m tts.bin.semantic_tokens encode --tokenizer "${semantic_dir}" --data_dir "${_in[@]}" \
+      --out_dir "${_out[@]}" --device "${device}"
   fi
 fi
 

@@ -3,6 +3,8 @@
 Usage:
     python -m audio_gen.bin.tokenize --tokenizer exp/tokenizer_mel_rvq --data_dir data/test \
         --out_dir dump/codes/test [--batch_seconds 60 --device cpu]
+    python -m audio_gen.bin.tokenize --tokenizer ... --data_dir data/train data/test \
+        --out_dir dump/codes/train dump/codes/test        # several sets, one process
 
 Writes ``<out_dir>/data/<utt>.npy`` (K, T) int16, ``codes.scp`` and ``codes_shape``
 (``<utt> T,K``). Rerunning after a kill skips the utterances already written.
@@ -21,23 +23,14 @@ from audio_gen.data import TokenArchive, iter_batches, read_audio_list
 from audio_gen.tokenizers import load_tokenizer
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tokenizer", required=True, help="a saved tokenizer directory")
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--out_dir", required=True)
-    p.add_argument("--batch_seconds", type=float, default=60.0, help="padded audio seconds per batch")
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    tok = load_tokenizer(args.tokenizer, device=args.device)
-    items = read_audio_list(args.data_dir)
-    archive = TokenArchive(args.out_dir, "codes")
+def encode_set(tok, data_dir: str, out_dir: str, batch_seconds: float) -> None:
+    items = read_audio_list(data_dir)
+    archive = TokenArchive(out_dir, "codes")
     todo = [it for it in items if not archive.done(it.key)]
     if len(todo) < len(items):
-        logging.info(f"{args.out_dir}: {len(items) - len(todo)} of {len(items)} utterances already done")
-    bar = tqdm(total=len(todo), desc=f"tokenizing {args.data_dir}", unit="utt", file=sys.stderr)
-    for batch in iter_batches(todo, tok.sample_rate, args.batch_seconds):
+        logging.info(f"{out_dir}: {len(items) - len(todo)} of {len(items)} utterances already done")
+    bar = tqdm(total=len(todo), desc=f"tokenizing {data_dir}", unit="utt", file=sys.stderr)
+    for batch in iter_batches(todo, tok.sample_rate, batch_seconds):
         wavs = [w for _, w in batch]
         lens = torch.tensor([w.numel() for w in wavs])
         codes, code_lens = tok.encode(torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True), lens,
@@ -48,6 +41,22 @@ def main(argv=None) -> int:
     bar.close()
     scp = archive.finish([it.key for it in items])
     print(f"{scp}: {len(items)} utterances, {tok.describe()}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokenizer", required=True, help="a saved tokenizer directory")
+    p.add_argument("--data_dir", required=True, nargs="+", help="one or more data dirs")
+    p.add_argument("--out_dir", required=True, nargs="+", help="one output dir per data dir")
+    p.add_argument("--batch_seconds", type=float, default=60.0, help="padded audio seconds per batch")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if len(args.data_dir) != len(args.out_dir):
+        p.error(f"{len(args.data_dir)} --data_dir but {len(args.out_dir)} --out_dir")
+    tok = load_tokenizer(args.tokenizer, device=args.device)
+    for data_dir, out_dir in zip(args.data_dir, args.out_dir):
+        encode_set(tok, data_dir, out_dir, args.batch_seconds)
     return 0
 
 

@@ -4,7 +4,7 @@ Usage:
     python -m tts.bin.semantic_tokens fit --asr_model_dir ../asr1/exp/asr_train_ctc_char \
         --layer 4 --data_dir data/train --out_dir exp/semantic_l4_k512 [--codebook_size 512]
     python -m tts.bin.semantic_tokens encode --tokenizer exp/semantic_l4_k512 \
-        --data_dir data/test --out_dir dump/semantic/test
+        --data_dir data/train data/test --out_dir dump/semantic/train dump/semantic/test
 
 ``encode`` writes ``<out_dir>/data/<utt>.npy`` (T,) int16, ``semantic.scp`` and
 ``semantic_shape`` (ESPnet's npy loader and shape-file conventions); a rerun skips the
@@ -45,19 +45,22 @@ def fit(args) -> int:
 
 
 def encode(args) -> int:
+    if len(args.data_dir) != len(args.out_dir):
+        raise SystemExit(f"{len(args.data_dir)} --data_dir but {len(args.out_dir)} --out_dir")
     tok = SemanticTokenizer.load(args.tokenizer, device=args.device)
-    items = read_audio_list(args.data_dir)
-    archive = TokenArchive(args.out_dir, "semantic")
-    todo = [it for it in items if not archive.done(it.key)]
-    bar = tqdm(total=len(todo), desc=f"semantic tokens {args.data_dir}", unit="utt", file=sys.stderr)
-    for batch in iter_batches(todo, tok.sample_rate, args.batch_seconds):
-        codes, lens = tok.encode_list([w for _, w in batch])
-        for i, (it, _) in enumerate(batch):
-            archive.write(it.key, codes[i, : int(lens[i])].numpy())
-        bar.update(len(batch))
-    bar.close()
-    scp = archive.finish([it.key for it in items])
-    print(f"{scp}: {len(items)} utterances")
+    for data_dir, out_dir in zip(args.data_dir, args.out_dir):
+        items = read_audio_list(data_dir)
+        archive = TokenArchive(out_dir, "semantic")
+        todo = [it for it in items if not archive.done(it.key)]
+        bar = tqdm(total=len(todo), desc=f"semantic tokens {data_dir}", unit="utt", file=sys.stderr)
+        for batch in iter_batches(todo, tok.sample_rate, args.batch_seconds):
+            codes, lens = tok.encode_list([w for _, w in batch])
+            for i, (it, _) in enumerate(batch):
+                archive.write(it.key, codes[i, : int(lens[i])].numpy())
+            bar.update(len(batch))
+        bar.close()
+        scp = archive.finish([it.key for it in items])
+        print(f"{scp}: {len(items)} utterances")
     return 0
 
 
@@ -75,8 +78,8 @@ def main(argv=None) -> int:
     f.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("encode")
     e.add_argument("--tokenizer", required=True)
-    e.add_argument("--data_dir", required=True)
-    e.add_argument("--out_dir", required=True)
+    e.add_argument("--data_dir", required=True, nargs="+", help="one or more data dirs")
+    e.add_argument("--out_dir", required=True, nargs="+", help="one output dir per data dir")
     e.add_argument("--batch_seconds", type=float, default=60.0)
     for q in (f, e):
         q.add_argument("--device", default="cpu")
