@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -21,6 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +156,21 @@ def iter_batches(items: list[AudioItem], sample_rate: int, batch_seconds: float,
         longest = max(longest, n)
     if batch:
         yield batch
+
+
+def encode_to_archive(items: list[AudioItem], archive: TokenArchive, sample_rate: int, batch_seconds: float,
+                      encode, desc: str) -> Path:
+    """Encode the items not yet in ``archive`` in batches and write them; then the scp/shape files.
+
+    ``encode(batch)`` takes ``[(item, wav (N,)), ...]`` and returns one integer array per item.
+    """
+    todo = [it for it in items if not archive.done(it.key)]
+    if len(todo) < len(items):
+        logger.info(f"{archive.out_dir}: {len(items) - len(todo)} of {len(items)} utterances already done")
+    bar = tqdm(total=len(todo), desc=desc, unit="utt", file=sys.stderr)
+    for batch in iter_batches(todo, sample_rate, batch_seconds):
+        for (it, _), codes in zip(batch, encode(batch)):
+            archive.write(it.key, codes)
+        bar.update(len(batch))
+    bar.close()
+    return archive.finish([it.key for it in items])

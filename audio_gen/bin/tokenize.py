@@ -17,29 +17,23 @@ import logging
 import sys
 
 import torch
-from tqdm import tqdm
 
-from audio_gen.data import TokenArchive, iter_batches, read_audio_list
+from audio_gen.data import TokenArchive, encode_to_archive, read_audio_list
 from audio_gen.tokenizers import load_tokenizer
 
 
 def encode_set(tok, data_dir: str, out_dir: str, batch_seconds: float) -> None:
     items = read_audio_list(data_dir)
-    archive = TokenArchive(out_dir, "codes")
-    todo = [it for it in items if not archive.done(it.key)]
-    if len(todo) < len(items):
-        logging.info(f"{out_dir}: {len(items) - len(todo)} of {len(items)} utterances already done")
-    bar = tqdm(total=len(todo), desc=f"tokenizing {data_dir}", unit="utt", file=sys.stderr)
-    for batch in iter_batches(todo, tok.sample_rate, batch_seconds):
+
+    def encode(batch):
         wavs = [w for _, w in batch]
         lens = torch.tensor([w.numel() for w in wavs])
         codes, code_lens = tok.encode(torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True), lens,
                                       names=[it.key for it, _ in batch])
-        for i, (it, _) in enumerate(batch):
-            archive.write(it.key, codes[i, :, : int(code_lens[i])].cpu().numpy())
-        bar.update(len(batch))
-    bar.close()
-    scp = archive.finish([it.key for it in items])
+        return [codes[i, :, : int(code_lens[i])].cpu().numpy() for i in range(len(batch))]
+
+    scp = encode_to_archive(items, TokenArchive(out_dir, "codes"), tok.sample_rate, batch_seconds, encode,
+                            f"tokenizing {data_dir}")
     print(f"{scp}: {len(items)} utterances, {tok.describe()}")
 
 

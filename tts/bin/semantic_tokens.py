@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from audio_gen.data import TokenArchive, iter_batches, load_item, read_audio_list
+from audio_gen.data import TokenArchive, encode_to_archive, load_item, read_audio_list
 from tts.semantic import CONFIG_FILE, ASREncoderFeatures, SemanticTokenizer
 
 
@@ -48,18 +48,14 @@ def encode(args) -> int:
     if len(args.data_dir) != len(args.out_dir):
         raise SystemExit(f"{len(args.data_dir)} --data_dir but {len(args.out_dir)} --out_dir")
     tok = SemanticTokenizer.load(args.tokenizer, device=args.device)
+    def encode_batch(batch):
+        codes, lens = tok.encode_list([w for _, w in batch])
+        return [codes[i, : int(lens[i])].numpy() for i in range(len(batch))]
+
     for data_dir, out_dir in zip(args.data_dir, args.out_dir):
         items = read_audio_list(data_dir)
-        archive = TokenArchive(out_dir, "semantic")
-        todo = [it for it in items if not archive.done(it.key)]
-        bar = tqdm(total=len(todo), desc=f"semantic tokens {data_dir}", unit="utt", file=sys.stderr)
-        for batch in iter_batches(todo, tok.sample_rate, args.batch_seconds):
-            codes, lens = tok.encode_list([w for _, w in batch])
-            for i, (it, _) in enumerate(batch):
-                archive.write(it.key, codes[i, : int(lens[i])].numpy())
-            bar.update(len(batch))
-        bar.close()
-        scp = archive.finish([it.key for it in items])
+        scp = encode_to_archive(items, TokenArchive(out_dir, "semantic"), tok.sample_rate, args.batch_seconds,
+                                encode_batch, f"semantic tokens {data_dir}")
         print(f"{scp}: {len(items)} utterances")
     return 0
 
