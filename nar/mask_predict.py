@@ -299,7 +299,9 @@ def _decode_step(setup: _Setup, tokens: Tensor, masked: Tensor, stage_gen: Tenso
     sampled = sample_tokens(logits, tau, noise)  # (B, T)
     tokens[:, k] = torch.where(cur, sampled, tokens[:, k])
     conf_tau = tau if cfg.confidence_tempered and not greedy else 1.0
-    conf = token_confidence(logits, tokens[:, k], cfg.confidence, conf_tau)  # (B, T)
+    # Only positions predicted now are scored; others (padding, pins) may hold ids >= V.
+    scored = torch.where(cur, tokens[:, k], torch.zeros_like(tokens[:, k]))
+    conf = token_confidence(logits, scored, cfg.confidence, conf_tau)  # (B, T)
     span = cfg.span_len if cfg.unit == "span" else 1
     unit_conf = unit_confidence(conf, cur, span, cfg.confidence)  # (B, U)
     if cfg.confidence_noise > 0 and i < n - 1:

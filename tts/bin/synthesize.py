@@ -1,0 +1,148 @@
+"""Zero-shot synthesis of a data set's sentences, each in the voice of another utterance of
+the same speaker (the prompt), with MaskGCT; or (``--resynth``) the codec resynthesis of the
+ground truth, the reference row of the evaluation.
+
+    python -m tts.bin.synthesize --t2s_dir exp/t2s --s2a_dir exp/s2a --data_dir dump/raw/test \
+        --out_dir exp/synth/test --batch_size 16 [--duration model --duration_model exp/duration/duration.json]
+    python -m tts.bin.synthesize --resynth --acoustic_tokenizer ../codec1/exp/tokenizer_mel_rvq \
+        --data_dir dump/raw/test --out_dir exp/resynth/test
+
+The data dir needs ``wav.scp``, ``text`` and ``utt2spk``. The prompt of utterance u is the next
+utterance of u's speaker in sorted order (:func:`tts.duration.same_speaker_pairs`); speakers
+with a single utterance are skipped (logged). Writes ``<out_dir>/wav/<utt>.wav``, ``wav.scp``,
+``text`` (the target sentences), ``prompt.scp`` (prompt wav paths) and ``prompt_text``.
+Resumable: utterances whose wav already exists are not synthesised again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from audio_gen.data import AudioItem, AudioListError, load_item, read_audio_list
+from asr.data.kaldi import read_kaldi_map, write_kaldi_map
+from tts.duration import same_speaker_pairs
+
+logger = logging.getLogger("tts.bin.synthesize")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True, help="data dir with wav.scp, text, utt2spk")
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--t2s_dir", help="MaskGCT T2S training directory")
+    p.add_argument("--s2a_dir", help="MaskGCT S2A training directory")
+    p.add_argument("--duration", default="rule", choices=("rule", "model"))
+    p.add_argument("--duration_model", help="duration.json of tts.bin.fit_duration (--duration model)")
+    p.add_argument("--resynth", action="store_true", help="write the codec resynthesis of the ground truth instead")
+    p.add_argument("--acoustic_tokenizer", help="acoustic tokenizer dir (--resynth; overrides the S2A config's)")
+    p.add_argument("--semantic_tokenizer", help="semantic tokenizer dir (overrides the T2S config's)")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--max_utts", type=int, default=0, help="first N utterances with a prompt (0: all)")
+    p.add_argument("--t2s_steps", type=int, default=None, help="T2S mask-predict steps (default 25)")
+    p.add_argument("--seed", type=int, default=0, help="item i uses seed + its index")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def plan(data_dir: Path, max_utts: int) -> list[tuple[str, str]]:
+    """(target utt, prompt utt) pairs of the data dir."""
+    for name in ("wav.scp", "text", "utt2spk"):
+        if not (data_dir / name).is_file():
+            raise FileNotFoundError(f"{data_dir}: {name} is missing (synthesis needs wav.scp, text and utt2spk)")
+    utt2spk = read_kaldi_map(data_dir / "utt2spk")
+    pairs = same_speaker_pairs(sorted(utt2spk), utt2spk)
+    skipped = len(utt2spk) - len(pairs)
+    if skipped:
+        logger.info(f"{data_dir}: {skipped} utterances have no other utterance of their speaker; skipped")
+    if not pairs:
+        raise ValueError(f"{data_dir}: no speaker has two utterances, so there is no prompt for any sentence")
+    return pairs[:max_utts] if max_utts > 0 else pairs
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_dir, out_dir = Path(args.data_dir), Path(args.out_dir)
+    pairs = plan(data_dir, args.max_utts)
+    texts = read_kaldi_map(data_dir / "text")
+    items = {it.key: it for it in read_audio_list(data_dir)}
+    for utt, prompt in pairs:
+        for key in (utt, prompt):
+            if key not in items or key not in texts:
+                raise AudioListError(f"{data_dir}: utterance {key} is missing from wav.scp or text")
+    if args.resynth:
+        from audio_gen.tokenizers import load_tokenizer
+
+        if not args.acoustic_tokenizer:
+            raise SystemExit("--resynth needs --acoustic_tokenizer")
+        tok = load_tokenizer(args.acoustic_tokenizer)
+        sample_rate = int(tok.sample_rate)
+    else:
+        if not args.t2s_dir or not args.s2a_dir:
+            raise SystemExit("give --t2s_dir and --s2a_dir (or --resynth)")
+        from tts.inference import Text2Speech
+
+        tts = Text2Speech(args.t2s_dir, args.s2a_dir, duration=args.duration, duration_model=args.duration_model,
+                          device=args.device, semantic_tokenizer=args.semantic_tokenizer,
+                          acoustic_tokenizer=args.acoustic_tokenizer)
+        if args.t2s_steps:
+            from dataclasses import replace
+
+            tts.t2s_config = replace(tts.t2s_config, steps=args.t2s_steps)
+        sample_rate = tts.sample_rate
+    wav_dir = out_dir / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    index = {utt: i for i, (utt, _) in enumerate(pairs)}
+    todo = [(u, p) for u, p in pairs if not (wav_dir / f"{u}.wav").is_file()]
+    logger.info(f"{len(pairs)} utterances, {len(pairs) - len(todo)} already done, {len(todo)} to synthesise")
+    audio_seconds, busy = 0.0, 0.0
+    with tqdm(total=len(todo), desc=f"synthesising {data_dir.name}", unit="utt") as bar:
+        for start in range(0, len(todo), args.batch_size):
+            chunk = todo[start:start + args.batch_size]
+            t0 = time.perf_counter()
+            if args.resynth:
+                wavs = [load_item(items[u], sample_rate) for u, _ in chunk]
+                lens = torch.tensor([w.numel() for w in wavs])
+                pad = torch.zeros(len(wavs), int(lens.max()))
+                for i, w in enumerate(wavs):
+                    pad[i, : w.numel()] = w
+                codes, code_lens = tok.encode(pad, lens)
+                rec, rec_lens = tok.decode(codes, code_lens)
+                outs = [rec[i, : min(int(rec_lens[i]), int(lens[i]))] for i in range(len(wavs))]
+            else:
+                prompts = [load_item(items[p], sample_rate) for _, p in chunk]
+                outs = tts.batch([texts[u] for u, _ in chunk], prompts, [texts[p] for _, p in chunk],
+                                 prompt_sr=sample_rate, seeds=[args.seed + index[u] for u, _ in chunk],
+                                 names=[u for u, _ in chunk])
+            busy += time.perf_counter() - t0
+            for (u, _), w in zip(chunk, outs):
+                final = wav_dir / f"{u}.wav"
+                tmp = final.with_name(f".{u}.tmp.wav")
+                sf.write(tmp, w.clamp(-1, 1).numpy(), sample_rate)
+                os.replace(tmp, final)
+                audio_seconds += w.numel() / sample_rate
+            bar.update(len(chunk))
+    write_kaldi_map(out_dir / "wav.scp", {u: str((wav_dir / f"{u}.wav").resolve()) for u, _ in pairs})
+    write_kaldi_map(out_dir / "text", {u: texts[u] for u, _ in pairs})
+    write_kaldi_map(out_dir / "prompt.scp", {u: str(Path(items[p].path).resolve()) for u, p in pairs})
+    write_kaldi_map(out_dir / "prompt_text", {u: texts[p] for u, p in pairs})
+    if todo:
+        stats = {"utterances": len(todo), "audio_seconds": audio_seconds, "seconds": busy,
+                 "rtf": busy / max(audio_seconds, 1e-9), "batch_size": args.batch_size}
+        (out_dir / "synth_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        logger.info(f"{len(todo)} utterances, {audio_seconds:.1f} s of audio in {busy:.1f} s (RTF {stats['rtf']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

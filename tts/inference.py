@@ -1,0 +1,271 @@
+"""Zero-shot text-to-speech with MaskGCT: ``Text2Speech(text, prompt_wav, prompt_text) -> wav``.
+
+    tts = Text2Speech("exp/t2s", "exp/s2a", duration="model")
+    wav = tts("The target sentence.", prompt_wav, "What the prompt says.", prompt_sr=16000)
+    wavs = tts.batch(texts, prompt_wavs, prompt_texts, prompt_sr=16000, seeds=range(len(texts)))
+
+Pipeline per item (all stages batched; each item decodes as it would alone, given its seed):
+
+1. phonemes of the prompt text and the target text (espeak-ng, :mod:`tts.text`), joined as
+   ``prompt phones | target phones``;
+2. the prompt's semantic tokens (:class:`tts.semantic.SemanticTokenizer`) and acoustic codes
+   (the acoustic tokenizer of the S2A model);
+3. the target length in semantic frames: ``duration="rule"`` (the prompt's speaking rate:
+   prompt frames / prompt phones x target phones, as Amphion), ``"model"`` (a trained
+   :class:`tts.duration.PhoneDurationModel`: per-phone weights fitted on the training set), or
+   ``seconds=`` given by the caller;
+4. T2S mask-predict (``t2s_config``) -> semantic tokens of the target;
+5. S2A mask-predict, codebook by codebook (``s2a_config``) -> acoustic codes;
+6. the acoustic tokenizer's decoder -> waveform at its sample rate.
+
+Defaults follow Amphion's MaskGCT inference: T2S 25 steps, temperature 0.9 annealed, top-k of
+2 % of the vocabulary, hidden-state guidance 2.5 with rescale 0.75, Gumbel-noised confidence;
+S2A steps ``[25, 10, 1, ...]`` at temperature 1.5. A single-step codebook takes the argmax
+(Amphion samples it at temperature 0.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import yaml
+
+from nar.mask_predict import MaskPredictConfig
+from tts.duration import PhoneDurationModel, count_phones, rule_frames
+from tts.text import Phonemizer, PhoneTokenizer
+
+logger = logging.getLogger(__name__)
+
+#: checkpoints looked for in a training directory, in this order
+CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.loss.ave.pth", "valid.acc.best.pth", "valid.loss.best.pth",
+                    "latest.pth")
+DURATIONS = ("rule", "model")
+#: shortest prompt accepted, in seconds
+MIN_PROMPT_SECONDS = 0.5
+
+
+def find_checkpoint(model_dir: Path) -> Path:
+    for name in CHECKPOINT_ORDER:
+        if (model_dir / name).is_file():
+            return model_dir / name
+    epochs = sorted(model_dir.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
+    if epochs:
+        return epochs[-1]
+    raise FileNotFoundError(f"{model_dir}: no checkpoint ({', '.join(CHECKPOINT_ORDER)} or N epoch.pth)")
+
+
+def _resolve(path: str, model_dir: Path) -> Path:
+    """A path from config.yaml: as written (relative to the working directory, as in the recipe),
+    else relative to the recipe directory two levels above ``exp/<tag>``."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    for base in (model_dir.parent.parent, model_dir.parent, model_dir):
+        if (base / p).exists():
+            return base / p
+    raise FileNotFoundError(f"{model_dir}/config.yaml names {path}, which does not exist here or under "
+                            f"{model_dir.parent.parent}")
+
+
+def load_model(model_dir: Union[str, Path], model_file: Optional[Union[str, Path]] = None,
+               device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Build a trained T2S/S2A model from ``model_dir/config.yaml`` and a checkpoint."""
+    from tts.task import MaskGCTTask
+
+    model_dir = Path(model_dir)
+    config_file = model_dir / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} is missing: is {model_dir} a MaskGCT training directory?")
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    model_file = Path(model_file) if model_file else find_checkpoint(model_dir)
+    for key in ("semantic_tokenizer", "acoustic_tokenizer"):
+        if config.get(key):
+            config[key] = str(_resolve(config[key], model_dir))
+    args = MaskGCTTask.get_parser().parse_args([])
+    for key, value in config.items():
+        setattr(args, key, value)
+    model = MaskGCTTask.build_model(args)
+    state = torch.load(model_file, map_location="cpu")
+    model.load_state_dict(state)
+    return model.to(device).eval(), config
+
+
+def default_t2s_config(vocab: int, mask_id: int) -> MaskPredictConfig:
+    return MaskPredictConfig(mask_id=mask_id, steps=25, schedule="cosine", temperature=0.9, top_k=max(1, math.ceil(0.02 * vocab)),
+                             guidance="hidden", cfg_scale=2.5, cfg_rescale=0.75, confidence_noise=1.0)
+
+
+def default_s2a_config(num_codebooks: int, vocab: int, mask_id: int) -> MaskPredictConfig:
+    steps = tuple(([25, 10] + [1] * num_codebooks)[:num_codebooks])
+    return MaskPredictConfig(mask_id=mask_id, steps=steps, schedule="cosine", temperature=1.5,
+                             top_k=max(1, math.ceil(0.02 * vocab)), guidance="hidden", cfg_scale=2.5,
+                             cfg_rescale=0.75, confidence_noise=1.0)
+
+
+def _as_wave(wav, name: str) -> torch.Tensor:
+    if isinstance(wav, np.ndarray):
+        wav = torch.from_numpy(wav)
+    if not isinstance(wav, torch.Tensor):
+        raise TypeError(f"{name}: expected a waveform tensor or numpy array, got {type(wav).__name__}")
+    if wav.dim() == 2 and 1 in wav.shape:
+        wav = wav.reshape(-1)
+    if wav.dim() != 1:
+        raise ValueError(f"{name}: expected a mono waveform (N,), got shape {tuple(wav.shape)} (mix down first)")
+    wav = wav.float()
+    if not torch.isfinite(wav).all():
+        raise ValueError(f"{name}: the waveform has NaN or Inf samples")
+    return wav
+
+
+class Text2Speech:
+    """MaskGCT zero-shot TTS from trained ``t2s`` and ``s2a`` directories (see the module docs).
+
+    Args:
+        t2s_dir, s2a_dir: ESPnet training directories (config.yaml + checkpoint).
+        duration: "rule" or "model" (needs ``duration_model``, a ``duration.json``).
+        duration_model: path of a saved :class:`tts.duration.PhoneDurationModel`.
+        t2s_config, s2a_config: mask-predict strategies (defaults: Amphion's, see module docs).
+        device: torch device. semantic_tokenizer / acoustic_tokenizer: override the tokenizer
+            directories recorded in the training configs.
+    """
+
+    def __init__(self, t2s_dir: Union[str, Path], s2a_dir: Union[str, Path], duration: str = "rule",
+                 duration_model: Optional[Union[str, Path]] = None, t2s_config: Optional[MaskPredictConfig] = None,
+                 s2a_config: Optional[MaskPredictConfig] = None, device: str = "cpu",
+                 semantic_tokenizer: Optional[Union[str, Path]] = None,
+                 acoustic_tokenizer: Optional[Union[str, Path]] = None, language: str = "en-us"):
+        from audio_gen.tokenizers import load_tokenizer
+        from tts.semantic import SemanticTokenizer
+
+        if duration not in DURATIONS:
+            raise ValueError(f"duration must be one of {DURATIONS}, got {duration!r}")
+        self.device = device
+        self.t2s, t2s_cfg = load_model(t2s_dir, device=device)
+        self.s2a, s2a_cfg = load_model(s2a_dir, device=device)
+        if t2s_cfg.get("model") != "t2s" or s2a_cfg.get("model") != "s2a":
+            raise ValueError(f"{t2s_dir} must hold a t2s model and {s2a_dir} an s2a model, got "
+                             f"{t2s_cfg.get('model')!r} and {s2a_cfg.get('model')!r}")
+        sem_dir = semantic_tokenizer or t2s_cfg.get("semantic_tokenizer")
+        ac_dir = acoustic_tokenizer or s2a_cfg.get("acoustic_tokenizer")
+        if not sem_dir or not ac_dir:
+            raise ValueError("the training configs name no semantic_tokenizer / acoustic_tokenizer; pass them")
+        self.semantic = SemanticTokenizer.load(sem_dir, device=device)
+        self.acoustic = load_tokenizer(ac_dir)
+        if self.semantic.codebook_size != self.t2s.num_semantic or self.s2a.num_codebooks != self.acoustic.num_codebooks:
+            raise ValueError(f"tokenizers ({sem_dir}, {ac_dir}) do not match the models' vocabularies")
+        self.sample_rate = int(self.acoustic.sample_rate)
+        self.phonemizer = Phonemizer(language)
+        self.phone_tokenizer = PhoneTokenizer(t2s_cfg["token_list"])
+        self.duration = duration
+        self.duration_model = None
+        if duration == "model":
+            if duration_model is None:
+                raise ValueError("duration='model' needs duration_model (a duration.json from tts.bin.fit_duration)")
+            self.duration_model = PhoneDurationModel.load(duration_model)
+        self.t2s_config = t2s_config or default_t2s_config(self.t2s.num_semantic, self.t2s.mask_id)
+        self.s2a_config = s2a_config or default_s2a_config(self.s2a.num_codebooks, self.s2a.codebook_size,
+                                                           self.s2a.mask_id)
+
+    # ------------------------------------------------------------------ checks
+    def _check_prompt(self, wav, sr: int, name: str) -> torch.Tensor:
+        wav = _as_wave(wav, name)
+        if int(sr) != self.sample_rate:
+            raise ValueError(f"{name}: the prompt is at {sr} Hz but the model works at {self.sample_rate} Hz; "
+                             f"resample it first (torchaudio.functional.resample(wav, {sr}, {self.sample_rate}))")
+        if wav.numel() < MIN_PROMPT_SECONDS * self.sample_rate:
+            raise ValueError(f"{name}: the prompt is {wav.numel() / self.sample_rate:.2f} s long; at least "
+                             f"{MIN_PROMPT_SECONDS} s of the voice to clone is needed")
+        return wav
+
+    def _phones(self, text, name: str, what: str) -> list[str]:
+        if text is None or (isinstance(text, str) and not text.strip()):
+            raise ValueError(f"{name}: the {what} is missing or empty" +
+                             (" (zero-shot TTS needs the transcript of the prompt audio)" if what == "prompt text" else ""))
+        if not isinstance(text, str):
+            raise TypeError(f"{name}: the {what} must be a str, got {type(text).__name__}")
+        return self.phonemizer(text, name=f"{name} ({what})")
+
+    # ------------------------------------------------------------------ API
+    def __call__(self, text: str, prompt_wav, prompt_text: str, prompt_sr: Optional[int] = None,
+                 seconds: Optional[float] = None, seed: int = 0) -> torch.Tensor:
+        """One utterance: (N,) float waveform at :attr:`sample_rate`."""
+        return self.batch([text], [prompt_wav], [prompt_text], prompt_sr=prompt_sr,
+                          seconds=None if seconds is None else [seconds], seeds=[seed])[0]
+
+    @torch.no_grad()
+    def batch(self, texts: Sequence[str], prompt_wavs: Sequence, prompt_texts: Sequence[str],
+              prompt_sr: Optional[int] = None, seconds: Optional[Sequence[Optional[float]]] = None,
+              seeds: Optional[Sequence[int]] = None, names: Optional[Sequence[str]] = None,
+              progress: Optional[Callable[[str, object], None]] = None) -> list[torch.Tensor]:
+        """Synthesise a batch; item i is ``texts[i]`` in the voice of ``prompt_wavs[i]``.
+
+        ``prompt_sr`` defaults to :attr:`sample_rate`; ``seconds[i]`` (or None) fixes an item's
+        length; ``seeds[i]`` seeds its random draws (default i); ``progress(stage, step)`` is
+        called after every mask-predict step with stage "t2s" or "s2a".
+        """
+        n = len(texts)
+        if n == 0:
+            raise ValueError("texts is empty")
+        if len(prompt_wavs) != n or len(prompt_texts) != n:
+            raise ValueError(f"texts ({n}), prompt_wavs ({len(prompt_wavs)}) and prompt_texts "
+                             f"({len(prompt_texts)}) must have the same length")
+        names = list(names) if names is not None else [f"item {i}" for i in range(n)]
+        seconds = list(seconds) if seconds is not None else [None] * n
+        seeds = list(seeds) if seeds is not None else list(range(n))
+        sr = self.sample_rate if prompt_sr is None else prompt_sr
+        prompts = [self._check_prompt(w, sr, nm) for w, nm in zip(prompt_wavs, names)]
+        p_phones = [self._phones(t, nm, "prompt text") for t, nm in zip(prompt_texts, names)]
+        t_phones = [self._phones(t, nm, "text") for t, nm in zip(texts, names)]
+        dev = self.device
+
+        lens = torch.tensor([w.numel() for w in prompts])
+        wav_pad = torch.zeros(n, int(lens.max()))
+        for i, w in enumerate(prompts):
+            wav_pad[i, : w.numel()] = w
+        sem_p, sem_p_lens = self.semantic.encode(wav_pad, lens)  # (B, Ps) at the semantic rate
+        codes_p, codes_p_lens = self.acoustic.encode(wav_pad, lens)  # (B, K, P)
+
+        target = []
+        for i in range(n):
+            if seconds[i] is not None:
+                if not seconds[i] > 0:
+                    raise ValueError(f"{names[i]}: seconds must be > 0, got {seconds[i]!r}")
+                frames = seconds[i] * self.semantic.frame_rate
+            elif self.duration == "model":
+                frames = self.duration_model.predict(p_phones[i], float(sem_p_lens[i]), t_phones[i])
+            else:
+                frames = rule_frames(p_phones[i], float(sem_p_lens[i]), t_phones[i])
+            target.append(max(1, int(round(frames))))
+        target_lens = torch.tensor(target, device=dev)
+
+        ids = [self.phone_tokenizer.encode(p + ["|"] + t) for p, t in zip(p_phones, t_phones)]
+        ph_lens = torch.tensor([len(x) for x in ids], device=dev)
+        phones = torch.zeros((n, int(ph_lens.max())), dtype=torch.long, device=dev)
+        for i, x in enumerate(ids):
+            phones[i, : len(x)] = torch.tensor(x)
+
+        def gens():
+            return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+        def report(stage):
+            return None if progress is None else (lambda step, tokens: progress(stage, step))
+
+        sem_t, sem_t_lens = self.t2s.generate(phones, ph_lens, sem_p.to(dev), sem_p_lens.to(dev), target_lens,
+                                              self.t2s_config, generator=gens(), progress=report("t2s"))
+        codes, frames = self.s2a.generate(sem_p.to(dev), sem_p_lens.to(dev), sem_t, sem_t_lens, codes_p.to(dev),
+                                          codes_p_lens.to(dev), self.s2a_config, generator=gens(),
+                                          progress=report("s2a"))
+        wav, wav_lens = self.acoustic.decode(codes.cpu(), frames.cpu())
+        return [wav[i, : int(wav_lens[i])].clone() for i in range(n)]
+
+    def describe(self) -> dict:
+        return {"duration": self.duration, "t2s": self.t2s_config.__dict__, "s2a": self.s2a_config.__dict__}
+
+
+__all__ = ["Text2Speech", "load_model", "default_t2s_config", "default_s2a_config", "count_phones"]

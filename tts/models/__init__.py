@@ -1,0 +1,1 @@
+"""MaskGCT model classes."""
