@@ -151,3 +151,25 @@ def tiny_aed_recipe(tiny_recipe) -> Path:
     conf = tiny_recipe / "conf"
     (conf / "decode_aed_tiny.yaml").write_text((conf / "decode_aed.yaml").read_text() + "maxlenratio: 0.2\n")
     return _rerun_from_training(tiny_recipe, "aed", TINY_AED, ("--inference_configs", "conf/decode_aed_tiny.yaml"))
+
+
+@pytest.fixture(scope="session")
+def tiny_codec_recipe(tiny_recipe) -> Path:
+    """egs/synth_en/codec1 beside the tiny asr1 tree, run through stages 3-6 and 8 (tiny
+    tokenizers on the tiny recipe's data and ASR model; evaluation of 2 utterances)."""
+    recipe = tiny_recipe.parent / "codec1"
+    if recipe.exists():
+        shutil.rmtree(recipe)
+    shutil.copytree(ROOT / "egs/synth_en/codec1", recipe, symlinks=True,
+                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS.md"))
+    (recipe / "dump").mkdir()
+    (recipe / "dump" / "raw").symlink_to(tiny_recipe / "dump" / "raw")
+    cmd = ["./run.sh", "--stage", "3", "--valid_set", "test", "--test_sets", "test",
+           "--tokenizer_opts", "--num_codebooks 2 --codebook_size 8 --n_mels 32 --iters 3 --griffin_lim_iters 4",
+           "--asr_model_dir", str(tiny_recipe / "exp/asr_train_tiny_char"), "--semantic_codebook_size", "4",
+           "--eval_opts", "--max_utts 2 --coarse 1"]
+    r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
+    (recipe / "run.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
+    if r.returncode != 0:
+        pytest.fail(f"tiny codec recipe failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return recipe

@@ -166,26 +166,10 @@ def test_espnet_codec_checkpoint_loads_behind_the_interface(tmp_path):
     assert torch.equal(load_tokenizer(tmp_path / "saved").encode(x, torch.tensor([w.numel() for w in wavs]))[0], codes)
 
 
-def test_codec_recipe_stages_on_the_tiny_tree(tiny_recipe, tmp_path):
+def test_codec_recipe_stages_on_the_tiny_tree(tiny_recipe, tiny_codec_recipe):
     """recipes/codec.sh stages 3-6 and 8 on the tiny recipe's data and model: tokenizer, codes,
     semantic tokens, and the evaluation table (2 utterances)."""
-    import shutil
-
-    from tests.conftest import recipe_env
-
-    recipe = tiny_recipe.parent / "codec1"
-    if recipe.exists():
-        shutil.rmtree(recipe)
-    shutil.copytree(ROOT / "egs/synth_en/codec1", recipe, symlinks=True,
-                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS.md"))
-    (recipe / "dump").mkdir()
-    (recipe / "dump" / "raw").symlink_to(tiny_recipe / "dump" / "raw")
-    cmd = ["./run.sh", "--stage", "3", "--valid_set", "test", "--test_sets", "test",
-           "--tokenizer_opts", "--num_codebooks 2 --codebook_size 8 --n_mels 32 --iters 3 --griffin_lim_iters 4",
-           "--asr_model_dir", str(tiny_recipe / "exp/asr_train_tiny_char"), "--semantic_codebook_size", "4",
-           "--eval_opts", "--max_utts 2 --coarse 1"]
-    r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    recipe = tiny_codec_recipe
     for dset in ("train", "test"):
         n = len((tiny_recipe / "dump/raw" / dset / "wav.scp").read_text().splitlines())
         assert len((recipe / f"dump/codes_mel_rvq/{dset}/codes.scp").read_text().splitlines()) == n

@@ -122,8 +122,8 @@ def test_tiny_t2s_learns_a_copy_task():
     """Semantic token = phone id, each phone lasting 2 frames: after training, greedy decoding
     without a prompt must reproduce it (the model has to learn the monotonic alignment)."""
     torch.manual_seed(0)
-    model = T2SModel(8, 8, d_model=64, num_layers=2, num_heads=4, dropout=0.0, prompt_prob=0.5, uncond_prob=0.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model = T2SModel(8, 8, d_model=32, num_layers=2, num_heads=4, dropout=0.0, prompt_prob=0.5, uncond_prob=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
     g = torch.Generator().manual_seed(0)
 
     def batch(n):
@@ -131,8 +131,8 @@ def test_tiny_t2s_learns_a_copy_task():
         phones = torch.randint(1, 8, (n, 6), generator=g) * (torch.arange(6) < lens[:, None])
         return phones, lens, phones.repeat_interleave(2, dim=1), 2 * lens
 
-    for _ in range(300):
-        loss = model(*batch(32))[0].sum()
+    for _ in range(200):
+        loss = model(*batch(16))[0].sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -142,7 +142,7 @@ def test_tiny_t2s_learns_a_copy_task():
     out, _ = model.generate(phones, lens, sem[:, :0], torch.zeros(64, dtype=torch.long), sem_lens, cfg)
     valid = torch.arange(out.shape[1]) < sem_lens[:, None]
     acc = float((out == sem[:, : out.shape[1]])[valid].float().mean())
-    assert acc > 0.95, acc
+    assert acc > 0.95, acc  # chance level is about 1/7
 
 
 # --------------------------------------------------------------------------------- the API
