@@ -82,6 +82,20 @@ decoder_conf: {attention_heads: 2, linear_units: 64, num_blocks: 1, dropout_rate
 )
 
 
+#: session fixtures that build (and share) the tiny recipe tree
+RECIPE_FIXTURES = {"tiny_recipe", "tiny_paraformer_recipe", "tiny_cassnat_recipe", "tiny_aed_recipe",
+                   "tiny_codec_recipe"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """For pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): every test that
+    uses the tiny recipe tree goes to one worker, so the tree is built once; the other tests are
+    grouped by file, so module fixtures are built once too."""
+    for item in items:
+        uses_tree = bool(RECIPE_FIXTURES & set(getattr(item, "fixturenames", ())))
+        item.add_marker(pytest.mark.xdist_group("tiny_recipe" if uses_tree else item.nodeid.split("::")[0]))
+
+
 def recipe_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
