@@ -27,6 +27,7 @@ from tqdm import tqdm
 from asr.audio import AudioInput, as_waveform
 from asr.longform import (
     AUTO,
+    DEFAULT_BATCH_SECONDS,
     Piece,
     pack_batches,
     plan_segments,
@@ -220,7 +221,7 @@ class Speech2Text:
         overlap_seconds: see ``max_seconds``; wider than the context a token needs.
             ``"auto"`` (default): a quarter of the window, at most 4 s.
         progress: a tqdm bar over the segments when there is more than one batch
-            (None: only on a terminal).
+            (None: only on a terminal); progress_desc: its label.
     """
 
     def __init__(
@@ -242,11 +243,12 @@ class Speech2Text:
         rank: str | None = None,
         seed: int = 0,
         rank_model_dir: Union[str, Path, None] = None,
-        batch_seconds: float = 120.0,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
         batch_size: int | None = None,
         max_seconds: float | str | None = AUTO,
         overlap_seconds: float | str = AUTO,
         progress: bool | None = None,
+        progress_desc: str = "decode",
     ):
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
@@ -255,7 +257,7 @@ class Speech2Text:
         if batch_seconds <= 0 or (batch_size is not None and batch_size < 1):
             raise ValueError(f"need batch_seconds > 0 and batch_size >= 1, got {batch_seconds}, {batch_size}")
         self.batch_seconds, self.batch_size = float(batch_seconds), batch_size
-        self.progress = progress
+        self.progress, self.progress_desc = progress, progress_desc
         self.model_dir = Path(model_dir)
         config = load_model_config(self.model_dir)
         train_seconds, shape_file = (
@@ -381,7 +383,7 @@ class Speech2Text:
                                self.batch_size)
         results: list[list[Hypothesis]] = [[] for _ in segments]
         disable = (None if self.progress is None else not self.progress) if len(batches) > 1 else True
-        with tqdm(total=len(segments), desc="decode", unit="seg", disable=disable, leave=False) as bar:
+        with tqdm(total=len(segments), desc=self.progress_desc, unit="seg", disable=disable, leave=False) as bar:
             for idx in batches:
                 segs = [segments[i] for i in idx]
                 hyps = self.decode_batch(

@@ -25,6 +25,8 @@ from typing import Sequence
 
 #: ``max_seconds`` / ``overlap_seconds`` value asking :func:`resolve_window` to choose
 AUTO = "auto"
+#: padded seconds of audio per decoding batch (the default of Speech2Text and the decode CLIs)
+DEFAULT_BATCH_SECONDS = 120.0
 #: window when the training lengths are unknown (a typical ESPnet/OWSM training segment)
 FALLBACK_MAX_SECONDS = 30.0
 #: widest automatic overlap, and the automatic overlap's share of the window

@@ -24,6 +24,7 @@ import yaml
 
 from asr.audio import as_waveform
 from asr.data.kaldi import read_kaldi_map
+from asr.longform import DEFAULT_BATCH_SECONDS
 
 #: keys a decode config may set, and their defaults
 DECODE_DEFAULTS = {
@@ -41,7 +42,7 @@ DECODE_DEFAULTS = {
     "rank": None,  # CASS-NAT esa: "ar" (AR head) or "nar" (None: "ar" if the model has one)
     "seed": 0,  # CASS-NAT esa: seed of each utterance's sampling generator
     "rank_model_dir": None,  # CASS-NAT esa: rank with this AED model dir (the AR baseline)
-    "batch_seconds": 120.0,  # padded seconds per batch (duration batching)
+    "batch_seconds": DEFAULT_BATCH_SECONDS,  # padded seconds per batch (duration batching)
     "max_seconds": "auto",  # longer inputs are cut into overlapping windows and stitched
     # ("auto": the longest training utterance; null: never cut; see asr.longform.resolve_window)
     "overlap_seconds": "auto",  # overlap of those windows ("auto": a quarter, at most 4 s)
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.num_threads)
     config = load_decode_config(args.config)
     s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
-                      batch_size=args.batch_size, progress=True, **config)
+                      batch_size=args.batch_size, progress=True, progress_desc=f"decode {args.data_dir}", **config)
     print(s2t.window_summary(), file=sys.stderr)
     wav_scp = Path(args.data_dir) / "wav.scp"
     utts = read_kaldi_map(str(wav_scp))

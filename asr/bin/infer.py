@@ -20,6 +20,8 @@ import sys
 
 import torch
 
+from asr.longform import DEFAULT_BATCH_SECONDS
+
 
 def seconds_arg(text: str):
     """A number of seconds, 'auto' or 'none' (argparse type)."""
@@ -40,7 +42,7 @@ def main(argv=None) -> None:
     p.add_argument("--timestamps", action="store_true", help="per-token times (forced alignment)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--files_per_call", type=int, default=256, help="files read and decoded per call")
-    p.add_argument("--batch_seconds", type=float, default=120.0, help="padded seconds per batch")
+    p.add_argument("--batch_seconds", type=float, default=DEFAULT_BATCH_SECONDS, help="padded seconds per batch")
     p.add_argument("--max_seconds", type=seconds_arg, default="auto",
                    help="longer files are decoded in windows ('auto': the longest training utterance; 'none': never)")
     p.add_argument("--overlap_seconds", type=seconds_arg, default="auto",
