@@ -196,9 +196,8 @@ def char_labels(s2t, log_probs, lengths, texts):
 
 def semantic_section(args, test_items, test_texts):
     from asr.data.text import normalize_text
-    from audio_gen.tokenizers.kmeans import kmeans, nearest
     from asr.inference import Speech2Text
-    from tts.semantic import encoder_layer_outputs, label_purity, purity
+    from tts.semantic import SemanticTokenizer, encoder_layer_outputs, label_purity, purity
 
     s2t = Speech2Text(args.asr_model_dir, max_seconds=None, progress=False)
     n_blocks = len(s2t.model.encoder.encoders)
@@ -229,11 +228,9 @@ def semantic_section(args, test_items, test_texts):
     v = len(s2t.token_list)
     rows = []
     for ly in layers:
-        x = torch.cat(train_feats[ly])
-        mean, std = x.mean(0), x.std(0).clamp(min=1e-5)
-        cb = kmeans((x - mean) / std, args.semantic_codebook_size, iters=20, seed=0)
-        xt = torch.cat([test_feats[ly][i] for i in keep])
-        codes = nearest((xt - mean) / std, cb)
+        tok = SemanticTokenizer.from_frames(None, torch.cat(train_feats[ly]), args.semantic_codebook_size,
+                                            iters=20, seed=0)
+        codes = tok.quantize(torch.cat([test_feats[ly][i] for i in keep]))
         shuffled = codes[torch.randperm(codes.numel(), generator=torch.Generator().manual_seed(0))]
         used = int(torch.unique(codes).numel())
         rows.append({

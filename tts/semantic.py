@@ -134,8 +134,9 @@ class SemanticTokenizer:
         self.features = features
         self.codebook, self.mean, self.std = codebook.float(), mean.float(), std.float()
         self.codebook_size = codebook.shape[0]
-        self.sample_rate = features.sample_rate
-        self.frame_rate = features.frame_rate
+        # features=None: a tokenizer of precomputed frames only (quantize, not encode)
+        self.sample_rate = getattr(features, "sample_rate", None)
+        self.frame_rate = getattr(features, "frame_rate", None)
 
     @classmethod
     def fit(cls, features, wavs: Iterable[torch.Tensor], codebook_size: int = 512,
@@ -158,7 +159,17 @@ class SemanticTokenizer:
             flush()
         if not frames:
             raise ValueError("SemanticTokenizer.fit: no training audio")
-        x = torch.cat(frames)
+        return cls.from_frames(features, torch.cat(frames), codebook_size, max_frames, iters, seed, progress)
+
+    @classmethod
+    def from_frames(cls, features, frames: torch.Tensor, codebook_size: int = 512, max_frames: int = 200_000,
+                    iters: int = 20, seed: int = 0, progress: Optional[Callable[[str], None]] = None,
+                    ) -> "SemanticTokenizer":
+        """k-means on precomputed feature frames (N, D) (at most ``max_frames``, drawn at random);
+        features are standardised per dimension with these frames' statistics first."""
+        x = frames.float()
+        if x.dim() != 2 or x.shape[0] == 0:
+            raise ValueError(f"SemanticTokenizer.from_frames: frames must be (N, D) with N > 0, got {tuple(x.shape)}")
         if x.shape[0] > max_frames:
             x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
         mean, std = x.mean(0), x.std(0).clamp(min=1e-5)
@@ -166,6 +177,12 @@ class SemanticTokenizer:
             progress(f"k-means with {codebook_size} clusters on {x.shape[0]} frames of dimension {x.shape[1]}")
         codebook = kmeans((x - mean) / std, codebook_size, iters=iters, seed=seed)
         return cls(features, codebook, mean, std)
+
+    def quantize(self, frames: torch.Tensor) -> torch.Tensor:
+        """Feature frames (..., D) -> nearest codeword ids (...) int64."""
+        shape = frames.shape[:-1]
+        x = (frames.reshape(-1, frames.shape[-1]).float().cpu() - self.mean) / self.std
+        return nearest(x, self.codebook).reshape(shape)
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,8 +200,7 @@ class SemanticTokenizer:
     def encode_list(self, wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         f, n = self.features(list(wavs))
         b, t, d = f.shape
-        x = (f.reshape(b * t, d).float().cpu() - self.mean) / self.std
-        codes = nearest(x, self.codebook).reshape(b, t)
+        codes = self.quantize(f)  # (B, T)
         valid = torch.arange(t)[None, :] < n.cpu()[:, None]
         return codes.masked_fill(~valid, 0), n.cpu().long()
 

@@ -102,3 +102,18 @@ def test_torchscript_feature_source(tmp_path, wavs):
     (tmp_path / "bad.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="bad.pt: cannot be loaded as a TorchScript module"):
         TorchScriptFeatures(tmp_path / "bad.pt", 16000, 50)
+
+
+def test_from_frames_and_quantize_recover_blobs():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0, 0.0], [5.0, 0.0, -5.0], [-5.0, 5.0, 0.0]])
+    labels = torch.randint(0, 3, (300,), generator=g)
+    x = centers[labels] + 0.1 * torch.randn(300, 3, generator=g)
+    tok = SemanticTokenizer.from_frames(None, x, codebook_size=3, iters=10)
+    codes = tok.quantize(x.reshape(3, 100, 3))
+    assert codes.shape == (3, 100)
+    # a bijection between blobs and codes: every frame of a blob gets the same code
+    pairs = set(zip(labels.tolist(), codes.reshape(-1).tolist()))
+    assert len(pairs) == 3 and len({c for _, c in pairs}) == 3
+    with pytest.raises(ValueError, match="frames must be"):
+        SemanticTokenizer.from_frames(None, torch.zeros(0, 3), codebook_size=2)
