@@ -231,3 +231,20 @@ def test_bad_input():
         mask_predict(lambda t, m, s: torch.zeros(2, 3, V), init, cfg)
     with pytest.raises(TypeError, match="config"):
         mask_predict(model.logits, init, {"mask_id": MASK})
+
+
+def test_padding_may_hold_the_mask_id_outside_the_vocabulary():
+    """Padding (and pins) filled with ``mask_id`` >= V are never scored nor changed; the valid
+    positions decode as when the padding holds ordinary ids."""
+    config, method = CONFIGS["maskgct"]
+    model = ToyModel(3)
+    lengths = torch.tensor([12, 7])
+    init, pinned = batch_inputs([12, 12], seed=4)
+    padded = init.clone()
+    padded[1, 7:] = MASK
+    out = mask_predict(getattr(model, method), padded, config, lengths=lengths, pinned=pinned,
+                       head=model.head, generator=per_item_generators(2, 1))
+    ref = mask_predict(getattr(model, method), init, config, lengths=lengths, pinned=pinned,
+                       head=model.head, generator=per_item_generators(2, 1))
+    assert (out[1, 7:] == MASK).all()
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1, :7], ref[1, :7])
