@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -87,13 +88,29 @@ RECIPE_FIXTURES = {"tiny_recipe", "tiny_paraformer_recipe", "tiny_cassnat_recipe
                    "tiny_codec_recipe"}
 
 
-def pytest_collection_modifyitems(config, items):
-    """For pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): every test that
-    uses the tiny recipe tree goes to one worker, so the tree is built once; the other tests are
-    grouped by file, so module fixtures are built once too."""
-    for item in items:
-        uses_tree = bool(RECIPE_FIXTURES & set(getattr(item, "fixturenames", ())))
-        item.add_marker(pytest.mark.xdist_group("tiny_recipe" if uses_tree else item.nodeid.split("::")[0]))
+@functools.lru_cache(maxsize=None)
+def _uses_tree(path: str) -> bool:
+    """Whether the test file ``path`` (relative to the repository) names a tiny-tree fixture."""
+    try:
+        text = (ROOT / path).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(name in text for name in RECIPE_FIXTURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist (``make test`` runs two workers): whole test files go to a worker, and every
+    file that uses the tiny recipe tree goes to the same one, so the tree's session fixtures are
+    built once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TreeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return "tiny_recipe" if _uses_tree(path) else path
+
+    return TreeScheduling(config, log)
 
 
 def recipe_env() -> dict:
