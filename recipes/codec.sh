@@ -126,7 +126,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ -n "${codec_config}" ]
   # shellcheck disable=SC2086
   python -m audio_gen.bin.codec_train --config "${codec_config}" "${data_opts[@]}" --resume true \
     --train_shape_file "${stats}/train/audio_shape" --valid_shape_file "${stats}/valid/audio_shape" \
-    --output_dir "${codec_exp}" --ngpu "${ngpu}" ${codec_args} > "${codec_exp}/train.log" 2>&1 \
+    --output_dir "${codec_exp}" --ngpu "${ngpu}" ${codec_args} >> "${codec_exp}/train.log" 2>&1 \
     || { log "codec training failed; see ${codec_exp}/train.log"; tail -n 30 "${codec_exp}/train.log"; exit 1; }
   log "codec trained: ${codec_exp} (load with audio_gen.tokenizers.EspnetCodecTokenizer.from_exp)"
 fi

@@ -113,7 +113,7 @@ train_opts=(--ngpu "${ngpu}" --resume true --num_workers 0 --use_matplotlib fals
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   need_tokenizers
-  log "Stage 5: T2S training (${t2s_config}) into ${t2s_exp}"
+  log "Stage 5: T2S training (${t2s_config}) into ${t2s_exp} (log, appended on resume: ${t2s_exp}/train.log)"
   mkdir -p "${t2s_exp}"
   # shellcheck disable=SC2086
   python -m tts.bin.train --model t2s --config "${t2s_config}" --token_list "${phones_dir}/tokens.txt" \
@@ -124,7 +124,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     --valid_data_path_and_name_and_type "${sem_dir}/${valid_set}/semantic.scp,semantic,npy" \
     --train_shape_file "${phones_dir}/${train_set}/phones_shape" --train_shape_file "${sem_dir}/${train_set}/semantic_shape" \
     --valid_shape_file "${phones_dir}/${valid_set}/phones_shape" --valid_shape_file "${sem_dir}/${valid_set}/semantic_shape" \
-    --output_dir "${t2s_exp}" ${t2s_args} > "${t2s_exp}/train.log" 2>&1 \
+    --output_dir "${t2s_exp}" ${t2s_args} >> "${t2s_exp}/train.log" 2>&1 \
     || { log "T2S training failed; see ${t2s_exp}/train.log"; tail -n 30 "${t2s_exp}/train.log"; exit 1; }
   log "Stage 5: duration model (per-phone weights, per-speaker rates) into ${dur_dir}"
   python -m tts.bin.fit_duration --phones "${phones_dir}/${train_set}/phones" \
@@ -135,7 +135,7 @@ fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   need_tokenizers
-  log "Stage 6: S2A training (${s2a_config}) into ${s2a_exp}"
+  log "Stage 6: S2A training (${s2a_config}) into ${s2a_exp} (log, appended on resume: ${s2a_exp}/train.log)"
   mkdir -p "${s2a_exp}"
   # shellcheck disable=SC2086
   python -m tts.bin.train --model s2a --config "${s2a_config}" \
@@ -146,7 +146,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     --valid_data_path_and_name_and_type "${codes_dir}/${valid_set}/codes.scp,codes,npy" \
     --train_shape_file "${sem_dir}/${train_set}/semantic_shape" --train_shape_file "${codes_dir}/${train_set}/codes_shape" \
     --valid_shape_file "${sem_dir}/${valid_set}/semantic_shape" --valid_shape_file "${codes_dir}/${valid_set}/codes_shape" \
-    --output_dir "${s2a_exp}" ${s2a_args} > "${s2a_exp}/train.log" 2>&1 \
+    --output_dir "${s2a_exp}" ${s2a_args} >> "${s2a_exp}/train.log" 2>&1 \
     || { log "S2A training failed; see ${s2a_exp}/train.log"; tail -n 30 "${s2a_exp}/train.log"; exit 1; }
 fi
 
