@@ -202,12 +202,15 @@ class Text2Speech:
     def batch(self, texts: Sequence[str], prompt_wavs: Sequence, prompt_texts: Sequence[str],
               prompt_sr: Optional[int] = None, seconds: Optional[Sequence[Optional[float]]] = None,
               seeds: Optional[Sequence[int]] = None, names: Optional[Sequence[str]] = None,
-              progress: Optional[Callable[[str, object], None]] = None) -> list[torch.Tensor]:
+              progress: Optional[Callable[[str, object], None]] = None,
+              target_semantic: Optional[Sequence[torch.Tensor]] = None) -> list[torch.Tensor]:
         """Synthesise a batch; item i is ``texts[i]`` in the voice of ``prompt_wavs[i]``.
 
         ``prompt_sr`` defaults to :attr:`sample_rate`; ``seconds[i]`` (or None) fixes an item's
         length; ``seeds[i]`` seeds its random draws (default i); ``progress(stage, step)`` is
-        called after every mask-predict step with stage "t2s" or "s2a".
+        called after every mask-predict step with stage "t2s" or "s2a". ``target_semantic[i]``
+        (T,) replaces T2S's output for item i (an "oracle T2S" diagnostic: the semantic tokens
+        of a reference recording of the target sentence).
         """
         n = len(texts)
         if n == 0:
@@ -256,8 +259,16 @@ class Text2Speech:
         def report(stage):
             return None if progress is None else (lambda step, tokens: progress(stage, step))
 
-        sem_t, sem_t_lens = self.t2s.generate(phones, ph_lens, sem_p.to(dev), sem_p_lens.to(dev), target_lens,
-                                              self.t2s_config, generator=gens(), progress=report("t2s"))
+        if target_semantic is None:
+            sem_t, sem_t_lens = self.t2s.generate(phones, ph_lens, sem_p.to(dev), sem_p_lens.to(dev), target_lens,
+                                                  self.t2s_config, generator=gens(), progress=report("t2s"))
+        else:
+            if len(target_semantic) != n:
+                raise ValueError(f"target_semantic has {len(target_semantic)} items, texts {n}")
+            sem_t_lens = torch.tensor([int(x.numel()) for x in target_semantic], device=dev)
+            sem_t = torch.zeros((n, int(sem_t_lens.max())), dtype=torch.long, device=dev)
+            for i, x in enumerate(target_semantic):
+                sem_t[i, : x.numel()] = x.reshape(-1).long().to(dev)
         codes, frames = self.s2a.generate(sem_p.to(dev), sem_p_lens.to(dev), sem_t, sem_t_lens, codes_p.to(dev),
                                           codes_p_lens.to(dev), self.s2a_config, generator=gens(),
                                           progress=report("s2a"))

@@ -240,3 +240,12 @@ def test_text2speech_missing_dirs(tmp_path, tts_dirs):
         Text2Speech(root / "s2a", root / "t2s")
     with pytest.raises(ValueError, match="duration_model"):
         Text2Speech(root / "t2s", root / "s2a", duration="model")
+
+
+@needs_espeak
+def test_text2speech_oracle_semantic_replaces_t2s(tts, tts_dirs):
+    _, wavs = tts_dirs
+    out = tts.batch(["a dog"], [wavs[0]], ["the cat"], target_semantic=[torch.tensor([1, 2, 3, 4, 5])])
+    assert out[0].numel() == 5 * 2 * 320  # 5 semantic frames -> 10 acoustic frames of 320 samples
+    with pytest.raises(ValueError, match="target_semantic has 2 items"):
+        tts.batch(["a dog"], [wavs[0]], ["the cat"], target_semantic=[torch.tensor([1]), torch.tensor([2])])

@@ -49,6 +49,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_utts", type=int, default=0, help="first N utterances with a prompt (0: all)")
     p.add_argument("--t2s_steps", type=int, default=None, help="T2S mask-predict steps (default 25)")
+    p.add_argument("--oracle_semantic", action="store_true",
+                   help="diagnostic: skip T2S, use the semantic tokens of the reference recording of each sentence")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + its index")
     p.add_argument("--device", default="cpu")
     return p
@@ -121,9 +123,14 @@ def main(argv=None) -> int:
                 outs = [rec[i, : min(int(rec_lens[i]), int(lens[i]))] for i in range(len(wavs))]
             else:
                 prompts = [load_item(items[p], sample_rate) for _, p in chunk]
+                oracle = None
+                if args.oracle_semantic:
+                    refs = [load_item(items[u], tts.semantic.sample_rate) for u, _ in chunk]
+                    codes, code_lens = tts.semantic.encode_list(refs)
+                    oracle = [codes[i, : int(code_lens[i])] for i in range(len(refs))]
                 outs = tts.batch([texts[u] for u, _ in chunk], prompts, [texts[p] for _, p in chunk],
                                  prompt_sr=sample_rate, seeds=[args.seed + index[u] for u, _ in chunk],
-                                 names=[u for u, _ in chunk])
+                                 names=[u for u, _ in chunk], target_semantic=oracle)
             busy += time.perf_counter() - t0
             for (u, _), w in zip(chunk, outs):
                 final = wav_dir / f"{u}.wav"
