@@ -88,27 +88,45 @@ RECIPE_FIXTURES = {"tiny_recipe", "tiny_paraformer_recipe", "tiny_cassnat_recipe
                    "tiny_codec_recipe"}
 
 
+#: tree groups: files naming the codec recipe's fixture build their own tiny tree on a second
+#: worker (the ASR family reruns and the generation recipes then run in parallel)
+TREE_GROUPS = (("tree_gen", {"tiny_codec_recipe"}), ("tree_asr", RECIPE_FIXTURES))
+
+
 @functools.lru_cache(maxsize=None)
-def _uses_tree(path: str) -> bool:
-    """Whether the test file ``path`` (relative to the repository) names a tiny-tree fixture."""
+def _tree_group(path: str) -> str | None:
+    """The tiny-tree group of test file ``path`` (relative to the repository), or None."""
     try:
         text = (ROOT / path).read_text(encoding="utf-8")
     except OSError:
-        return False
-    return any(name in text for name in RECIPE_FIXTURES)
+        return None
+    for group, names in TREE_GROUPS:
+        if any(name in text for name in names):
+            return group
+    return None
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist (``make test`` runs two workers): whole test files go to a worker, and every
-    file that uses the tiny recipe tree goes to the same one, so the tree's session fixtures are
-    built once."""
+    """pytest-xdist (``make test`` runs two workers): whole test files go to a worker; the files
+    using the tiny recipe tree form two groups (ASR families; codec + TTS recipes), each on its
+    own worker with its own tree (session fixtures are per worker), started first so the two
+    long chains run side by side and the short files fill in around them."""
     from xdist.scheduler import LoadScopeScheduling
 
     class TreeScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::")[0]
-            return "tiny_recipe" if _uses_tree(path) else path
+            return _tree_group(path) or path
+
+        def schedule(self) -> None:
+            self.config.option.loadscopereorder = False  # keep the order below
+            super().schedule()
+
+        def add_node_collection(self, node, collection) -> None:
+            rank = {group: i for i, (group, _) in enumerate(TREE_GROUPS)}
+            order = sorted(collection, key=lambda n: rank.get(self._split_scope(n), len(rank)))
+            super().add_node_collection(node, order)
 
     return TreeScheduling(config, log)
 

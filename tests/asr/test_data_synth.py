@@ -3,6 +3,7 @@
 import filecmp
 import itertools
 import json
+import logging
 import os
 import shutil
 
@@ -215,6 +216,9 @@ def test_unknown_voices_rejected():
 
 @needs_tools
 def test_silent_and_empty_output_dropped(tmp_path, monkeypatch, caplog):
+    # independent of what other tests in this process did to logging (levels, disabled loggers)
+    caplog.set_level(logging.WARNING, logger=se.__name__)
+    monkeypatch.setattr(logging.getLogger(se.__name__), "disabled", False)
     out = str(tmp_path / "e")
     utt = se._make_utt(0, se.parse_voice("espeak:en-us+m1"), 7, _sentences()[0])
     raw = str(tmp_path / "raw.wav")
