@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -37,7 +36,7 @@ import torch
 import yaml
 
 from nar.mask_predict import MaskPredictConfig
-from tts.duration import PhoneDurationModel, count_phones, rule_frames
+from tts.duration import PhoneDurationModel, rule_frames
 from tts.text import Phonemizer, PhoneTokenizer
 
 logger = logging.getLogger(__name__)
@@ -279,4 +278,4 @@ class Text2Speech:
         return {"duration": self.duration, "t2s": self.t2s_config.__dict__, "s2a": self.s2a_config.__dict__}
 
 
-__all__ = ["Text2Speech", "load_model", "default_t2s_config", "default_s2a_config", "count_phones"]
+__all__ = ["Text2Speech", "load_model", "default_t2s_config", "default_s2a_config"]

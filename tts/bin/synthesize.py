@@ -28,7 +28,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from audio_gen.data import AudioItem, AudioListError, load_item, read_audio_list
+from audio_gen.data import AudioListError, load_item, read_audio_list
 from asr.data.kaldi import read_kaldi_map, write_kaldi_map
 from tts.duration import same_speaker_pairs
 
