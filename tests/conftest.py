@@ -85,12 +85,12 @@ decoder_conf: {attention_heads: 2, linear_units: 64, num_blocks: 1, dropout_rate
 
 #: session fixtures that build (and share) the tiny recipe tree
 RECIPE_FIXTURES = {"tiny_recipe", "tiny_paraformer_recipe", "tiny_cassnat_recipe", "tiny_aed_recipe",
-                   "tiny_codec_recipe", "tiny_trained_tree"}
+                   "tiny_codec_recipe"}
 
 
 #: tree groups: files naming the codec recipe's fixture build their own tiny tree on a second
 #: worker (the ASR family reruns and the generation recipes then run in parallel)
-TREE_GROUPS = (("tree_gen", {"tiny_codec_recipe", "tiny_trained_tree"}), ("tree_asr", RECIPE_FIXTURES))
+TREE_GROUPS = (("tree_gen", {"tiny_codec_recipe"}), ("tree_asr", RECIPE_FIXTURES))
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,7 +138,9 @@ def recipe_env() -> dict:
     return env
 
 
-def _tiny_asr_tree(tmp_path_factory, extra: tuple) -> Path:
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory) -> Path:
+    """egs/synth_en/asr1 laid out in a temporary tree and run through every stage, tiny."""
     top = tmp_path_factory.mktemp("tree")
     (top / "recipes").symlink_to(ROOT / "recipes")
     recipe = top / "egs" / "synth_en" / "asr1"
@@ -149,26 +151,13 @@ def _tiny_asr_tree(tmp_path_factory, extra: tuple) -> Path:
         "./run.sh", "--asr_config", "conf/train_tiny.yaml",
         "--local_data_opts", "--train_hours 0.01 --dev_utts 4 --test_utts 4",
         "--inference_configs", "conf/decode_greedy.yaml conf/decode_beam.yaml",
-        "--inference_batch_size", "3", *extra,
+        "--inference_batch_size", "3",
     ]
     r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
     (recipe / "run.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
     if r.returncode != 0:
         pytest.fail(f"tiny recipe failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return recipe
-
-
-@pytest.fixture(scope="session")
-def tiny_recipe(tmp_path_factory) -> Path:
-    """egs/synth_en/asr1 laid out in a temporary tree and run through every stage, tiny."""
-    return _tiny_asr_tree(tmp_path_factory, ())
-
-
-@pytest.fixture(scope="session")
-def tiny_trained_tree(tmp_path_factory) -> Path:
-    """The same tiny asr1 tree run up to training only (data, dump/raw, the tiny CTC model): what
-    the codec and TTS recipes need, without the decoding stages."""
-    return _tiny_asr_tree(tmp_path_factory, ("--stop_stage", "5"))
 
 
 def _rerun_from_training(tiny_recipe: Path, name: str, config: str, extra: tuple = ()) -> Path:
@@ -214,19 +203,19 @@ def tiny_aed_recipe(tiny_recipe) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_codec_recipe(tiny_trained_tree) -> Path:
+def tiny_codec_recipe(tiny_recipe) -> Path:
     """egs/synth_en/codec1 beside the tiny asr1 tree, run through stages 3-6 and 8 (tiny
     tokenizers on the tiny recipe's data and ASR model; evaluation of 2 utterances)."""
-    recipe = tiny_trained_tree.parent / "codec1"
+    recipe = tiny_recipe.parent / "codec1"
     if recipe.exists():
         shutil.rmtree(recipe)
     shutil.copytree(ROOT / "egs/synth_en/codec1", recipe, symlinks=True,
                     ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS.md"))
     (recipe / "dump").mkdir()
-    (recipe / "dump" / "raw").symlink_to(tiny_trained_tree / "dump" / "raw")
+    (recipe / "dump" / "raw").symlink_to(tiny_recipe / "dump" / "raw")
     cmd = ["./run.sh", "--stage", "3", "--valid_set", "test", "--test_sets", "test",
            "--tokenizer_opts", "--num_codebooks 2 --codebook_size 8 --n_mels 32 --iters 3 --griffin_lim_iters 4",
-           "--asr_model_dir", str(tiny_trained_tree / "exp/asr_train_tiny_char"), "--semantic_codebook_size", "4",
+           "--asr_model_dir", str(tiny_recipe / "exp/asr_train_tiny_char"), "--semantic_codebook_size", "4",
            "--eval_opts", "--max_utts 2 --coarse 1"]
     r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
     (recipe / "run.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)

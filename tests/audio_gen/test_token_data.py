@@ -166,12 +166,12 @@ def test_espnet_codec_checkpoint_loads_behind_the_interface(tmp_path):
     assert torch.equal(load_tokenizer(tmp_path / "saved").encode(x, torch.tensor([w.numel() for w in wavs]))[0], codes)
 
 
-def test_codec_recipe_stages_on_the_tiny_tree(tiny_trained_tree, tiny_codec_recipe):
+def test_codec_recipe_stages_on_the_tiny_tree(tiny_recipe, tiny_codec_recipe):
     """recipes/codec.sh stages 3-6 and 8 on the tiny recipe's data and model: tokenizer, codes,
     semantic tokens, and the evaluation table (2 utterances)."""
     recipe = tiny_codec_recipe
     for dset in ("train", "test"):
-        n = len((tiny_trained_tree / "dump/raw" / dset / "wav.scp").read_text().splitlines())
+        n = len((tiny_recipe / "dump/raw" / dset / "wav.scp").read_text().splitlines())
         assert len((recipe / f"dump/codes_mel_rvq/{dset}/codes.scp").read_text().splitlines()) == n
         assert len((recipe / f"dump/semantic_l-1_k4/{dset}/semantic.scp").read_text().splitlines()) == n
     results = (recipe / "RESULTS.md").read_text()

@@ -27,14 +27,14 @@ num_workers: 0
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
-def test_tts_recipe_on_the_tiny_tree(tiny_trained_tree, tiny_codec_recipe):
-    recipe = tiny_trained_tree.parent / "tts1"
+def test_tts_recipe_on_the_tiny_tree(tiny_recipe, tiny_codec_recipe):
+    recipe = tiny_recipe.parent / "tts1"
     if recipe.exists():
         shutil.rmtree(recipe)
     shutil.copytree(ROOT / "egs/synth_en/tts1", recipe, symlinks=True,
                     ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS.md"))
     (recipe / "dump").mkdir()
-    (recipe / "dump" / "raw").symlink_to(tiny_trained_tree / "dump" / "raw")
+    (recipe / "dump" / "raw").symlink_to(tiny_recipe / "dump" / "raw")
     (recipe / "conf" / "t2s_tiny.yaml").write_text(TINY.format(model="t2s", bins=2000))
     (recipe / "conf" / "s2a_tiny.yaml").write_text(TINY.format(model="s2a", bins=6000))
     # the tiny test set has one utterance per voice; the training set gives same-speaker prompts
@@ -46,7 +46,7 @@ def test_tts_recipe_on_the_tiny_tree(tiny_trained_tree, tiny_codec_recipe):
     r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
     (recipe / "run.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    n_train = len((tiny_trained_tree / "dump/raw/train/wav.scp").read_text().splitlines())
+    n_train = len((tiny_recipe / "dump/raw/train/wav.scp").read_text().splitlines())
     assert len((recipe / "dump/phones/train/phones_int").read_text().splitlines()) == n_train
     assert len((recipe / "dump/semantic/train/semantic.scp").read_text().splitlines()) == n_train
     assert (recipe / "exp/t2s_t2s_tiny/1epoch.pth").is_file() and (recipe / "exp/s2a_s2a_tiny/1epoch.pth").is_file()
@@ -55,7 +55,7 @@ def test_tts_recipe_on_the_tiny_tree(tiny_trained_tree, tiny_codec_recipe):
     utts = [line.split()[0] for line in (synth / "wav.scp").read_text().splitlines()]
     assert len(utts) == 2
     prompts = dict(line.split(maxsplit=1) for line in (synth / "prompt.scp").read_text().splitlines())
-    spk = dict(line.split() for line in (tiny_trained_tree / "dump/raw/train/utt2spk").read_text().splitlines())
+    spk = dict(line.split() for line in (tiny_recipe / "dump/raw/train/utt2spk").read_text().splitlines())
     for u in utts:
         wav, sr = sf.read(synth / "wav" / f"{u}.wav")
         assert sr == 16000 and len(wav) > 0
