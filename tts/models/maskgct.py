@@ -100,6 +100,15 @@ def _scatter_target(full: Tensor, part: Tensor, prompt: Tensor, target: Tensor) 
     return out
 
 
+def _masked_loss(logits: Tensor, tokens: Tensor, masked: Tensor, batch: int):
+    """Cross-entropy and accuracy of (B, T, V) logits against (B, T) tokens over the ``masked``
+    (B, T) positions, as ESPnet's ``(loss, stats, weight)``."""
+    target = tokens[masked]
+    loss = F.cross_entropy(logits[masked], target)
+    acc = (logits[masked].argmax(-1) == target).float().mean()
+    return force_gatherable((loss, dict(loss=loss.detach(), acc=acc.detach()), batch), loss.device)
+
+
 def align_frames(semantic: Tensor, sem_lens: Tensor, frames: Tensor, semantic_rate: float,
                  acoustic_rate: float) -> Tensor:
     """Semantic tokens (B, Ts) at ``semantic_rate`` -> (B, max frames) at ``acoustic_rate``:
@@ -162,11 +171,7 @@ class T2SModel(AbsESPnetModel):
         inputs = semantic.masked_fill(masked, self.mask_id)
         ph_lens = torch.where(uncond, torch.zeros_like(phones_lengths), phones_lengths)
         logits = self.head(self.hidden(phones, ph_lens, inputs, semantic_lengths))
-        target = semantic[masked]
-        loss = F.cross_entropy(logits[masked], target)
-        acc = (logits[masked].argmax(-1) == target).float().mean()
-        stats = dict(loss=loss.detach(), acc=acc.detach())
-        return force_gatherable((loss, stats, b), loss.device)
+        return _masked_loss(logits, semantic, masked, b)
 
     def collect_feats(self, **kwargs) -> dict:
         return {}
@@ -269,11 +274,7 @@ class S2AModel(AbsESPnetModel):
         hide = ((cb > stage[:, None, None]) & after_prompt[:, None]) | ((cb == stage[:, None, None]) & masked[:, None])
         inputs = codes.masked_fill(hide, self.mask_id)
         logits = self.head(self.hidden(sem, inputs, codes_lengths, stage), stage)  # (B, T, V)
-        target = codes[torch.arange(b, device=dev), stage][masked]
-        loss = F.cross_entropy(logits[masked], target)
-        acc = (logits[masked].argmax(-1) == target).float().mean()
-        stats = dict(loss=loss.detach(), acc=acc.detach())
-        return force_gatherable((loss, stats, b), loss.device)
+        return _masked_loss(logits, codes[torch.arange(b, device=dev), stage], masked, b)
 
     def collect_feats(self, **kwargs) -> dict:
         return {}
