@@ -174,3 +174,24 @@ def encode_to_archive(items: list[AudioItem], archive: TokenArchive, sample_rate
         bar.update(len(batch))
     bar.close()
     return archive.finish([it.key for it in items])
+
+
+def pad_collate(batch, pad: Optional[dict] = None) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """ESPnet collate function for token data: pads each data name of ``batch`` (a list of
+    ``(utt, {name: array})``) along its last (time) axis with ``pad.get(name, 0)`` and adds
+    ``<name>_lengths``. Arrays may be (T,) or (K, T) (all items of a name alike)."""
+    pad = pad or {}
+    uttids = [u for u, _ in batch]
+    out: dict[str, torch.Tensor] = {}
+    for name in batch[0][1]:
+        arrays = [torch.as_tensor(np.asarray(d[name]).astype(np.int64)) for _, d in batch]
+        lens = torch.tensor([a.shape[-1] for a in arrays], dtype=torch.long)
+        shape = arrays[0].shape[:-1]
+        for u, a in zip(uttids, arrays):
+            if a.shape[:-1] != shape:
+                raise ValueError(f"utterance {u}: {name} has shape {tuple(a.shape)}, others {tuple(shape)} + (T,)")
+        padded = torch.full((len(arrays),) + tuple(shape) + (int(lens.max()),), pad.get(name, 0), dtype=torch.long)
+        for i, a in enumerate(arrays):
+            padded[i, ..., : a.shape[-1]] = a
+        out[name], out[f"{name}_lengths"] = padded, lens
+    return uttids, out

@@ -30,9 +30,14 @@ def sinusoid_positions(positions: Tensor, dim: int) -> Tensor:
 
 
 class Block(nn.Module):
-    """Pre-LN self-attention + GELU feed-forward block."""
+    """Pre-LN self-attention (+ optional cross-attention) + GELU feed-forward block.
 
-    def __init__(self, d_model: int, num_heads: int, ff_mult: int = 4, dropout: float = 0.1):
+    ``cross=True`` adds a pre-LN cross-attention sub-layer over a memory (e.g. text) after the
+    self-attention. Self-attention can run incrementally with a key/value ``cache`` (a dict the
+    block fills: autoregressive decoding one position at a time)."""
+
+    def __init__(self, d_model: int, num_heads: int, ff_mult: int = 4, dropout: float = 0.1,
+                 cross: bool = False):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
@@ -40,18 +45,49 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
+        if cross:
+            self.norm_x = nn.LayerNorm(d_model)
+            self.q_x = nn.Linear(d_model, d_model)
+            self.kv_x = nn.Linear(d_model, 2 * d_model)
+            self.out_x = nn.Linear(d_model, d_model)
+        self.cross = cross
         self.norm2 = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(),
                                 nn.Dropout(dropout), nn.Linear(ff_mult * d_model, d_model))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
-        """x (B, T, D); attn_mask (B, 1, 1, T) bool, True = may be attended."""
+    def _heads(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, H, T, D/H)
         b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        return x.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:
         p = self.dropout.p if self.training else 0.0
-        h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, T, D/H)
-        x = x + self.dropout(self.out(h.transpose(1, 2).reshape(b, t, d)))
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, T, D/H)
+        b, _, t, _ = h.shape
+        return h.transpose(1, 2).reshape(b, t, -1)
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values of a (B, S, D) memory (computed once per sequence)."""
+        k, v = self.kv_x(memory).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def forward(self, x: Tensor, attn_mask: Tensor, memory: Optional[tuple] = None,
+                memory_mask: Optional[Tensor] = None, cache: Optional[dict] = None) -> Tensor:
+        """x (B, T, D); attn_mask bool broadcastable to (B, 1, T, T_keys), True = may be attended;
+        memory: (keys, values) from :meth:`memory_kv` (cross blocks), memory_mask (B, 1, 1, S);
+        cache: dict holding this block's past keys/values ("k", "v"), extended in place."""
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        x = x + self.dropout(self.out(self._attend(q, k, v, attn_mask)))
+        if self.cross:
+            if memory is None:
+                raise ValueError("a cross-attention block needs memory")
+            qx = self._heads(self.q_x(self.norm_x(x)))
+            x = x + self.dropout(self.out_x(self._attend(qx, memory[0], memory[1], memory_mask)))
         return x + self.dropout(self.ff(self.norm2(x)))
 
 
@@ -60,30 +96,62 @@ class BidirectionalTransformer(nn.Module):
 
     Args:
         d_model: model dim D; num_layers: blocks; num_heads: attention heads;
-        ff_mult: feed-forward width as a multiple of D; dropout: dropout rate.
+        ff_mult: feed-forward width as a multiple of D; dropout: dropout rate;
+        cross: every block also cross-attends a memory (text conditioning).
+
+    Bidirectional by default; an explicit ``attn_mask`` (causal, banded) restricts it, and a
+    ``cache`` list turns it into an incremental (autoregressive) decoder.
     """
 
     def __init__(self, d_model: int = 256, num_layers: int = 6, num_heads: int = 4, ff_mult: int = 4,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, cross: bool = False):
         super().__init__()
         self.d_model = d_model
-        self.blocks = nn.ModuleList(Block(d_model, num_heads, ff_mult, dropout) for _ in range(num_layers))
+        self.cross = cross
+        self.blocks = nn.ModuleList(Block(d_model, num_heads, ff_mult, dropout, cross) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor, valid: Tensor, positions: Optional[Tensor] = None) -> Tensor:
+    def memory_kv(self, memory: Tensor) -> list:
+        """Per-block cross-attention keys/values of a (B, S, D) memory (reuse across steps)."""
+        return [block.memory_kv(memory) for block in self.blocks]
+
+    def forward(self, x: Tensor, valid: Tensor, positions: Optional[Tensor] = None,
+                attn_mask: Optional[Tensor] = None, memory=None, memory_valid: Optional[Tensor] = None,
+                cache: Optional[list] = None) -> Tensor:
         """x (B, T, D) input embeddings; valid (B, T) bool (False: padding, neither attended nor
         meaningful in the output); positions (B, T) integer positions added as sinusoids (None:
-        0..T-1). Returns (B, T, D); padded positions hold zeros."""
+        0..T-1). Returns (B, T, D); padded positions hold zeros.
+
+        attn_mask: optional bool (T, T) or (B, T, T), True = query may attend key, combined with
+        the key padding; memory: (B, S, D) tensor or the list from :meth:`memory_kv`, with
+        memory_valid (B, S) bool (cross stacks); cache: a list of one dict per block for
+        incremental decoding (x holds only the new positions; ``valid`` then covers the cached
+        and new positions, and ``attn_mask`` (T_new, T_all) if given)."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (B, T, {self.d_model}), got {tuple(x.shape)}")
-        if valid.shape != x.shape[:2] or valid.dtype != torch.bool:
+        keys = valid.shape[1] if valid.dim() == 2 else -1
+        if valid.dtype != torch.bool or valid.dim() != 2 or valid.shape[0] != x.shape[0] or (
+                cache is None and keys != x.shape[1]):
             raise ValueError(f"valid must be a bool tensor of shape {tuple(x.shape[:2])}, got "
                              f"{valid.dtype} {tuple(valid.shape)}")
         if positions is None:
-            positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[:2])
+            positions = torch.arange(keys - x.shape[1], keys, device=x.device).expand(x.shape[:2])
         x = x + sinusoid_positions(positions, self.d_model).to(x.dtype)
         # An item with no valid position would give NaN attention rows; let it attend to itself.
-        attn = (valid | ~valid.any(1, keepdim=True))[:, None, None, :]  # (B, 1, 1, T)
-        for block in self.blocks:
-            x = block(x, attn)
-        return self.norm(x) * valid[..., None].to(x.dtype)
+        attn = (valid | ~valid.any(1, keepdim=True))[:, None, None, :]  # (B, 1, 1, T_keys)
+        if attn_mask is not None:
+            attn = attn & (attn_mask[:, None] if attn_mask.dim() == 3 else attn_mask[None, None])
+            # a query whose every key is excluded would be NaN: let it attend to everything valid
+            attn = attn | ~attn.any(-1, keepdim=True)
+        mem_mask = None
+        if self.cross:
+            if memory is None or memory_valid is None:
+                raise ValueError("a cross-attention stack needs memory and memory_valid")
+            if isinstance(memory, Tensor):
+                memory = self.memory_kv(memory)
+            mem_mask = (memory_valid | ~memory_valid.any(1, keepdim=True))[:, None, None, :]
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn, memory[i] if self.cross else None, mem_mask,
+                      None if cache is None else cache[i])
+        out_valid = valid[:, -x.shape[1]:]
+        return self.norm(x) * out_valid[..., None].to(x.dtype)

@@ -80,6 +80,8 @@ class MaskPredictConfig:
             ``cfg_scale`` to it (MAGNeT). None: constant ``cfg_scale``.
         cfg_rescale: MaskGCT's std rescale weight r in [0, 1] (per item, over valid positions).
         greedy_last: take the argmax on the last step of each stage.
+        rescore_weight: weight w of a rescoring model's token probabilities in the confidence,
+            ``(1 - w) * conf + w * conf_rescorer`` (MAGNeT's rescoring; needs ``rescore``).
     """
 
     mask_id: int
@@ -100,6 +102,7 @@ class MaskPredictConfig:
     cfg_scale_end: Optional[float] = None
     cfg_rescale: float = 0.0
     greedy_last: bool = True
+    rescore_weight: float = 0.0
 
     def __post_init__(self):
         for name, value, names in (("schedule", self.schedule, SCHEDULES), ("unit", self.unit, UNITS),
@@ -118,6 +121,8 @@ class MaskPredictConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not 0.0 <= self.rescore_weight <= 1.0:
+            raise ValueError(f"rescore_weight must be in [0, 1], got {self.rescore_weight!r}")
         if self.cfg_rescale > 1.0:
             raise ValueError(f"cfg_rescale must be in [0, 1], got {self.cfg_rescale!r}")
 
@@ -246,6 +251,7 @@ class _Setup:
     generator: Generators
     progress: Optional[Callable]
     squeeze: bool  # tokens were given as (B, T)
+    rescore: Optional[Callable] = None
 
 
 def _step_logits(setup: _Setup, out, scale: float, shape: tuple) -> Tensor:
@@ -302,6 +308,13 @@ def _decode_step(setup: _Setup, tokens: Tensor, masked: Tensor, stage_gen: Tenso
     # Only positions predicted now are scored; others (padding, pins) may hold ids >= V.
     scored = torch.where(cur, tokens[:, k], torch.zeros_like(tokens[:, k]))
     conf = token_confidence(logits, scored, cfg.confidence, conf_tau)  # (B, T)
+    if setup.rescore is not None and cfg.rescore_weight > 0:
+        r_logits = setup.rescore(tokens[:, 0] if setup.squeeze else tokens, step)
+        if not isinstance(r_logits, Tensor) or r_logits.shape[:2] != cur.shape:
+            got = tuple(r_logits.shape) if isinstance(r_logits, Tensor) else type(r_logits).__name__
+            raise ValueError(f"rescore must return ({cur.shape[0]}, {cur.shape[1]}, V) logits, got {got}")
+        r_conf = token_confidence(r_logits.to(logits.dtype), scored, cfg.confidence)
+        conf = (1.0 - cfg.rescore_weight) * conf + cfg.rescore_weight * r_conf
     span = cfg.span_len if cfg.unit == "span" else 1
     unit_conf = unit_confidence(conf, cur, span, cfg.confidence)  # (B, U)
     if cfg.confidence_noise > 0 and i < n - 1:
@@ -351,7 +364,7 @@ def _check_inputs(forward, init_tokens, config, lengths, pinned, head):
 def mask_predict(forward: Callable, init_tokens: Tensor, config: MaskPredictConfig, *,
                  lengths: Optional[Tensor] = None, pinned: Optional[Tensor] = None,
                  head: Optional[Callable] = None, generator: Generators = None,
-                 progress: Optional[Callable] = None) -> Tensor:
+                 progress: Optional[Callable] = None, rescore: Optional[Callable] = None) -> Tensor:
     """Iterative masked decoding of K codebooks, stage by stage.
 
     Args:
@@ -373,6 +386,9 @@ def mask_predict(forward: Callable, init_tokens: Tensor, config: MaskPredictConf
             decodes exactly as each item alone).
         progress: optional ``progress(step, tokens)`` called after every step with the
             :class:`DecodeStep` and a copy of the tokens (shaped like ``init_tokens``).
+        rescore: optional ``rescore(tokens, step) -> (B, T, V)`` logits of codebook ``step.stage``
+            under a rescoring model, given the tokens with this step's samples written in (later
+            codebooks hold ``mask_id``); mixed into the confidence with ``config.rescore_weight``.
 
     Returns:
         Tensor: decoded tokens shaped like ``init_tokens``; no position holds ``mask_id`` except
@@ -388,7 +404,9 @@ def mask_predict(forward: Callable, init_tokens: Tensor, config: MaskPredictConf
     gen = valid[:, None, :] & ~pin  # (B, K, T) positions to generate
     tokens = tokens.masked_fill(gen, config.mask_id)
     masked = gen.clone()
-    setup = _Setup(forward, head, config, lengths, valid, generator, progress, squeeze)
+    if rescore is not None and not callable(rescore):
+        raise TypeError(f"rescore must be callable, got {type(rescore).__name__}")
+    setup = _Setup(forward, head, config, lengths, valid, generator, progress, squeeze, rescore)
     span = config.span_len if config.unit == "span" else 1
     for stage, steps in enumerate(config.stage_steps(stages)):
         units = _units(gen[:, stage], span)  # (B,)

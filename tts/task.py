@@ -39,6 +39,7 @@ from espnet2.train.class_choices import ClassChoices
 from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str_or_none
 
+from audio_gen.data import pad_collate
 from tts.models.maskgct import S2AModel, T2SModel
 
 model_choices = ClassChoices("model", classes=dict(t2s=T2SModel, s2a=S2AModel), type_check=AbsESPnetModel,
@@ -49,22 +50,9 @@ PAD = {"phones": 0, "semantic": 0, "codes": 0}
 
 
 def collate(batch: Collection[tuple[str, dict[str, np.ndarray]]]) -> tuple[list[str], dict[str, torch.Tensor]]:
-    """ESPnet collate function: pads each data name along its last (time) axis and adds
-    ``<name>_lengths``. ``codes`` are (K, T) per item, the others (T,)."""
-    uttids = [u for u, _ in batch]
-    out: dict[str, torch.Tensor] = {}
-    for name in batch[0][1]:
-        arrays = [torch.as_tensor(np.asarray(d[name]).astype(np.int64)) for _, d in batch]
-        lens = torch.tensor([a.shape[-1] for a in arrays], dtype=torch.long)
-        shape = arrays[0].shape[:-1]
-        for u, a in zip(uttids, arrays):
-            if a.shape[:-1] != shape:
-                raise ValueError(f"utterance {u}: {name} has shape {tuple(a.shape)}, others {tuple(shape)} + (T,)")
-        padded = torch.full((len(arrays),) + tuple(shape) + (int(lens.max()),), PAD.get(name, 0), dtype=torch.long)
-        for i, a in enumerate(arrays):
-            padded[i, ..., : a.shape[-1]] = a
-        out[name], out[f"{name}_lengths"] = padded, lens
-    return uttids, out
+    """ESPnet collate function (:func:`audio_gen.data.pad_collate` with :data:`PAD`): pads each
+    data name along its last (time) axis and adds ``<name>_lengths``; ``codes`` are (K, T)."""
+    return pad_collate(batch, PAD)
 
 
 def tokenizer_info(semantic_dir: Optional[str], acoustic_dir: Optional[str]) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""The nar-speech text-to-audio task: ESPnet's ``AbsTask`` training MAGNeT and its AR baseline.
+
+Everything ESPnet's trainers do (YAML configs, ``exp/`` layout, ``--ngpu``, resume after a kill,
+checkpoint averaging) works unchanged. ``--model`` chooses ``magnet``
+(:class:`audio_gen.models.magnet.MAGNeT`) or ``ar`` (:class:`audio_gen.models.ar.DelayAR`); both
+read ``codes`` (``npy``, (K, T) codec tokens) and ``text`` (``text_int``, caption token ids).
+
+The codec's sizes come from ``--acoustic_tokenizer`` (a saved :mod:`audio_gen.tokenizers`
+directory) and the caption vocabulary from ``--token_list`` (:class:`audio_gen.conditioning.
+CaptionTokenizer`'s list; not needed with ``model_conf.text_encoder: t5``); both paths are kept in
+``config.yaml`` so that :class:`audio_gen.inference.TextToAudio` finds them again.
+
+    python -m audio_gen.bin.train --model magnet --config conf/train_magnet.yaml \
+        --acoustic_tokenizer exp/tokenizer_mel_rvq --token_list dump/captions/tokens.txt \
+        --train_data_path_and_name_and_type dump/codes/train/codes.scp,codes,npy \
+        --train_data_path_and_name_and_type dump/captions/train/text_int,text,text_int \
+        --train_shape_file dump/codes/train/codes_shape ... --output_dir exp/magnet
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+from espnet2.tasks.abs_task import AbsTask
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+from espnet2.train.class_choices import ClassChoices
+from espnet2.train.trainer import Trainer
+from espnet2.utils.types import str_or_none
+
+from audio_gen.data import pad_collate
+from audio_gen.models.ar import DelayAR
+from audio_gen.models.magnet import MAGNeT
+
+model_choices = ClassChoices("model", classes=dict(magnet=MAGNeT, ar=DelayAR), type_check=AbsESPnetModel,
+                             default="magnet")
+
+
+def acoustic_info(acoustic_dir) -> dict:
+    """Codebooks, codebook size and rates of a saved acoustic tokenizer (its JSON only)."""
+    path = Path(acoustic_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--acoustic_tokenizer {acoustic_dir}: no tokenizer.json (fit the tokenizer first)")
+    meta = json.loads(path.read_text())
+    return dict(num_codebooks=int(meta["num_codebooks"]), codebook_size=int(meta["codebook_size"]),
+                frame_rate=float(meta["frame_rate"]), sample_rate=int(meta["sample_rate"]))
+
+
+def read_token_list(path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--token_list {path} does not exist (run the caption-token stage)")
+    return [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
+
+
+class TextToAudioTask(AbsTask):
+    """ESPnet task for MAGNeT and the delay-pattern AR baseline."""
+
+    num_optimizers: int = 1
+    class_choices_list = [model_choices]
+    trainer = Trainer
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Task related")
+        group.add_argument("--token_list", type=str_or_none, default=None,
+                           help="caption token list (one token per line; the trained text encoder)")
+        group.add_argument("--acoustic_tokenizer", type=str_or_none, default=None,
+                           help="saved acoustic tokenizer directory (codebooks, sizes, rates)")
+        group.add_argument("--init", type=str_or_none, default=None, help="unused (ESPnet compatibility)")
+        for class_choices in cls.class_choices_list:
+            class_choices.add_arguments(group)
+        return parser
+
+    @classmethod
+    def build_collate_fn(cls, args: argparse.Namespace, train: bool) -> Callable:
+        return pad_collate
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
+        return None
+
+    @classmethod
+    def required_data_names(cls, train: bool = True, inference: bool = False) -> tuple[str, ...]:
+        return ("codes",)
+
+    @classmethod
+    def optional_data_names(cls, train: bool = True, inference: bool = False) -> tuple[str, ...]:
+        return ("text",)
+
+    @classmethod
+    def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
+        name = getattr(args, "model", None) or model_choices.default
+        conf = dict(getattr(args, "model_conf", None) or {})
+        model_class = model_choices.get_class(name)
+        accepted = set(inspect.signature(model_class.__init__).parameters)
+        if getattr(args, "acoustic_tokenizer", None):
+            for key, value in acoustic_info(args.acoustic_tokenizer).items():
+                if key in accepted:
+                    conf.setdefault(key, value)
+        if conf.get("text_encoder", "transformer") == "transformer":
+            if args.token_list is None:
+                raise ValueError(f"model {name} with the trained text encoder needs --token_list (caption tokens)")
+            if isinstance(args.token_list, str):
+                args.token_list = read_token_list(args.token_list)
+            conf["vocab_size"] = len(args.token_list)
+        try:
+            model = model_class(**conf)
+        except TypeError as e:
+            raise ValueError(f"model {name}: bad model_conf {sorted(conf)} ({e}); give --acoustic_tokenizer "
+                             "or the codec sizes in model_conf") from e
+        logging.info(f"{name}: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M "
+                     "trained parameters")
+        return model
