@@ -33,43 +33,16 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import yaml
-
+from audio_gen.experiment import load_trained
 from nar.mask_predict import MaskPredictConfig
 from tts.duration import PhoneDurationModel, rule_frames
 from tts.text import Phonemizer, PhoneTokenizer
 
 logger = logging.getLogger(__name__)
 
-#: checkpoints looked for in a training directory, in this order
-CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.loss.ave.pth", "valid.acc.best.pth", "valid.loss.best.pth",
-                    "latest.pth")
 DURATIONS = ("rule", "model")
 #: shortest prompt accepted, in seconds
 MIN_PROMPT_SECONDS = 0.5
-
-
-def find_checkpoint(model_dir: Path) -> Path:
-    for name in CHECKPOINT_ORDER:
-        if (model_dir / name).is_file():
-            return model_dir / name
-    epochs = sorted(model_dir.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
-    if epochs:
-        return epochs[-1]
-    raise FileNotFoundError(f"{model_dir}: no checkpoint ({', '.join(CHECKPOINT_ORDER)} or N epoch.pth)")
-
-
-def _resolve(path: str, model_dir: Path) -> Path:
-    """A path from config.yaml: as written (relative to the working directory, as in the recipe),
-    else relative to the recipe directory two levels above ``exp/<tag>``."""
-    p = Path(path)
-    if p.exists() or p.is_absolute():
-        return p
-    for base in (model_dir.parent.parent, model_dir.parent, model_dir):
-        if (base / p).exists():
-            return base / p
-    raise FileNotFoundError(f"{model_dir}/config.yaml names {path}, which does not exist here or under "
-                            f"{model_dir.parent.parent}")
 
 
 def load_model(model_dir: Union[str, Path], model_file: Optional[Union[str, Path]] = None,
@@ -77,22 +50,7 @@ def load_model(model_dir: Union[str, Path], model_file: Optional[Union[str, Path
     """Build a trained T2S/S2A model from ``model_dir/config.yaml`` and a checkpoint."""
     from tts.task import MaskGCTTask
 
-    model_dir = Path(model_dir)
-    config_file = model_dir / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} is missing: is {model_dir} a MaskGCT training directory?")
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    model_file = Path(model_file) if model_file else find_checkpoint(model_dir)
-    for key in ("semantic_tokenizer", "acoustic_tokenizer"):
-        if config.get(key):
-            config[key] = str(_resolve(config[key], model_dir))
-    args = MaskGCTTask.get_parser().parse_args([])
-    for key, value in config.items():
-        setattr(args, key, value)
-    model = MaskGCTTask.build_model(args)
-    state = torch.load(model_file, map_location="cpu")
-    model.load_state_dict(state)
-    return model.to(device).eval(), config
+    return load_trained(MaskGCTTask, model_dir, model_file, device, ("semantic_tokenizer", "acoustic_tokenizer"))
 
 
 def default_t2s_config(vocab: int, mask_id: int) -> MaskPredictConfig:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from audio_gen.conditioning import build_caption_encoder
-from audio_gen.models.magnet import GenerationLengthError, _check_codes
+from audio_gen.models.magnet import GenerationLengthError, _check_codes, random_crop
 from audio_gen.transformer import BidirectionalTransformer
 from nar.mask_predict import filter_logits, gumbel
 from nar.masking import Generators, uniform_noise
@@ -66,12 +66,13 @@ class DelayAR(AbsESPnetModel):
                  num_layers: int = 6, num_heads: int = 4, ff_mult: int = 4, dropout: float = 0.1,
                  text_encoder: str = "transformer", text_layers: int = 2, t5_dir: Optional[str] = None,
                  cond_dropout: float = 0.2, unknown_prob: float = 0.3, max_frames: int = 500,
-                 frame_rate: float = 50.0, sample_rate: int = 16000):
+                 train_frames: int = 0, frame_rate: float = 50.0, sample_rate: int = 16000):
         super().__init__()
         self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
         self.unknown_id, self.special_id = codebook_size, codebook_size + 1
         self.cond_dropout, self.unknown_prob = cond_dropout, unknown_prob
         self.max_frames, self.frame_rate, self.sample_rate = max_frames, frame_rate, sample_rate
+        self.train_frames = train_frames
         self.embeds = nn.ModuleList(nn.Embedding(codebook_size + 2, d_model) for _ in range(num_codebooks))
         self.text = build_caption_encoder(text_encoder, d_model, vocab_size, text_layers, num_heads, dropout, t5_dir)
         self.decoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout, cross=True)
@@ -97,8 +98,10 @@ class DelayAR(AbsESPnetModel):
     # ----------------------------------------------------------------------------------------
     def forward(self, codes: Tensor, codes_lengths: Tensor, text: Optional[Tensor] = None,
                 text_lengths: Optional[Tensor] = None, **kwargs):
-        b, k, t = codes.shape
         _check_codes(codes, codes_lengths, self.num_codebooks, self.codebook_size)
+        if self.training:
+            codes, codes_lengths = random_crop(codes, codes_lengths, self.train_frames)
+        b, k, t = codes.shape
         dev = codes.device
         if text is None:
             text = torch.zeros(b, 1, dtype=torch.long, device=dev)

@@ -68,6 +68,17 @@ def band_mask(size: int, band: int, device=None) -> Tensor:
     return (pos[:, None] - pos[None, :]).abs() <= band
 
 
+def random_crop(codes: Tensor, lengths: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Training crops: a random window of ``size`` frames of every item longer than that
+    ((B, K, T) codes, (B,) lengths -> (B, K, min(T, size)), lengths); shorter items are kept."""
+    if size <= 0 or codes.shape[2] <= size:
+        return codes, lengths
+    start = (torch.rand(lengths.shape, device=codes.device) * (lengths - size + 1).clamp(min=1)).long()
+    idx = (start[:, None] + torch.arange(size, device=codes.device)).clamp(max=codes.shape[2] - 1)  # (B, size)
+    out = codes.gather(2, idx[:, None].expand(-1, codes.shape[1], -1))
+    return out, lengths.clamp(max=size)
+
+
 def _embed_codes(embeds: nn.ModuleList, codes: Tensor) -> Tensor:
     """(B, K, T) ids (mask id allowed) -> (B, T, D) summed codebook embeddings."""
     return sum(emb(codes[:, k]) for k, emb in enumerate(embeds))
@@ -93,15 +104,16 @@ class MAGNeT(AbsESPnetModel):
         text_encoder: "transformer" (trained) or "t5" (frozen, from ``t5_dir``); text_layers;
         span_len: span of the training masks and of the decoding units; cond_dropout: probability
         of dropping the caption in training; band: self-attention band for stages >= 1 (0: off);
-        max_frames: the longest generation allowed (the training length); frame_rate,
-        sample_rate: of the codec (stored for the inference API).
+        max_frames: the longest generation allowed (the training length); train_frames: random
+        training crops of this many frames (0: whole items; then max_frames should be at least
+        the longest item); frame_rate, sample_rate: of the codec (stored for the inference API).
     """
 
     def __init__(self, num_codebooks: int, codebook_size: int, vocab_size: int = 0, d_model: int = 256,
                  num_layers: int = 6, num_heads: int = 4, ff_mult: int = 4, dropout: float = 0.1,
                  text_encoder: str = "transformer", text_layers: int = 2, t5_dir: Optional[str] = None,
                  span_len: int = 3, cond_dropout: float = 0.2, band: int = 5, max_frames: int = 500,
-                 frame_rate: float = 50.0, sample_rate: int = 16000):
+                 train_frames: int = 0, frame_rate: float = 50.0, sample_rate: int = 16000):
         super().__init__()
         if num_codebooks < 1 or codebook_size < 2:
             raise ValueError(f"need num_codebooks >= 1 and codebook_size >= 2, got {num_codebooks}, {codebook_size}")
@@ -109,6 +121,7 @@ class MAGNeT(AbsESPnetModel):
         self.mask_id = codebook_size
         self.span_len, self.cond_dropout, self.band = span_len, cond_dropout, band
         self.max_frames, self.frame_rate, self.sample_rate = max_frames, frame_rate, sample_rate
+        self.train_frames = train_frames
         self.embeds = nn.ModuleList(nn.Embedding(codebook_size + 1, d_model) for _ in range(num_codebooks))
         self.text = build_caption_encoder(text_encoder, d_model, vocab_size, text_layers, num_heads, dropout, t5_dir)
         self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout, cross=True)
@@ -138,8 +151,10 @@ class MAGNeT(AbsESPnetModel):
     def forward(self, codes: Tensor, codes_lengths: Tensor, text: Optional[Tensor] = None,
                 text_lengths: Optional[Tensor] = None, **kwargs):
         """Masked-token loss of one random stage per item (see the module docstring)."""
-        b, k, t = codes.shape
         _check_codes(codes, codes_lengths, self.num_codebooks, self.codebook_size)
+        if self.training:
+            codes, codes_lengths = random_crop(codes, codes_lengths, self.train_frames)
+        b, k, t = codes.shape
         if text is None:
             text = torch.zeros(b, 1, dtype=torch.long, device=codes.device)
             text_lengths = torch.zeros(b, dtype=torch.long, device=codes.device)

@@ -1,0 +1,130 @@
+"""Generate audio for the captions of a data dir with MAGNeT (or its AR baseline, rescoring,
+Hybrid-MAGNeT); or (``--resynth``) the codec round trip of the real audio, the reference row of
+the evaluation.
+
+    python -m audio_gen.bin.generate --model_dir exp/magnet --ar_dir exp/ar --method hybrid \
+        --data_dir data/test --out_dir exp/generate/hybrid/test --seconds 10 --batch_size 16
+    python -m audio_gen.bin.generate --resynth --acoustic_tokenizer exp/tokenizer_mel_rvq \
+        --data_dir data/test --out_dir exp/generate/resynth/test
+
+The data dir needs ``text`` (``<utt> <caption>``; an empty caption is unconditional) and, for
+``--resynth``, ``wav.scp``. Writes ``<out_dir>/wav/<utt>.wav``, ``wav.scp`` and ``text``.
+Resumable: utterances whose wav exists are skipped (each wav is written to a temporary name
+and renamed, so a kill never leaves a truncated file). Item i uses seed ``--seed + i`` (its
+index in the sorted caption list), so results do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from audio_gen.bin.caption_tokens import read_text
+from audio_gen.data import load_item, read_audio_list
+
+logger = logging.getLogger("audio_gen.bin.generate")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True, help="data dir with text (and wav.scp for --resynth)")
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--model_dir", help="MAGNeT training directory")
+    p.add_argument("--ar_dir", help="AR baseline training directory (methods ar, hybrid, magnet_rescore)")
+    p.add_argument("--method", default="magnet", choices=("magnet", "magnet_rescore", "hybrid", "ar"))
+    p.add_argument("--resynth", action="store_true", help="write the codec round trip of the real audio instead")
+    p.add_argument("--acoustic_tokenizer", help="codec dir (--resynth; overrides the model config's)")
+    p.add_argument("--seconds", type=float, default=None, help="duration (default: the model's training length)")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--max_utts", type=int, default=0, help="first N captions (0: all)")
+    p.add_argument("--steps", default=None, help="MAGNeT steps per codebook, e.g. 20,10,10,10")
+    p.add_argument("--rescore_weight", type=float, default=0.7)
+    p.add_argument("--hybrid_seconds", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def _write_wav(path: Path, wav: torch.Tensor, sample_rate: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), wav.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def _write_map(path: Path, mapping: dict) -> None:
+    path.write_text("".join(f"{k} {v}\n" for k, v in sorted(mapping.items())), encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    out_dir = Path(args.out_dir)
+    wav_dir = out_dir / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    rows = read_text(args.data_dir)
+    if args.max_utts:
+        rows = rows[: args.max_utts]
+    seeds = {u: args.seed + i for i, (u, _) in enumerate(rows)}
+    todo = [(u, c) for u, c in rows if not (wav_dir / f"{u}.wav").is_file()]
+    logger.info(f"{len(rows) - len(todo)} of {len(rows)} already done in {wav_dir}")
+    t0, audio_s = time.time(), 0.0
+    if args.resynth:
+        from audio_gen.tokenizers import load_tokenizer
+        if not args.acoustic_tokenizer:
+            raise SystemExit("--resynth needs --acoustic_tokenizer")
+        codec = load_tokenizer(args.acoustic_tokenizer).to(args.device).eval()
+        items = {it.key: it for it in read_audio_list(args.data_dir)}
+        missing = [u for u, _ in todo if u not in items]
+        if missing:
+            raise SystemExit(f"{args.data_dir}/wav.scp lacks {len(missing)} captioned utterances, e.g. {missing[0]}")
+        for u, _ in tqdm(todo, desc="resynth", file=sys.stderr):
+            wav = load_item(items[u], codec.sample_rate)[None]
+            with torch.no_grad():
+                codes, lens = codec.encode(wav.to(args.device), names=[u])
+                out, out_lens = codec.decode(codes, lens)
+            _write_wav(wav_dir / f"{u}.wav", out[0, : int(out_lens[0])].cpu(), codec.sample_rate)
+            audio_s += int(out_lens[0]) / codec.sample_rate
+        sample_rate = codec.sample_rate
+    else:
+        from audio_gen.inference import TextToAudio
+        from audio_gen.models.magnet import magnet_config
+        if not args.model_dir:
+            raise SystemExit("--model_dir (MAGNeT) is required unless --resynth")
+        t2a = TextToAudio(args.model_dir, ar_dir=args.ar_dir, device=args.device,
+                          acoustic_tokenizer=args.acoustic_tokenizer)
+        if args.steps:
+            steps = tuple(int(s) for s in args.steps.split(","))
+            t2a.config = magnet_config(t2a.model.codebook_size, t2a.model.num_codebooks, steps=steps)
+        seconds = args.seconds or t2a.max_seconds
+        for start in tqdm(range(0, len(todo), args.batch_size), desc=f"{args.method} batches", file=sys.stderr):
+            chunk = todo[start: start + args.batch_size]
+            wavs = t2a.batch([c for _, c in chunk], seconds, args.method, seeds=[seeds[u] for u, _ in chunk],
+                             batch_size=args.batch_size, rescore_weight=args.rescore_weight,
+                             hybrid_seconds=args.hybrid_seconds)
+            for (u, _), wav in zip(chunk, wavs):
+                _write_wav(wav_dir / f"{u}.wav", wav, t2a.sample_rate)
+                audio_s += len(wav) / t2a.sample_rate
+        sample_rate = t2a.sample_rate
+    elapsed = time.time() - t0
+    _write_map(out_dir / "wav.scp", {u: str((wav_dir / f"{u}.wav").resolve()) for u, _ in rows})
+    _write_map(out_dir / "text", dict(rows))
+    if todo:
+        (out_dir / "timing.json").write_text(json.dumps(dict(
+            method="resynth" if args.resynth else args.method, items=len(todo), seconds=round(elapsed, 2),
+            audio_seconds=round(audio_s, 2), rtf=round(elapsed / max(audio_s, 1e-9), 4),
+            batch_size=args.batch_size, sample_rate=sample_rate), indent=1))
+    print(f"{out_dir}: {len(todo)} generated in {elapsed:.0f} s ({audio_s:.0f} s of audio)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
