@@ -58,7 +58,7 @@ def magnet_config(codebook_size: int, num_codebooks: int, **overrides) -> MaskPr
     base = MaskPredictConfig(mask_id=codebook_size, steps=steps, schedule="cosine", unit="span", span_len=3,
                              confidence="prob", confidence_tempered=True, temperature=3.0,
                              anneal_temperature=True, min_temperature=0.01, top_p=0.9, guidance="logits",
-                             cfg_scale=10.0, cfg_scale_end=1.0, greedy_last=False)
+                             cfg_scale=9.0, cfg_scale_end=0.0, greedy_last=False)
     return replace(base, **overrides)
 
 
@@ -159,12 +159,7 @@ class MAGNeT(AbsESPnetModel):
             text = torch.zeros(b, 1, dtype=torch.long, device=codes.device)
             text_lengths = torch.zeros(b, dtype=torch.long, device=codes.device)
         dev = codes.device
-        stage = torch.randint(0, k, (b,), device=dev)
-        rate = torch.cos(math.pi / 2 * torch.rand(b, device=dev, dtype=torch.float64))
-        masked = span_mask(codes_lengths, rate, self.span_len, max_len=t)  # (B, T)
-        if not bool(masked.any(1).all()):  # at least one masked frame per item
-            first = torch.randint(0, 1 << 30, (b,), device=dev) % codes_lengths
-            masked = masked | (torch.arange(t, device=dev) == first[:, None])
+        stage, masked = self.draw_masks(codes_lengths, t)
         cb = torch.arange(k, device=dev)[None, :, None]  # (1, K, 1)
         hide = (cb > stage[:, None, None]) | ((cb == stage[:, None, None]) & masked[:, None])
         inputs = codes.masked_fill(hide, self.mask_id)
@@ -186,6 +181,18 @@ class MAGNeT(AbsESPnetModel):
 
     def collect_feats(self, codes: Tensor, codes_lengths: Tensor, **kwargs) -> dict[str, Tensor]:
         return {}
+
+    def draw_masks(self, lengths: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        """Training draws: a stage (B,) ~ U{0..K-1} and the masked frames (B, T) of that stage:
+        span masking at rate cos(pi t / 2), t ~ U(0, 1), at least one frame per item."""
+        b, dev = lengths.shape[0], lengths.device
+        stage = torch.randint(0, self.num_codebooks, (b,), device=dev)
+        rate = torch.cos(math.pi / 2 * torch.rand(b, device=dev, dtype=torch.float64))
+        masked = span_mask(lengths, rate, self.span_len, max_len=size)  # (B, T)
+        if not bool(masked.any(1).all()):  # at least one masked frame per item
+            first = torch.randint(0, 1 << 30, (b,), device=dev) % lengths
+            masked = masked | ((torch.arange(size, device=dev) == first[:, None]) & ~masked.any(1, keepdim=True))
+        return stage, masked
 
     # ----------------------------------------------------------------------------------------
     @torch.no_grad()
