@@ -156,8 +156,9 @@ def check_fields(utts: Sequence[str], fields: Mapping[str, Mapping[str, Any]], n
 
 
 def load_clips(wavs: Mapping[str, str], feature: FeatureConfig, source: PathLike,
-               progress: Optional[bool] = None) -> list[torch.Tensor]:
-    """Read each clip (mono, resampled) and return its log-mel features, each (F, T)."""
+               progress: Optional[bool] = None, max_seconds: Optional[float] = None) -> list[torch.Tensor]:
+    """Read each clip (mono, resampled; its first ``max_seconds`` only, if given) and return its
+    log-mel features, each (F, T)."""
     extract = LogMel(feature)
     feats = []
     for utt, path in tqdm(wavs.items(), desc=f"features {Path(source).name}", unit="clip",
@@ -166,6 +167,8 @@ def load_clips(wavs: Mapping[str, str], feature: FeatureConfig, source: PathLike
             wav = load_item(AudioItem(utt, path), feature.sample_rate)
         except AudioListError as e:
             raise EvaluationError(f"{source}: {e}") from None
+        if max_seconds:
+            wav = wav[: int(round(max_seconds * feature.sample_rate))]
         if wav.numel() < feature.n_fft:
             raise EvaluationError(f"{source}: {utt}: {path} is too short ({wav.numel()} samples at "
                                   f"{feature.sample_rate} Hz; at least {feature.n_fft})")
@@ -318,9 +321,10 @@ class FieldClassifier:
         return emb.double().numpy(), values
 
     def predict(self, wavs: Mapping[str, str], source: PathLike = "wav.scp",
-                progress: Optional[bool] = None) -> dict[str, ClipPrediction]:
-        """``{utt: audio path}`` -> ``{utt: ClipPrediction}``; ``source`` names the list in errors."""
-        emb, values = self.predict_features(load_clips(wavs, self.feature, source, progress))
+                progress: Optional[bool] = None, max_seconds: Optional[float] = None) -> dict[str, ClipPrediction]:
+        """``{utt: audio path}`` -> ``{utt: ClipPrediction}``; ``source`` names the list in errors;
+        ``max_seconds``: judge only the first seconds of every clip."""
+        emb, values = self.predict_features(load_clips(wavs, self.feature, source, progress, max_seconds))
         return {u: ClipPrediction(u, {f: values[f][i] for f in values}, emb[i]) for i, u in enumerate(wavs)}
 
 
@@ -410,17 +414,20 @@ class Score:
 
 def score_system(classifier: FieldClassifier, wav_scp: PathLike, fields_path: PathLike,
                  reference_wav_scp: Optional[PathLike] = None, name: str = "system",
-                 field_names: Optional[Sequence[str]] = None, progress: Optional[bool] = None) -> Score:
-    """Caption adherence of the clips in ``wav_scp`` and (with a reference) their FD to it."""
+                 field_names: Optional[Sequence[str]] = None, progress: Optional[bool] = None,
+                 max_seconds: Optional[float] = None) -> Score:
+    """Caption adherence of the clips in ``wav_scp`` and (with a reference) their FD to it.
+    ``max_seconds``: judge the first seconds of every clip, generated and reference alike (so
+    sets of different clip lengths are compared on equal footing)."""
     names = list(field_names or classifier.fields)
     classifier.check_fields(names)
     wavs, fields = read_scp(wav_scp), read_fields(fields_path)
     check_fields(list(wavs), fields, names, wav_scp, fields_path)
-    preds = classifier.predict(wavs, wav_scp, progress)
+    preds = classifier.predict(wavs, wav_scp, progress, max_seconds)
     adherence = caption_adherence({u: p.labels for u, p in preds.items()}, fields, names)
     fd = n_ref = None
     if reference_wav_scp is not None:
-        ref = classifier.predict(read_scp(reference_wav_scp), reference_wav_scp, progress)
+        ref = classifier.predict(read_scp(reference_wav_scp), reference_wav_scp, progress, max_seconds)
         n_ref = len(ref)
         if len(preds) < 2 or n_ref < 2:
             raise EvaluationError(f"Fréchet distance needs at least 2 clips per set ({len(preds)} in "
@@ -682,7 +689,8 @@ def _fit_main(args: argparse.Namespace) -> int:
 def _score_main(args: argparse.Namespace) -> int:
     classifier = FieldClassifier.from_dir(args.classifier)
     names = _csv(args.field_names) if args.field_names else None
-    score = score_system(classifier, args.wav_scp, args.fields, args.reference_wav_scp, args.name, names)
+    score = score_system(classifier, args.wav_scp, args.fields, args.reference_wav_scp, args.name, names,
+                         max_seconds=args.max_seconds)
     extra = {"classifier": str(args.classifier), "wav_scp": str(args.wav_scp), "fields": str(args.fields),
              "reference_wav_scp": None if args.reference_wav_scp is None else str(args.reference_wav_scp)}
     path = write_score(score, args.out_dir, extra)
@@ -736,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference_wav_scp", type=Path, default=None, help="reference clips for FD")
     s.add_argument("--name", default="system", help="row name stored in result.json")
     s.add_argument("--field_names", default=None, help="comma-separated subset (default: all of the classifier's)")
+    s.add_argument("--max_seconds", type=float, default=None,
+                   help="judge only the first seconds of every clip, generated and reference alike")
     s.add_argument("--out_dir", type=Path, required=True, help="writes result.json and predictions.jsonl")
     s.set_defaults(func=_score_main)
     t = sub.add_parser("table", help="a markdown table of several result.json files")

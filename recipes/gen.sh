@@ -46,7 +46,9 @@ opt ar_args "" "extra options for AR training"
 opt methods "magnet magnet_rescore hybrid ar" "generation methods of stage 6 (magnet, magnet_rescore, hybrid, ar)"
 opt gen_opts "" "extra options for python -m audio_gen.bin.generate (e.g. --max_utts 50 --seconds 5)"
 opt batch_size 16 "generation batch size"
-opt classifier_opts "" "options for python -m audio_gen.evaluate fit (e.g. --epochs 20)"
+opt classifier_opts "" "options for python -m audio_gen.evaluate fit (e.g. --epochs 40)"
+opt eval_fields "" "fields scored for caption adherence (default: all the classifier predicts)"
+opt eval_seconds "" "judge the first seconds of every clip (real and generated alike; default: whole clips)"
 opt dumpdir dump "directory for tokens"
 opt expdir exp "directory for experiments"
 parse_opts "$@"
@@ -146,6 +148,9 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
   # shellcheck disable=SC2086
   python -m audio_gen.evaluate fit --train_dir "data/${train_set}" --valid_dir "data/${valid_set}" \
     --out_dir "${clf_dir}" ${classifier_opts}
+  _eval=()
+  [ -n "${eval_fields}" ] && _eval+=(--field_names "${eval_fields}")
+  [ -n "${eval_seconds}" ] && _eval+=(--max_seconds "${eval_seconds}")
   for dset in ${test_sets}; do
     results=(); names=()
     for sys in real resynth ${methods}; do
@@ -160,7 +165,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
       log "Stage 7: scoring ${sys} on ${dset}"
       python -m audio_gen.evaluate score --classifier "${clf_dir}" --wav_scp "${wavs}/wav.scp" \
         --fields "data/${dset}/fields.jsonl" --reference_wav_scp "data/${dset}/wav.scp" --name "${sys}" \
-        --out_dir "${expdir}/eval/${dset}/${sys}"
+        "${_eval[@]}" --out_dir "${expdir}/eval/${dset}/${sys}"
       results+=("${expdir}/eval/${dset}/${sys}/result.json"); names+=("${sys}")
     done
     _names=$(IFS=,; echo "${names[*]}")

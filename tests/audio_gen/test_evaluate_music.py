@@ -277,3 +277,22 @@ def test_errors_name_the_file_and_problem(tmp_path, tiny, capsys):
     err = _error(capsys, ["score", "--classifier", str(clf), "--fields", str(broken), "--wav_scp", str(scp),
                           "--out_dir", str(tmp_path / "o")])
     assert str(broken) in err and "test_000" in err and "has no field" in err
+
+
+def test_max_seconds_judges_the_first_seconds_of_every_clip(tmp_path, tiny):
+    root, _, dev, _, _ = tiny
+    clf = ev.FieldClassifier.from_dir(root / "clf")
+    wavs = dict(list(ev.read_scp(dev / "wav.scp").items())[:3])
+    full = ev.load_clips(wavs, clf.feature, "wav.scp")
+    cut = ev.load_clips(wavs, clf.feature, "wav.scp", max_seconds=1.0)
+    hop = clf.feature.hop_length
+    assert all(c.shape[1] == SR // hop + 1 < f.shape[1] for c, f in zip(cut, full))
+    # the judged prefix is what a clip cut to 1 s on disk gives
+    cut_dir = tmp_path / "cut"
+    cut_dir.mkdir()
+    for utt, path in wavs.items():
+        audio, sr = sf.read(path)
+        sf.write(cut_dir / f"{utt}.wav", audio[:SR], sr)
+    on_disk = ev.load_clips({u: str(cut_dir / f"{u}.wav") for u in wavs}, clf.feature, "wav.scp")
+    for a, b in zip(cut, on_disk):
+        assert torch.allclose(a, b, atol=1e-4)
