@@ -624,7 +624,7 @@ def fit_classifier(train_dir: PathLike, valid_dir: PathLike, out_dir: PathLike,
     net.feat_mean.copy_(mean)
     net.feat_std.copy_(var.sqrt().clamp_min(1e-3))
     opt = torch.optim.Adam(net.parameters(), lr=opts.lr)
-    train_cfg = {**asdict(opts), "train_dir": str(train_dir), "valid_dir": str(valid_dir)}
+    train_cfg = {**asdict(opts), "train_dir": str(train_dir.resolve()), "valid_dir": str(valid_dir.resolve())}
     train_cfg.pop("epochs")
     history: list[dict[str, Any]] = []
     ckpt_path = out_dir / "checkpoint.pt"
