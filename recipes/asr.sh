@@ -156,16 +156,18 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
 fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+  _conf=(); _in=(); _out=()
   for inference_config in ${inference_configs}; do
     inference_tag=$(basename "${inference_config}" .yaml); inference_tag=decode_${inference_tag#decode_}
     for dset in ${test_sets}; do
-      _dir=${asr_exp}/${inference_tag}/${dset}
-      log "Stage 6: decoding ${dset} with ${inference_config} into ${_dir}"
-      python -m asr.bin.decode --model_dir "${asr_exp}" --data_dir "${data_feats}/${dset}" \
-        --output_dir "${_dir}" --config "${inference_config}" \
-        --batch_size "${inference_batch_size}" --device "${decode_device}" --num_threads "${num_threads}"
+      _conf+=("${inference_config}"); _in+=("${data_feats}/${dset}"); _out+=("${asr_exp}/${inference_tag}/${dset}")
     done
   done
+  log "Stage 6: decoding ${test_sets} with ${inference_configs} into ${asr_exp}/decode_<config>/<set>"
+  # one process for every set and decode config: ESPnet is imported once, the model loaded once per config
+  python -m asr.bin.decode --model_dir "${asr_exp}" --config "${_conf[@]}" --data_dir "${_in[@]}" \
+    --output_dir "${_out[@]}" --batch_size "${inference_batch_size}" --device "${decode_device}" \
+    --num_threads "${num_threads}"
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then

@@ -3,8 +3,14 @@
 Usage:
     python -m asr.bin.decode --model_dir exp/asr_train_ctc_char --data_dir dump/raw/test \
         --output_dir exp/asr_train_ctc_char/decode_greedy/test --config conf/decode_greedy.yaml
+    python -m asr.bin.decode --model_dir exp/asr_train_ctc_char --data_dir dump/raw/dev dump/raw/test \
+        --output_dir exp/x/decode_greedy/dev exp/x/decode_greedy/test --config conf/decode_greedy.yaml
+        # several sets, one process (the model is loaded once)
+    python -m asr.bin.decode --model_dir exp/x --data_dir dump/raw/test dump/raw/test \
+        --output_dir exp/x/decode_greedy/test exp/x/decode_beam/test \
+        --config conf/decode_greedy.yaml conf/decode_beam.yaml    # a config per data dir
 
-Outputs in --output_dir: ``text`` (hypotheses), ``token``, ``score``, ``timestamps``
+Outputs in each --output_dir: ``text`` (hypotheses), ``token``, ``score``, ``timestamps``
 (``utt start-end start-end ...`` in seconds, one pair per token) and ``rtf.json``.
 Utterances are sorted by length and packed into batches of at most --batch_size utterances and
 ``batch_seconds`` padded seconds; recordings longer than ``max_seconds`` are decoded in
@@ -14,6 +20,7 @@ overlapping windows (``asr.Speech2Text``). The output keeps the data dir's order
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -65,9 +72,10 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True)
     p.add_argument("--model_file", default=None, help="checkpoint (default: see asr.inference)")
-    p.add_argument("--data_dir", required=True, help="dir with wav.scp")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--config", default=None, help="decode YAML: " + ", ".join(DECODE_DEFAULTS))
+    p.add_argument("--data_dir", required=True, nargs="+", help="one or more dirs with wav.scp")
+    p.add_argument("--output_dir", required=True, nargs="+", help="one output dir per data dir")
+    p.add_argument("--config", default=None, nargs="+",
+                   help="decode YAML, one for every data dir or one per data dir; keys: " + ", ".join(DECODE_DEFAULTS))
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=2)
@@ -75,15 +83,33 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if len(args.data_dir) != len(args.output_dir):
+        parser.error(f"{len(args.data_dir)} --data_dir but {len(args.output_dir)} --output_dir")
+    configs = args.config or [None]
+    if len(configs) == 1:
+        configs = configs * len(args.data_dir)
+    if len(configs) != len(args.data_dir):
+        parser.error(f"{len(args.data_dir)} --data_dir but {len(configs)} --config (give one, or one per data dir)")
+    decode_configs = {path: load_decode_config(path) for path in configs}  # every config checked first
     from asr.inference import Speech2Text
 
     torch.set_num_threads(args.num_threads)
-    config = load_decode_config(args.config)
-    s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
-                      batch_size=args.batch_size, progress=True, progress_desc=f"decode {args.data_dir}", **config)
-    print(s2t.window_summary(), file=sys.stderr)
-    wav_scp = Path(args.data_dir) / "wav.scp"
+    jobs = zip(configs, args.data_dir, args.output_dir)
+    for path, group in itertools.groupby(jobs, key=lambda job: job[0]):  # consecutive sets share a model
+        config = decode_configs[path]
+        s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
+                          batch_size=args.batch_size, progress=True, **config)
+        print(s2t.window_summary(), file=sys.stderr)
+        for _, data_dir, output_dir in group:
+            decode_set(s2t, Path(data_dir), Path(output_dir), config, args)
+
+
+def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Namespace) -> None:
+    """Decode ``data_dir/wav.scp`` with ``s2t``; write the result files and rtf.json into ``out``."""
+    s2t.progress_desc = f"decode {data_dir}"
+    wav_scp = data_dir / "wav.scp"
     utts = read_kaldi_map(str(wav_scp))
     keys = list(utts)
     wavs = {k: as_waveform(utts[k], s2t.sample_rate, name=f"{wav_scp}:{k}") for k in keys}
@@ -92,7 +118,6 @@ def main(argv=None) -> None:
     results = {k: h[0] for k, h in zip(keys, hyps)}
     elapsed = time.perf_counter() - start
     audio_seconds = sum(w.numel() for w in wavs.values()) / s2t.sample_rate
-    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "text").open("w") as ft, (out / "token").open("w") as fk, (
         out / "score"
@@ -115,7 +140,8 @@ def main(argv=None) -> None:
         "config": config,
     }
     (out / "rtf.json").write_text(json.dumps(rtf, indent=2))
-    print(f"decoded {len(keys)} utterances ({audio_seconds:.1f} s of audio) in {elapsed:.1f} s, RTF {rtf['rtf']:.4f}")
+    print(f"{data_dir}: decoded {len(keys)} utterances ({audio_seconds:.1f} s of audio) in {elapsed:.1f} s, "
+          f"RTF {rtf['rtf']:.4f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import pytest
 import soundfile
 import torch
 
-from asr.bin import average_checkpoints, format_data
+from asr.bin import average_checkpoints, decode, format_data
 from asr.bin.decode import load_decode_config
 from asr.data.kaldi import DataDirError, read_kaldi_map, write_data_dir
 
@@ -55,6 +55,12 @@ def test_decode_config_rejects_unknown_keys(tmp_path):
     conf.write_text("search: beam\nbeam: 4\n")
     with pytest.raises(ValueError, match="beam_size"):
         load_decode_config(str(conf))
+
+
+def test_decode_needs_one_output_dir_per_data_dir(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        decode.main(["--model_dir", str(tmp_path), "--data_dir", "a", "b", "--output_dir", "c"])
+    assert "2 --data_dir but 1 --output_dir" in capsys.readouterr().err
 
 
 def test_restrict_vocabulary_keeps_only_in_vocabulary_sentences():
