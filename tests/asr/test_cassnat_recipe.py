@@ -161,6 +161,7 @@ def test_bench_compares_systems_side_by_side(tiny_aed_recipe, tiny_cassnat_recip
         "--systems", "ar=asr_train_tiny_aed_char:beam", "nat=asr_train_tiny_cassnat_char:greedy",
         "esa=asr_train_tiny_cassnat_char:esa", "--baseline", "ar", "--batch_sizes", "1", "2", "--out", str(out), "--plots",
         "--maxlenratio", "0.1",  # the tiny AED barely learned <eos>: bound its search
+        "--threads", "1",  # as every test process (conftest.TORCH_THREADS)
     ])
     assert rc == 0
     rows = json.loads(out.read_text())["rows"]

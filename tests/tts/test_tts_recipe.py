@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import soundfile as sf
 
-from tests.conftest import ROOT, recipe_env
+from tests.conftest import ROOT, TORCH_THREADS, recipe_env
 
 TINY = """\
 # tiny MaskGCT {model} for tests: every stage runs, nothing is expected to be learned
@@ -42,7 +42,7 @@ def test_tts_recipe_on_the_tiny_tree(tiny_recipe, tiny_codec_recipe):
            "--semantic_tokenizer", "../codec1/exp/semantic_l-1_k4",
            "--t2s_config", "conf/t2s_tiny.yaml", "--s2a_config", "conf/s2a_tiny.yaml",
            "--synth_opts", "--max_utts 2 --t2s_steps 3", "--batch_size", "2",
-           "--judges", "sim", "--asr_model_dir", ""]
+           "--judges", "sim", "--asr_model_dir", "", "--num_threads", str(TORCH_THREADS)]
     r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
     (recipe / "run.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
