@@ -229,14 +229,14 @@ def test_t5_conditioning_from_a_local_directory(tmp_path):
     corpus = tmp_path / "captions.txt"
     corpus.write_text("\n".join(["a slow A minor piece at 72 BPM, piano melody over strings, no drums",
                                  "a fast C major piece at 140 BPM, brass melody over organ, with drums"] * 20))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=60,
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=40,
                                    model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
     t5_dir = tmp_path / "t5"
     transformers.T5Tokenizer(vocab_file=str(tmp_path / "sp.model"), extra_ids=0).save_pretrained(t5_dir)
-    cfg = transformers.T5Config(vocab_size=60, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    cfg = transformers.T5Config(vocab_size=40, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     transformers.T5EncoderModel(cfg).save_pretrained(t5_dir)
     ids = T5Tokens(t5_dir).encode("a slow piece")
-    assert ids and all(0 <= i < 60 for i in ids) and T5Tokens(t5_dir).encode(" ") == []
+    assert ids and all(0 <= i < 40 for i in ids) and T5Tokens(t5_dir).encode(" ") == []
     model = tiny(MAGNeT, text_encoder="t5", t5_dir=str(t5_dir))
     assert not any("t5" in n for n, _ in model.named_parameters())  # frozen, not ours to save
     text, tl = pad_ids([ids, []])
@@ -292,7 +292,7 @@ common = ['--acoustic_tokenizer', 'tok', '--token_list', 'dump/captions/tokens.t
           '--train_shape_file', 'dump/codes/train/codes_shape', '--valid_shape_file', 'dump/codes/dev/codes_shape',
           '--model_conf', 'd_model=32', '--model_conf', 'num_layers=1', '--model_conf', 'num_heads=2',
           '--model_conf', 'text_layers=1', '--model_conf', 'max_frames=20', '--model_conf', 'dropout=0.0',
-          '--batch_type', 'sorted', '--batch_size', '8', '--max_epoch', '6', '--optim', 'adam',
+          '--batch_type', 'sorted', '--batch_size', '4', '--max_epoch', '12', '--optim', 'adam',
           '--optim_conf', 'lr=0.01', '--seed', '0']
 for m in ('magnet', 'ar'):
     TextToAudioTask.main(cmd=['--model', m, '--output_dir', 'exp/' + m] + common)
@@ -312,9 +312,12 @@ for m in ('magnet', 'ar'):
             codes, frames = t2a.generate_codes(["a quiet piece", "a loud piece"], 16 / t2a.frame_rate, method,
                                                seeds=[0, 1], hybrid_seconds=4 / t2a.frame_rate)
             assert frames.tolist() == [16, 16]
-            # each caption's constants (trained for 6 epochs on 24 items)
-            assert (codes[0] == _patterns(0, 16)).float().mean() >= 0.8, (method, codes)
-            assert (codes[1] == _patterns(1, 16)).float().mean() >= 0.8, (method, codes)
+            # each caption's constants (12 epochs of 6 steps on 24 items; the AR part samples at
+            # temperature 1, so a few frames may be off): mostly its own caption's, not the other's
+            for i in (0, 1):
+                own = (codes[i] == _patterns(i, 16)).float().mean()
+                other = (codes[i] == _patterns(1 - i, 16)).float().mean()
+                assert own >= 0.75 and own - other >= 0.6, (method, codes)
         wavs = t2a.batch(["a quiet piece", ""], 0.2, seeds=[0, 1])
         assert len(wavs) == 2 and wavs[0].shape == (int(0.2 * t2a.sample_rate),)
         with pytest.raises(GenerationLengthError):
