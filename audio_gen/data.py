@@ -39,6 +39,25 @@ class AudioItem:
     end: Optional[float] = None
 
 
+def as_mono_wave(wav, name: str) -> torch.Tensor:
+    """A float32 (N,) waveform from a tensor or array (N,), (1, N) or (N, 1); ``name`` is in errors.
+
+    Raises TypeError for other types, ValueError for more channels or NaN/Inf samples.
+    """
+    if isinstance(wav, np.ndarray):
+        wav = torch.from_numpy(wav)
+    if not isinstance(wav, torch.Tensor):
+        raise TypeError(f"{name}: expected a waveform tensor or numpy array, got {type(wav).__name__}")
+    if wav.dim() == 2 and 1 in wav.shape:
+        wav = wav.reshape(-1)
+    if wav.dim() != 1:
+        raise ValueError(f"{name}: expected a mono waveform (N,), got shape {tuple(wav.shape)} (mix down first)")
+    wav = wav.float()
+    if not torch.isfinite(wav).all():
+        raise ValueError(f"{name}: the waveform has NaN or Inf samples")
+    return wav
+
+
 def _read_map(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):

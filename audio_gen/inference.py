@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from audio_gen.conditioning import CaptionTokenizer, T5Tokens, pad_ids
+from audio_gen.data import as_mono_wave
 from audio_gen.experiment import load_trained, resolve_path
 from audio_gen.models.ar import DelayAR
 from audio_gen.models.magnet import MAGNeT
@@ -65,21 +66,6 @@ def load_generator(model_dir, device: str = "cpu", model_file=None):
 
     model, config = load_trained(TextToAudioTask, model_dir, model_file, device, ("acoustic_tokenizer",))
     return model, config, _caption_tokens(config, Path(model_dir))
-
-
-def _as_wave(wav, name: str) -> torch.Tensor:
-    if isinstance(wav, np.ndarray):
-        wav = torch.from_numpy(wav)
-    if not isinstance(wav, torch.Tensor):
-        raise TypeError(f"{name}: expected a waveform tensor or numpy array, got {type(wav).__name__}")
-    if wav.dim() == 2 and 1 in wav.shape:
-        wav = wav.reshape(-1)
-    if wav.dim() != 1:
-        raise ValueError(f"{name}: expected a mono waveform (N,), got shape {tuple(wav.shape)} (mix down first)")
-    wav = wav.float()
-    if not torch.isfinite(wav).all():
-        raise ValueError(f"{name}: the waveform has NaN or Inf samples")
-    return wav
 
 
 class TextToAudio:
@@ -142,7 +128,7 @@ class TextToAudio:
             raise ValueError(f"prompts must be a list of {batch} waveforms (or None)")
         if prompt_sr is None:
             raise ValueError("prompt_sr (the prompts' sample rate) is required with prompts")
-        wavs = [_as_wave(w, f"prompt {i}") for i, w in enumerate(prompts)]
+        wavs = [as_mono_wave(w, f"prompt {i}") for i, w in enumerate(prompts)]
         lens = torch.tensor([len(w) for w in wavs])
         padded = torch.zeros(batch, int(lens.max()))
         for i, w in enumerate(wavs):

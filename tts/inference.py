@@ -33,6 +33,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from audio_gen.data import as_mono_wave
 from audio_gen.experiment import load_trained
 from nar.mask_predict import MaskPredictConfig
 from tts.duration import PhoneDurationModel, rule_frames
@@ -63,21 +64,6 @@ def default_s2a_config(num_codebooks: int, vocab: int, mask_id: int) -> MaskPred
     return MaskPredictConfig(mask_id=mask_id, steps=steps, schedule="cosine", temperature=1.5,
                              top_k=max(1, math.ceil(0.02 * vocab)), guidance="hidden", cfg_scale=2.5,
                              cfg_rescale=0.75, confidence_noise=1.0)
-
-
-def _as_wave(wav, name: str) -> torch.Tensor:
-    if isinstance(wav, np.ndarray):
-        wav = torch.from_numpy(wav)
-    if not isinstance(wav, torch.Tensor):
-        raise TypeError(f"{name}: expected a waveform tensor or numpy array, got {type(wav).__name__}")
-    if wav.dim() == 2 and 1 in wav.shape:
-        wav = wav.reshape(-1)
-    if wav.dim() != 1:
-        raise ValueError(f"{name}: expected a mono waveform (N,), got shape {tuple(wav.shape)} (mix down first)")
-    wav = wav.float()
-    if not torch.isfinite(wav).all():
-        raise ValueError(f"{name}: the waveform has NaN or Inf samples")
-    return wav
 
 
 class Text2Speech:
@@ -131,7 +117,7 @@ class Text2Speech:
 
     # ------------------------------------------------------------------ checks
     def _check_prompt(self, wav, sr: int, name: str) -> torch.Tensor:
-        wav = _as_wave(wav, name)
+        wav = as_mono_wave(wav, name)
         if int(sr) != self.sample_rate:
             raise ValueError(f"{name}: the prompt is at {sr} Hz but the model works at {self.sample_rate} Hz; "
                              f"resample it first (torchaudio.functional.resample(wav, {sr}, {self.sample_rate}))")

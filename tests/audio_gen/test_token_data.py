@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from audio_gen.bin import fit_tokenizer, tokenize
-from audio_gen.data import AudioListError, TokenArchive, read_audio_list
+from audio_gen.data import AudioListError, TokenArchive, as_mono_wave, read_audio_list
 from audio_gen.tokenizers import load_tokenizer
 from tests.audio_gen.test_tokenizers import voiced
 
@@ -178,3 +178,19 @@ def test_codec_recipe_stages_on_the_tiny_tree(tiny_recipe, tiny_codec_recipe):
     assert "| mel_rvq K=1 |" in results and "| original |" in results and "purity" in results
     ev = json.loads((recipe / "exp/tokenizer_mel_rvq/eval_test.json").read_text())
     assert ev["utterances"] == 2 and 0.0 <= ev["rows"][1]["stoi"] <= 1.0
+
+
+def test_as_mono_wave_shapes_and_errors():
+    x = np.linspace(-0.5, 0.5, 160)
+    for form in (x, x[None], x[:, None], torch.from_numpy(x)):
+        wav = as_mono_wave(form, "prompt 0")
+        assert wav.dtype == torch.float32 and wav.shape == (160,)
+        assert torch.allclose(wav, torch.from_numpy(x).float())
+    with pytest.raises(TypeError, match="prompt 1: expected a waveform"):
+        as_mono_wave(list(x), "prompt 1")
+    with pytest.raises(ValueError, match="prompt 2: .*shape \\(2, 80\\).*mix down"):
+        as_mono_wave(x.reshape(2, 80), "prompt 2")
+    bad = x.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="prompt 3: .*NaN"):
+        as_mono_wave(bad, "prompt 3")
