@@ -95,3 +95,32 @@ def score(refs: dict[str, str], hyps: dict[str, str]) -> tuple[ScoreReport, str]
             line = f"=== {keys[idx]} ==="
         lines.append(line)
     return report, "\n".join(lines) + "\n"
+
+
+def score_by_group(refs: dict[str, str], hyps: dict[str, str],
+                   groups: dict[str, str]) -> dict[str, ScoreReport]:
+    """Score each group of utterances on its own (``groups``: utt -> group, e.g. utt2spk).
+
+    Every reference must have a group; the groups' error counts add up to :func:`score`'s.
+    Returns ``group -> report`` in sorted group order.
+    """
+    ungrouped = sorted(set(refs) - set(groups))
+    if ungrouped:
+        raise ValueError(f"{len(ungrouped)} references have no group, e.g. {ungrouped[0]!r}")
+    members: dict[str, list[str]] = {}
+    for utt in refs:
+        members.setdefault(groups[utt], []).append(utt)
+    extra = sorted(set(hyps) - set(refs))
+    if extra:
+        raise ValueError(f"{len(extra)} hypotheses have no reference, e.g. {extra[0]!r}")
+    return {g: score({u: refs[u] for u in utts}, {u: hyps[u] for u in utts if u in hyps})[0]
+            for g, utts in sorted(members.items())}
+
+
+def format_group_table(reports: dict[str, ScoreReport], title: str = "group") -> str:
+    """A plain-text table of utterances, WER and CER (%) per group."""
+    width = max([len(title)] + [len(g) for g in reports])
+    lines = [f"{title:<{width}}  utts    WER %   CER %"]
+    for g, r in reports.items():
+        lines.append(f"{g:<{width}}  {r.utterances:4d}  {100 * r.wer:6.2f}  {100 * r.cer:6.2f}")
+    return "\n".join(lines) + "\n"

@@ -176,8 +176,10 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     inference_tag=$(basename "${inference_config}" .yaml); inference_tag=decode_${inference_tag#decode_}
     for dset in ${test_sets}; do
       _dir=${asr_exp}/${inference_tag}/${dset}
+      _spk=()
+      [ -f "${data_feats}/${dset}/utt2spk" ] && _spk=(--utt2spk "${data_feats}/${dset}/utt2spk")
       python -m asr.bin.score --ref "${data_feats}/${dset}/text" --hyp "${_dir}/text" \
-        --output_dir "${_dir}/scoring"
+        --output_dir "${_dir}/scoring" "${_spk[@]}"
     done
   done
   python -m asr.bin.results --exp_dir "${expdir}" --exps "$(basename "${asr_exp}")" \

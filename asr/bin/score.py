@@ -5,7 +5,9 @@ Usage:
         --output_dir exp/x/decode_greedy/test/score
 
 Writes ``result.txt`` (summary), ``alignment.txt`` (per-utterance word alignment) and
-``scores.json``; the normalisation is documented in ``asr.scoring``.
+``scores.json``; the normalisation is documented in ``asr.scoring``. With ``--utt2spk`` (a
+Kaldi ``utt2spk``) it also writes ``result_by_speaker.txt`` and a ``by_speaker`` entry in
+``scores.json``: WER and CER per speaker, whose error counts add up to the totals.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 from pathlib import Path
 
 from asr.data.kaldi import read_kaldi_map
-from asr.scoring import score
+from asr.scoring import format_group_table, score, score_by_group
 
 
 def main(argv=None) -> None:
@@ -23,6 +25,7 @@ def main(argv=None) -> None:
     p.add_argument("--ref", required=True)
     p.add_argument("--hyp", required=True)
     p.add_argument("--output_dir", required=True)
+    p.add_argument("--utt2spk", default=None, help="Kaldi utt2spk: also score per speaker")
     args = p.parse_args(argv)
     refs = read_kaldi_map(args.ref)
     hyps = read_kaldi_map(args.hyp, allow_empty_value=True)
@@ -30,7 +33,12 @@ def main(argv=None) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "alignment.txt").write_text(alignment)
-    (out / "scores.json").write_text(json.dumps(report.to_dict(), indent=2))
+    scores = report.to_dict()
+    if args.utt2spk:
+        by_speaker = score_by_group(refs, hyps, read_kaldi_map(args.utt2spk))
+        scores["by_speaker"] = {spk: r.to_dict() for spk, r in by_speaker.items()}
+        (out / "result_by_speaker.txt").write_text(format_group_table(by_speaker, "speaker"))
+    (out / "scores.json").write_text(json.dumps(scores, indent=2))
     w, c = report.words, report.chars
     summary = (
         f"ref={args.ref} hyp={args.hyp} utterances={report.utterances}\n"
