@@ -7,7 +7,9 @@
 #      (--freeze_param; --finetune_freeze "" trains them too), and train their decoders with an
 #      equal budget of --finetune_epochs epochs each (same encoder; ./run.sh --stage 5). Frozen,
 #      every family decodes from the very same encoder output, so the comparison isolates the
-#      decoders, and an epoch skips the encoder's backward pass.
+#      decoders, and an epoch skips the encoder's backward pass. The fine-tunings run
+#      --finetune_jobs at a time (default: all three at once, one torch thread each, which uses
+#      2 cores better than one 2-thread job after another); logs in exp/demo_ft_<name>.log.
 #   3  bench/asr_decode.py on the --bench_set: every system on the same batches, same threads;
 #      WER, CER, times, real-time factor, speed-up over AR beam 10; table, JSON and plots
 #
@@ -25,6 +27,7 @@ opt ctc_epochs 6 "training epochs of the CTC model"
 opt finetune_epochs 3 "fine-tuning epochs of each other family (equal budgets)"
 opt finetune_freeze "encoder ctc" "parameters kept frozen while fine-tuning (ESPnet --freeze_param)"
 opt finetune_configs "paraformer_ctc05 cassnat aed" "families fine-tuned from the CTC encoder (conf/train_<name>.yaml)"
+opt finetune_jobs 3 "fine-tunings run at once (1: one after another with the recipe's threads; more: one thread each)"
 opt bench_set test "data set of the comparison (dump/raw/<set>)"
 opt bench_batch_sizes "1" "batch sizes of the comparison (e.g. \"1 16\")"
 opt run_args "" "extra options for every ./run.sh call"
@@ -45,13 +48,50 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   [ -f "${ctc_ckpt}" ] || { log "${ctc_ckpt} is missing: run demo stage 1 first"; exit 1; }
-  for name in ${finetune_configs}; do
-    log "Demo stage 2: ${name} from the CTC encoder (${finetune_epochs} epochs)"
+  finetune() {  # name [extra run.sh options]
+    local name=$1; shift
     # shellcheck disable=SC2086
     ./run.sh --stage 5 --stop_stage 5 --asr_config "conf/train_${name}.yaml" --asr_tag "ft_${name}_char" \
       --init_param "${ctc_ckpt}:encoder:encoder ${ctc_ckpt}:ctc:ctc" \
-      --asr_args "--max_epoch ${finetune_epochs}${finetune_freeze:+ --freeze_param ${finetune_freeze}}" ${run_args}
-  done
+      --asr_args "--max_epoch ${finetune_epochs}${finetune_freeze:+ --freeze_param ${finetune_freeze}}" \
+      ${run_args} "$@"
+  }
+  if [ "${finetune_jobs}" -le 1 ]; then
+    for name in ${finetune_configs}; do
+      log "Demo stage 2: ${name} from the CTC encoder (${finetune_epochs} epochs)"
+      finetune "${name}"
+    done
+  else
+    declare -A ft_pid=()
+    failed=()
+    reap() {  # wait for one background fine-tuning; remember a failure
+      local name=$1
+      if wait "${ft_pid[${name}]}"; then
+        log "Demo stage 2: ${name} finished (log: exp/demo_ft_${name}.log)"
+      else
+        log "Demo stage 2: ${name} FAILED; the end of exp/demo_ft_${name}.log:"
+        tail -n 20 "exp/demo_ft_${name}.log" >&2
+        failed+=("${name}")
+      fi
+    }
+    running=()
+    mkdir -p exp
+    for name in ${finetune_configs}; do
+      if [ "${#running[@]}" -ge "${finetune_jobs}" ]; then
+        reap "${running[0]}"; running=("${running[@]:1}")
+      fi
+      log "Demo stage 2: ${name} from the CTC encoder (${finetune_epochs} epochs, 1 torch thread," \
+          "in the background; log: exp/demo_ft_${name}.log)"
+      finetune "${name}" --num_threads 1 > "exp/demo_ft_${name}.log" 2>&1 &
+      ft_pid[${name}]=$!
+      running+=("${name}")
+    done
+    for name in "${running[@]}"; do reap "${name}"; done
+    if [ "${#failed[@]}" -gt 0 ]; then
+      log "Demo stage 2: fine-tuning failed for: ${failed[*]} (./demo.sh --stage 2 resumes)"
+      exit 1
+    fi
+  fi
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
