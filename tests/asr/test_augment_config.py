@@ -1,0 +1,49 @@
+"""conf/train_ctc_sp.yaml: ESPnet's preprocessor built from it speed-perturbs training audio only.
+
+The check is the resampled length: a factor f turns N samples into about N / f, and the
+factors are the config's; validation (train=False) leaves the audio untouched.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from asr.task import NARASRTask
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _preprocessor(train: bool):
+    conf = yaml.safe_load((ROOT / "egs/synth_en/asr1/conf/train_ctc_sp.yaml").read_text())
+    args = argparse.Namespace(use_preprocessor=True, preprocessor="default",
+                              preprocessor_conf=conf["preprocessor_conf"], token_type="char",
+                              token_list=["<blank>", "<unk>", "a", "b", "<sos/eos>"], bpemodel=None,
+                              non_linguistic_symbols=None, cleaner=None, g2p=None)
+    factors = [e[2]["factor"] for e in conf["preprocessor_conf"]["data_aug_effects"][0][1]]
+    return NARASRTask.build_preprocess_fn(args, train=train), factors, conf["preprocessor_conf"]
+
+
+def test_speed_perturbation_config_changes_training_lengths_by_its_factors():
+    fn, factors, conf = _preprocessor(train=True)
+    assert conf["fs"] == 16000 and 0 < conf["data_aug_prob"] < 1
+    rng = np.random.default_rng(0)
+    n = 16000
+    np.random.seed(0)  # ESPnet draws the effect and the probability from numpy's global RNG
+    lengths = []
+    for i in range(40):
+        out = fn(f"u{i}", {"speech": rng.standard_normal(n).astype(np.float32), "text": "ab"})
+        lengths.append(len(out["speech"]))
+    expected = {n} | {round(n / f) for f in factors}
+    assert all(min(abs(length - e) for e in expected) <= 2 for length in lengths), lengths
+    changed = sum(length != n for length in lengths)
+    assert 20 <= changed <= 40  # probability 0.8 of 40
+    assert len({length for length in lengths if length != n}) >= 3  # several factors drawn
+
+
+def test_validation_audio_is_not_perturbed():
+    fn, _, _ = _preprocessor(train=False)
+    x = np.random.default_rng(1).standard_normal(8000).astype(np.float32)
+    out = fn("v", {"speech": x.copy(), "text": "ab"})
+    assert np.array_equal(out["speech"], x)
