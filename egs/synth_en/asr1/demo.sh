@@ -14,7 +14,7 @@
 #      WER, CER, times, real-time factor, speed-up over AR beam 10; table, JSON and plots
 #
 # Time budget (2 CPU cores): a CTC epoch takes ~2.9 min, a frozen-encoder fine-tuning epoch 1.3-1.9
-# min; the defaults took 47 min in all (README). Less time: --ctc_epochs 4 --finetune_epochs 1.
+# min; the defaults took 36.5 min in all, install included (README). Less time: --ctc_epochs 4 --finetune_epochs 1.
 # Everything resumes: a finished stage is skipped on a rerun (training resumes mid-way).
 set -euo pipefail
 cd "$(dirname "$0")"
