@@ -1,10 +1,13 @@
-"""Loading trained models back from ESPnet training directories (``exp/<tag>``): the checkpoint
-to use, paths recorded in ``config.yaml``, and the model itself. Shared by
-:mod:`audio_gen.inference` and :mod:`tts.inference`.
+"""Building models for ESPnet tasks and loading them back from training directories
+(``exp/<tag>``): token lists, model construction with defaults from the tokenizers, the
+checkpoint to use, paths recorded in ``config.yaml``, and the model itself. Shared by
+:mod:`audio_gen` and :mod:`tts` (tasks and inference).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -14,6 +17,35 @@ import yaml
 #: checkpoints looked for in a training directory, in this order
 CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.loss.ave.pth", "valid.acc.best.pth", "valid.loss.best.pth",
                     "latest.pth")
+
+
+def read_token_list(path: Union[str, Path], stage: str) -> list[str]:
+    """The tokens of a token-list file, one per line (empty lines skipped); a missing file says
+    which recipe ``stage`` writes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--token_list {path} does not exist (run the {stage} stage)")
+    with path.open(encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.rstrip("\n")]
+
+
+def construct_model(name: str, model_class, conf: dict, defaults: dict, hint: str):
+    """``model_class(**conf)`` with ``defaults`` (e.g. codebook sizes read from a tokenizer) filled
+    in for the keyword arguments the class accepts and ``conf`` leaves out. Bad keywords become a
+    ValueError naming the model, the keys given and ``hint`` (what to pass instead)."""
+    accepted = set(inspect.signature(model_class.__init__).parameters)
+    conf = dict(conf)
+    for key, value in defaults.items():
+        if key in accepted:
+            conf.setdefault(key, value)
+    try:
+        model = model_class(**conf)
+    except TypeError as e:
+        raise ValueError(f"model {name}: bad model_conf {sorted(conf)} ({e}); {hint}") from e
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logging.info(f"{name}: {total / 1e6:.2f} M parameters ({trained / 1e6:.2f} M trained)")
+    return model
 
 
 def find_checkpoint(model_dir: Union[str, Path], order: Sequence[str] = CHECKPOINT_ORDER) -> Path:

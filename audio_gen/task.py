@@ -20,9 +20,7 @@ CaptionTokenizer`'s list; not needed with ``model_conf.text_encoder: t5``); both
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
-import logging
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +31,7 @@ from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str_or_none
 
 from audio_gen.data import pad_collate
+from audio_gen.experiment import construct_model, read_token_list
 from audio_gen.models.ar import DelayAR
 from audio_gen.models.magnet import MAGNeT
 
@@ -48,13 +47,6 @@ def acoustic_info(acoustic_dir) -> dict:
     meta = json.loads(path.read_text())
     return dict(num_codebooks=int(meta["num_codebooks"]), codebook_size=int(meta["codebook_size"]),
                 frame_rate=float(meta["frame_rate"]), sample_rate=int(meta["sample_rate"]))
-
-
-def read_token_list(path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--token_list {path} does not exist (run the caption-token stage)")
-    return [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
 
 
 class TextToAudioTask(AbsTask):
@@ -96,23 +88,12 @@ class TextToAudioTask(AbsTask):
     def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
         name = getattr(args, "model", None) or model_choices.default
         conf = dict(getattr(args, "model_conf", None) or {})
-        model_class = model_choices.get_class(name)
-        accepted = set(inspect.signature(model_class.__init__).parameters)
-        if getattr(args, "acoustic_tokenizer", None):
-            for key, value in acoustic_info(args.acoustic_tokenizer).items():
-                if key in accepted:
-                    conf.setdefault(key, value)
+        defaults = acoustic_info(args.acoustic_tokenizer) if getattr(args, "acoustic_tokenizer", None) else {}
         if conf.get("text_encoder", "transformer") == "transformer":
             if args.token_list is None:
                 raise ValueError(f"model {name} with the trained text encoder needs --token_list (caption tokens)")
             if isinstance(args.token_list, str):
-                args.token_list = read_token_list(args.token_list)
+                args.token_list = read_token_list(args.token_list, "caption-token")
             conf["vocab_size"] = len(args.token_list)
-        try:
-            model = model_class(**conf)
-        except TypeError as e:
-            raise ValueError(f"model {name}: bad model_conf {sorted(conf)} ({e}); give --acoustic_tokenizer "
-                             "or the codec sizes in model_conf") from e
-        logging.info(f"{name}: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M "
-                     "trained parameters")
-        return model
+        return construct_model(name, model_choices.get_class(name), conf, defaults,
+                               "give --acoustic_tokenizer or the codec sizes in model_conf")

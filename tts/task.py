@@ -25,9 +25,7 @@ Vocabulary sizes and frame rates come from the tokenizers named by ``--semantic_
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
-import logging
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
@@ -40,6 +38,7 @@ from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str_or_none
 
 from audio_gen.data import pad_collate
+from audio_gen.experiment import construct_model, read_token_list
 from tts.models.maskgct import S2AModel, T2SModel
 
 model_choices = ClassChoices("model", classes=dict(t2s=T2SModel, s2a=S2AModel), type_check=AbsESPnetModel,
@@ -116,24 +115,12 @@ class MaskGCTTask(AbsTask):
     def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
         name = getattr(args, "model", None) or model_choices.default
         conf = dict(getattr(args, "model_conf", None) or {})
-        model_class = model_choices.get_class(name)
-        accepted = set(inspect.signature(model_class.__init__).parameters)
-        for key, value in tokenizer_info(args.semantic_tokenizer, getattr(args, "acoustic_tokenizer", None)).items():
-            if key in accepted:
-                conf.setdefault(key, value)
         if name == "t2s":
             if args.token_list is None:
                 raise ValueError("model t2s needs --token_list (the phone token list)")
             if isinstance(args.token_list, str):
-                path = Path(args.token_list)
-                if not path.is_file():
-                    raise FileNotFoundError(f"--token_list {path} does not exist (run the phoneme stage)")
-                args.token_list = [line.rstrip("\n") for line in path.open(encoding="utf-8")]
+                args.token_list = read_token_list(args.token_list, "phoneme")
             conf["num_phones"] = len(args.token_list)
-        try:
-            model = model_class(**conf)
-        except TypeError as e:
-            raise ValueError(f"model {name}: bad model_conf {sorted(conf)} ({e}); give the tokenizers "
-                             "(--semantic_tokenizer, --acoustic_tokenizer) or the sizes in model_conf") from e
-        logging.info(f"{name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
-        return model
+        return construct_model(name, model_choices.get_class(name), conf,
+                           tokenizer_info(args.semantic_tokenizer, getattr(args, "acoustic_tokenizer", None)),
+                           "give the tokenizers (--semantic_tokenizer, --acoustic_tokenizer) or the sizes in model_conf")

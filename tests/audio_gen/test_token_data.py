@@ -194,3 +194,24 @@ def test_as_mono_wave_shapes_and_errors():
     bad[3] = np.nan
     with pytest.raises(ValueError, match="prompt 3: .*NaN"):
         as_mono_wave(bad, "prompt 3")
+
+
+def test_read_token_list_and_construct_model(tmp_path):
+    from audio_gen.experiment import construct_model, read_token_list
+
+    (tmp_path / "tokens.txt").write_text("<blank>\n\nhello\n |\n")
+    assert read_token_list(tmp_path / "tokens.txt", "caption-token") == ["<blank>", "hello", " |"]
+    with pytest.raises(FileNotFoundError, match="missing.txt does not exist \\(run the phoneme stage\\)"):
+        read_token_list(tmp_path / "missing.txt", "phoneme")
+
+    class Model(torch.nn.Module):
+        def __init__(self, codebook_size: int, num_codebooks: int = 1, d_model: int = 8):
+            super().__init__()
+            self.args = (codebook_size, num_codebooks, d_model)
+            self.lin = torch.nn.Linear(d_model, codebook_size)
+
+    defaults = {"codebook_size": 16, "num_codebooks": 4, "frame_rate": 50.0}  # frame_rate: not accepted
+    model = construct_model("toy", Model, {"num_codebooks": 2}, defaults, "hint")
+    assert model.args == (16, 2, 8)  # defaults fill what conf leaves out; conf wins
+    with pytest.raises(ValueError, match=r"model toy: bad model_conf \['codebook_size', 'layers'\].*pass the sizes"):
+        construct_model("toy", Model, {"layers": 3}, {"codebook_size": 16}, "pass the sizes")
