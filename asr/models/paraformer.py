@@ -35,6 +35,7 @@ Shapes: B batch, N samples, T encoder frames, D model dim, L tokens, V vocabular
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -153,14 +154,34 @@ class CIFPredictor(torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------ decoder
+def sinusoid(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(length, dim) sinusoidal position table (sin on even, cos on odd channels)."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table.to(dtype)
+
+
 class ParaformerDecoder(AbsDecoder):
     """Parallel (non-causal) transformer decoder over token acoustic embeddings.
 
     Each of ``num_blocks`` layers: self-attention over all L positions (padding masked, no
-    causal mask) → cross-attention to the encoder → feed-forward, pre-norm by default. The
-    queries enter without positional encoding (their order comes from CIF). ``embed`` holds the
-    token embeddings the GLM sampler substitutes (embedding scaled by sqrt(D) plus positional
-    encoding, as FunASR's ``decoder.embed``).
+    causal mask) → cross-attention to the encoder → feed-forward, pre-norm by default. By
+    default the queries enter without positional encoding (their order comes from CIF), as in
+    FunASR's ``ParaformerSANDecoder``. ``embed`` holds the token embeddings the GLM sampler
+    substitutes (embedding scaled by sqrt(D) plus positional encoding, as FunASR's
+    ``decoder.embed``).
+
+    Two options give the decoder the token order that plain self-attention lacks (without them
+    it is permutation-equivariant over the queries, and neighbouring acoustic embeddings with
+    similar content tend to come out as the same token):
+
+    * ``query_positional``: a sinusoidal positional encoding is added to the queries;
+    * ``fsmn_kernel`` K > 0: before each layer, a depthwise convolution of width K over the
+      token axis (padding masked) is added to the queries as a residual — the memory block of
+      FunASR's SAN-M decoder, here in front of the self-attention instead of replacing it.
     """
 
     def __init__(
@@ -176,11 +197,22 @@ class ParaformerDecoder(AbsDecoder):
         src_attention_dropout_rate: float = 0.0,
         normalize_before: bool = True,
         concat_after: bool = False,
+        query_positional: bool = False,
+        fsmn_kernel: int = 0,
     ):
         super().__init__()
         dim = encoder_output_size
         if num_blocks < 1:
             raise ValueError(f"decoder_conf.num_blocks must be >= 1, got {num_blocks}")
+        if fsmn_kernel < 0 or (fsmn_kernel and fsmn_kernel % 2 == 0):
+            raise ValueError(f"decoder_conf.fsmn_kernel must be 0 or an odd width, got {fsmn_kernel}")
+        self.query_positional = bool(query_positional)
+        self.fsmn = None
+        if fsmn_kernel:
+            self.fsmn = torch.nn.ModuleList(
+                torch.nn.Conv1d(dim, dim, fsmn_kernel, padding=fsmn_kernel // 2, groups=dim, bias=False)
+                for _ in range(num_blocks)
+            )
         self.embed = torch.nn.Sequential(
             torch.nn.Embedding(vocab_size, dim), PositionalEncoding(dim, positional_dropout_rate)
         )
@@ -210,9 +242,15 @@ class ParaformerDecoder(AbsDecoder):
         """hs_pad (B, T, D) encoder output, hlens (B,), ys_in_pad (B, L, D) query embeddings,
         ys_in_lens (B,) -> logits (B, L, V), ys_in_lens."""
         x = ys_in_pad
-        tgt_mask = _valid_mask(ys_in_lens, x.size(1))[:, None, :]  # (B, 1, L)
+        valid = _valid_mask(ys_in_lens, x.size(1))
+        tgt_mask = valid[:, None, :]  # (B, 1, L)
         memory_mask = _valid_mask(hlens, hs_pad.size(1))[:, None, :]  # (B, 1, T)
-        for layer in self.decoders:
+        if self.query_positional:
+            x = x + sinusoid(x.size(1), x.size(2), x.device, x.dtype)[None]
+        for i, layer in enumerate(self.decoders):
+            if self.fsmn is not None:
+                keep = valid[..., None].to(x.dtype)
+                x = x + self.fsmn[i]((x * keep).transpose(1, 2)).transpose(1, 2) * keep
             x, tgt_mask, _, _ = layer(x, tgt_mask, hs_pad, memory_mask)
         if self.after_norm is not None:
             x = self.after_norm(x)

@@ -5,7 +5,10 @@ mean, quantised by K residual codebooks learned by k-means on training audio (mi
 ``MelRVQTokenizer.fit``). Decoding: the sum of the K codewords is a log-mel frame; a vocoder
 turns mel frames back into a waveform. The built-in vocoder is Griffin-Lim (64 fast iterations
 from zero phase, deterministic): intelligible but phasey/metallic, since phase is estimated, not
-modelled; a trained vocoder can replace it (``vocoder=`` in ``decode_mel``).
+modelled. A trained :class:`audio_gen.tokenizers.vocoder.MelVocoder` (``python -m
+audio_gen.bin.train_vocoder``) can be attached (``tokenizer.vocoder``); it is saved with the
+tokenizer and used by ``decode`` from then on (``decode_mel(..., vocoder="griffin_lim")`` still
+gives the fallback).
 
 Defaults: 16 kHz, n_fft 1024, hop 320 (50 frames/s, the frame rate of MaskGCT's and MAGNeT's
 codecs), 100 mel bands, 8 codebooks x 1024. Codebook k refines what codebooks < k left, so the
@@ -24,10 +27,12 @@ import torch
 from audio_gen.tokenizers.base import AcousticTokenizer, register
 from audio_gen.tokenizers.kmeans import residual_kmeans, rvq_decode, rvq_encode
 from audio_gen.tokenizers.spectral import Spectral, length_mask
+from audio_gen.tokenizers.vocoder import MelVocoder
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "codebooks.pt"
+VOCODER_FILE = "vocoder.pt"
 
 
 @dataclass
@@ -64,7 +69,7 @@ class MelRVQTokenizer(AcousticTokenizer):
     kind = "mel_rvq"
 
     def __init__(self, config: MelRVQConfig, codebooks: Optional[torch.Tensor] = None,
-                 mean: Optional[torch.Tensor] = None):
+                 mean: Optional[torch.Tensor] = None, vocoder: Optional[MelVocoder] = None):
         super().__init__()
         self.config = config
         self.sample_rate = config.sample_rate
@@ -79,6 +84,21 @@ class MelRVQTokenizer(AcousticTokenizer):
         self.register_buffer("codebooks", codebooks.float() if codebooks is not None else torch.zeros(shape))
         self.register_buffer("mean", mean.float() if mean is not None else torch.zeros(config.n_mels))
         self.fitted = codebooks is not None
+        self.vocoder: Optional[MelVocoder] = None
+        if vocoder is not None:
+            self.attach_vocoder(vocoder)
+
+    def attach_vocoder(self, vocoder: MelVocoder) -> None:
+        """Use a trained vocoder for ``decode`` (its features must be this tokenizer's)."""
+        mine = {k: getattr(self.config, k) for k in vocoder.config.features()}
+        if vocoder.config.features() != mine:
+            raise ValueError(f"MelRVQTokenizer: the vocoder's features {vocoder.config.features()} differ "
+                             f"from the tokenizer's {mine}")
+        self.vocoder = vocoder.eval()
+
+    def describe(self) -> str:
+        voc = "trained vocoder" if self.vocoder is not None else "Griffin-Lim"
+        return f"{super().describe()}, {voc}"
 
     @property
     def samples_per_frame(self) -> int:
@@ -157,11 +177,18 @@ class MelRVQTokenizer(AcousticTokenizer):
         return x.reshape(b, t, -1).transpose(1, 2)
 
     def decode_mel(self, log_mel: torch.Tensor, n_frames: torch.Tensor, vocoder=None):
-        """log-mel (B, n_mels, T) -> wav (B, T * hop), wav_lens, by ``vocoder`` (a callable
-        (mel magnitude, n_frames) -> (wav, lens)) or Griffin-Lim."""
+        """log-mel (B, n_mels, T) -> wav (B, T * hop), wav_lens.
+
+        ``vocoder``: ``None`` = the attached trained vocoder if there is one, else Griffin-Lim;
+        ``"griffin_lim"`` = Griffin-Lim; or a callable (mel magnitude, n_frames) -> (wav, lens).
+        """
+        if vocoder is None and self.vocoder is not None:
+            return self.vocoder(log_mel, n_frames)
         mag = torch.exp(log_mel) * length_mask(n_frames, log_mel.shape[2])[:, None, :]
-        if vocoder is not None:
+        if callable(vocoder):
             return vocoder(mag, n_frames)
+        if vocoder not in (None, "griffin_lim"):
+            raise ValueError(f"decode_mel: vocoder must be None, 'griffin_lim' or a callable, got {vocoder!r}")
         lin = self.spectral.mel_to_linear(mag)
         return self.spectral.griffin_lim(lin, n_frames, n_iter=self.config.griffin_lim_iters)
 
@@ -173,7 +200,11 @@ class MelRVQTokenizer(AcousticTokenizer):
     def _save(self, directory: Path) -> dict:
         self._check_fitted()
         torch.save({"codebooks": self.codebooks.cpu(), "mean": self.mean.cpu()}, directory / WEIGHTS_FILE)
-        return {"config": asdict(self.config), "weights": WEIGHTS_FILE}
+        meta = {"config": asdict(self.config), "weights": WEIGHTS_FILE}
+        if self.vocoder is not None:
+            torch.save(self.vocoder.state(), directory / VOCODER_FILE)
+            meta["vocoder"] = VOCODER_FILE
+        return meta
 
     @classmethod
     def _load(cls, directory: Path, config: dict) -> "MelRVQTokenizer":
@@ -182,4 +213,10 @@ class MelRVQTokenizer(AcousticTokenizer):
         if not wfile.is_file():
             raise FileNotFoundError(f"{directory}: the weights file {wfile.name} is missing")
         state = torch.load(wfile, map_location="cpu", weights_only=True)
-        return cls(cfg, state["codebooks"], state["mean"])
+        vocoder = None
+        if config.get("vocoder"):
+            vfile = directory / config["vocoder"]
+            if not vfile.is_file():
+                raise FileNotFoundError(f"{directory}: tokenizer.json names the vocoder {vfile.name}, which is missing")
+            vocoder = MelVocoder.from_state(torch.load(vfile, map_location="cpu", weights_only=True), str(vfile))
+        return cls(cfg, state["codebooks"], state["mean"], vocoder=vocoder)

@@ -269,3 +269,66 @@ def test_config_errors_are_clear():
         cfg = paraformer_config()
         cfg["predictor_conf"]["variant"] = "v3"
         NARASRTask.build_model_from_dict(cfg)
+
+
+# ---------------------------------------------------------------------------- decoder token order
+def _decoder(**conf):
+    from asr.models.paraformer import ParaformerDecoder
+
+    torch.manual_seed(0)
+    dec = ParaformerDecoder(len(TOKENS), 16, attention_heads=2, linear_units=32, num_blocks=2,
+                            dropout_rate=0.0, positional_dropout_rate=0.0, **conf)
+    return dec.eval()
+
+
+@pytest.mark.parametrize("conf", [{}, {"query_positional": True}, {"fsmn_kernel": 3}])
+def test_decoder_sees_query_order_only_with_an_order_option(conf):
+    """Plain self/cross-attention is permutation-equivariant over the queries; the positional
+    encoding and the FSMN memory break that (their output depends on where a query stands)."""
+    dec = _decoder(**conf)
+    gen = torch.Generator().manual_seed(1)
+    memory, queries = torch.randn(1, 9, 16, generator=gen), torch.randn(1, 6, 16, generator=gen)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    with torch.no_grad():
+        out, _ = dec(memory, torch.tensor([9]), queries, torch.tensor([6]))
+        out_p, _ = dec(memory, torch.tensor([9]), queries[:, perm], torch.tensor([6]))
+    equivariant = torch.allclose(out[:, perm], out_p, atol=1e-5)
+    assert equivariant == (not conf)
+
+
+@pytest.mark.parametrize("conf", [{"query_positional": True}, {"fsmn_kernel": 5}])
+def test_decoder_order_options_ignore_padding(conf):
+    dec = _decoder(**conf)
+    gen = torch.Generator().manual_seed(2)
+    memory, queries = torch.randn(2, 9, 16, generator=gen), torch.randn(2, 7, 16, generator=gen)
+    queries[0, 4:] = 100.0  # padding garbage must not leak into the valid tokens
+    with torch.no_grad():
+        batch, _ = dec(memory, torch.tensor([9, 9]), queries, torch.tensor([4, 7]))
+        alone, _ = dec(memory[:1], torch.tensor([9]), queries[:1, :4], torch.tensor([4]))
+    torch.testing.assert_close(batch[0, :4], alone[0], atol=1e-5, rtol=0)
+
+
+def test_decoder_fsmn_kernel_must_be_odd():
+    with pytest.raises(ValueError, match="fsmn_kernel"):
+        _decoder(fsmn_kernel=4)
+
+
+def test_tiny_paraformer_with_fsmn_decoder_learns_the_tiny_task():
+    cfg = paraformer_config()
+    cfg["decoder_conf"].update(fsmn_kernel=3, query_positional=True)
+    torch.manual_seed(0)
+    model = NARASRTask.build_model_from_dict(cfg)
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        feats, feat_lens, text, text_lens = make_batch(16, gen)
+        loss, _, _ = model(feats, feat_lens, text, text_lens)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    feats, feat_lens, text, text_lens = make_batch(32, torch.Generator().manual_seed(99))
+    res = decode(model, feats, feat_lens)
+    errors = sum(editdistance.eval(h, text[b, : text_lens[b]].tolist()) for b, h in enumerate(res.token_ids))
+    assert errors / int(text_lens.sum()) < 0.05

@@ -1,0 +1,283 @@
+"""Train the mel vocoder of a mel-RVQ tokenizer and save the tokenizer with it attached.
+
+Usage:
+    python -m audio_gen.bin.train_vocoder --data_dir data/train --dev_dir data/dev \
+        --tokenizer_dir exp/tokenizer_mel_rvq --out_dir exp/tokenizer_mel_rvq_vocoder \
+        [--steps 6000 --batch_size 16 --segment_frames 64 --quantized_prob 0.5]
+
+The output directory is a complete tokenizer (``load_tokenizer(out_dir)``: the same codebooks,
+``decode`` through the trained :class:`audio_gen.tokenizers.vocoder.MelVocoder`); the training
+state lives in ``<out_dir>/train/`` (``checkpoint.pt``, written every ``--checkpoint_every``
+steps by tmp + rename; ``log.jsonl``, one line per evaluation). A killed run resumes from its
+last checkpoint when started again with the same command; batches are drawn from a generator
+seeded by (seed, step), so a resumed run sees the batches an uninterrupted one would.
+
+Each step: ``batch_size`` random crops of ``segment_frames`` frames from the training audio;
+the vocoder's input is the crop's log-mel, or, with probability ``quantized_prob`` per crop,
+the tokenizer's quantised log-mel (what ``decode`` will feed it); the target is the crop.
+Loss = L1 of log-mels + multi-resolution STFT loss. ``--adversarial_start N`` (>= 0) adds, from
+step N, ESPnet's HiFi-GAN multi-period discriminator (least-squares GAN + feature matching,
+reconstruction weighted 45 as in HiFi-GAN) — costly on a CPU, meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from audio_gen.data import load_item, read_audio_list
+from audio_gen.tokenizers import MelRVQTokenizer, load_tokenizer
+from audio_gen.tokenizers.base import CONFIG_FILE
+from audio_gen.tokenizers.vocoder import (
+    MelVocoder,
+    VocoderConfig,
+    log_mel_statistics,
+    mel_l1,
+    multi_resolution_stft_loss,
+    num_parameters,
+)
+
+logger = logging.getLogger("train_vocoder")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True, help="training data dir (wav.scp [+ segments])")
+    p.add_argument("--dev_dir", default="", help="data dir for the evaluation lines of log.jsonl (optional)")
+    p.add_argument("--tokenizer_dir", required=True, help="a fitted mel-RVQ tokenizer (audio_gen.bin.fit_tokenizer)")
+    p.add_argument("--out_dir", required=True, help="where the tokenizer + vocoder is written")
+    d = VocoderConfig()
+    for f in ("dim", "intermediate_dim", "num_layers", "kernel_size"):
+        p.add_argument(f"--{f}", type=int, default=getattr(d, f), help="network size")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--segment_frames", type=int, default=64, help="crop length in mel frames")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (200 warm-up steps, cosine to 10 %%)")
+    p.add_argument("--quantized_prob", type=float, default=0.5,
+                   help="share of crops whose input is the tokenizer's quantised log-mel")
+    p.add_argument("--adversarial_start", type=int, default=-1, help="step that starts GAN training (-1: never)")
+    p.add_argument("--disc_channels", type=int, default=16, help="first-layer channels of the period discriminators")
+    p.add_argument("--max_utts", type=int, default=3000, help="at most this many training utterances")
+    p.add_argument("--dev_utts", type=int, default=32)
+    p.add_argument("--checkpoint_every", type=int, default=250)
+    p.add_argument("--num_threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1 or args.segment_frames < 2 or args.checkpoint_every < 1:
+        p.error("--steps, --batch_size, --checkpoint_every must be >= 1 and --segment_frames >= 2")
+    if not 0.0 <= args.quantized_prob <= 1.0:
+        p.error(f"--quantized_prob must be in [0, 1], got {args.quantized_prob}")
+    return args
+
+
+def lr_factor(step: int, total: int, warmup: int = 200, floor: float = 0.1) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def draw_batch(wavs: list[torch.Tensor], batch_size: int, samples: int, seed: int, step: int) -> torch.Tensor:
+    """(batch_size, samples) random crops; the same (seed, step) always gives the same batch."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    idx = torch.randint(len(wavs), (batch_size,), generator=gen).tolist()
+    crops = []
+    for i in idx:
+        start = int(torch.randint(wavs[i].numel() - samples + 1, (1,), generator=gen))
+        crops.append(wavs[i][start:start + samples])
+    return torch.stack(crops)
+
+
+class Discriminator:
+    """ESPnet's HiFi-GAN multi-period discriminator with its LSGAN and feature-matching losses."""
+
+    def __init__(self, channels: int, lr: float):
+        from espnet2.gan_tts.hifigan.hifigan import HiFiGANMultiPeriodDiscriminator
+        from espnet2.gan_tts.hifigan.loss import (
+            DiscriminatorAdversarialLoss,
+            FeatureMatchLoss,
+            GeneratorAdversarialLoss,
+        )
+
+        params = {"in_channels": 1, "out_channels": 1, "kernel_sizes": [5, 3], "channels": channels,
+                  "downsample_scales": [3, 3, 3, 3, 1], "max_downsample_channels": 16 * channels, "bias": True,
+                  "nonlinear_activation": "LeakyReLU", "nonlinear_activation_params": {"negative_slope": 0.1},
+                  "use_weight_norm": True, "use_spectral_norm": False}
+        self.model = HiFiGANMultiPeriodDiscriminator(discriminator_params=params)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, betas=(0.8, 0.99))
+        self.gen_adv, self.disc_adv, self.fm = GeneratorAdversarialLoss(), DiscriminatorAdversarialLoss(), FeatureMatchLoss()
+
+    def generator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outs_fake = self.model(fake[:, None])
+        with torch.no_grad():
+            outs_real = self.model(real[:, None])
+        return self.gen_adv(outs_fake), self.fm(outs_fake, outs_real)
+
+    def step(self, fake: torch.Tensor, real: torch.Tensor) -> float:
+        real_loss, fake_loss = self.disc_adv(self.model(fake.detach()[:, None]), self.model(real[:, None]))
+        loss = real_loss + fake_loss
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return float(loss)
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate(vocoder: MelVocoder, tok: MelRVQTokenizer, dev: list[torch.Tensor]) -> dict:
+    """Mean log-mel L1 on whole dev utterances, from clean and from quantised input."""
+    vocoder.eval()
+    lens = torch.tensor([w.numel() for w in dev])
+    wav = torch.zeros(len(dev), int(lens.max()))
+    for i, w in enumerate(dev):
+        wav[i, : w.numel()] = w
+    lm, n = vocoder.log_mel(wav, lens)
+    codes, _ = tok.encode(wav, lens)
+    out = {}
+    for name, feats in (("clean", lm), ("quantised", tok.codes_to_log_mel(codes))):
+        y, ylens = vocoder(feats, n)
+        ref = torch.nn.functional.pad(wav, (0, y.shape[1] - wav.shape[1]))
+        out[f"dev_mel_l1_{name}"] = round(float(mel_l1(vocoder, y, ref, ylens)), 4)
+    vocoder.train()
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    out = Path(args.out_dir)
+    if (out / CONFIG_FILE).is_file():
+        done = load_tokenizer(out)
+        if getattr(done, "vocoder", None) is not None:
+            print(f"{out}: already trained ({done.describe()}); delete it to retrain")
+            return 0
+    tok = load_tokenizer(args.tokenizer_dir)
+    if not isinstance(tok, MelRVQTokenizer):
+        raise SystemExit(f"{args.tokenizer_dir}: a vocoder is trained for a mel-RVQ tokenizer, this is {tok.kind!r}")
+    tok.vocoder = None  # quantised inputs come from the codebooks only
+    cfg = VocoderConfig(**{k: getattr(tok.config, k) for k in VocoderConfig().features()},
+                        **{k: getattr(args, k) for k in ("dim", "intermediate_dim", "num_layers", "kernel_size")})
+    train_dir = out / "train"
+    train_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = train_dir / "checkpoint.pt"
+
+    samples = args.segment_frames * cfg.hop_length
+    items = read_audio_list(args.data_dir)
+    if len(items) > args.max_utts:
+        items = random.Random(args.seed).sample(items, args.max_utts)
+    wavs = [load_item(it, cfg.sample_rate) for it in tqdm(items, desc=f"reading {args.data_dir}", file=sys.stderr)]
+    short = sum(w.numel() < samples for w in wavs)
+    wavs = [w for w in wavs if w.numel() >= samples]
+    if not wavs:
+        raise SystemExit(f"{args.data_dir}: no utterance is as long as one crop ({samples} samples = "
+                         f"{samples / cfg.sample_rate:.2f} s); lower --segment_frames")
+    if short:
+        logger.info(f"{short} utterances shorter than a crop ({samples / cfg.sample_rate:.2f} s) are not used")
+    dev = []
+    if args.dev_dir:
+        dev_items = read_audio_list(args.dev_dir)[: args.dev_utts]
+        dev = [load_item(it, cfg.sample_rate) for it in dev_items]
+        dev = [w for w in dev if w.numel() >= tok.min_samples]
+
+    torch.manual_seed(args.seed)  # the same command builds the same initial networks
+    vocoder = MelVocoder(cfg)
+    opt = torch.optim.AdamW(vocoder.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    disc = Discriminator(args.disc_channels, args.lr) if args.adversarial_start >= 0 else None
+    step = 0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["config"] != cfg.__dict__:
+            raise SystemExit(f"{ckpt_path}: was trained with {state['config']}, this run asks for {cfg.__dict__}; "
+                             "use another --out_dir or delete the old one")
+        vocoder.load_state_dict(state["vocoder"])
+        opt.load_state_dict(state["opt"])
+        if disc is not None and state.get("disc"):
+            disc.model.load_state_dict(state["disc"])
+            disc.opt.load_state_dict(state["disc_opt"])
+        step = int(state["step"])
+        logger.info(f"resuming {ckpt_path} at step {step}")
+    else:
+        stat_gen = random.Random(args.seed)
+        sample = stat_gen.sample(wavs, min(len(wavs), 300))
+        mels = [vocoder.log_mel(w[None], torch.tensor([w.numel()]))[0][0] for w in sample]
+        vocoder.set_normalisation(*log_mel_statistics(mels))
+    logger.info(f"vocoder: {num_parameters(vocoder) / 1e6:.2f} M parameters, {len(wavs)} training utterances, "
+                f"crops of {args.segment_frames} frames x {args.batch_size}")
+
+    def checkpoint():
+        save_atomic({"config": cfg.__dict__, "step": step, "vocoder": vocoder.state_dict(), "opt": opt.state_dict(),
+                     "disc": disc.model.state_dict() if disc else None,
+                     "disc_opt": disc.opt.state_dict() if disc else None}, ckpt_path)
+
+    vocoder.train()
+    gen_q = torch.Generator()
+    bar = tqdm(total=args.steps, initial=step, desc="vocoder", file=sys.stderr, dynamic_ncols=True)
+    t0, seen = time.time(), 0
+    with open(train_dir / "log.jsonl", "a") as log_file:
+        while step < args.steps:
+            wav = draw_batch(wavs, args.batch_size, samples, args.seed, step)
+            lens = torch.full((wav.shape[0],), samples)
+            with torch.no_grad():
+                feats, n_frames = vocoder.log_mel(wav, lens)
+                gen_q.manual_seed(args.seed * 7919 + step)
+                use_q = torch.rand(wav.shape[0], generator=gen_q) < args.quantized_prob
+                if bool(use_q.any()):
+                    codes, _ = tok.encode(wav[use_q], lens[use_q])
+                    feats[use_q] = tok.codes_to_log_mel(codes)
+            for group in opt.param_groups:
+                group["lr"] = args.lr * lr_factor(step, args.steps)
+            y, _ = vocoder(feats, n_frames)
+            y = y[:, :samples]
+            recon = mel_l1(vocoder, y, wav, lens) + multi_resolution_stft_loss(y, wav)
+            loss, stats = recon, {"recon": float(recon.detach())}
+            adversarial = disc is not None and step >= args.adversarial_start
+            if adversarial:
+                adv, fm = disc.generator_loss(y, wav)
+                loss = 45.0 * recon + adv + 2.0 * fm
+                stats.update(adv=float(adv.detach()), fm=float(fm.detach()))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vocoder.parameters(), 10.0)
+            opt.step()
+            if adversarial:
+                stats["disc"] = disc.step(y, wav)
+            if not math.isfinite(float(loss.detach())):
+                raise SystemExit(f"step {step}: the loss is {float(loss.detach())}; lower --lr (last good checkpoint: {ckpt_path})")
+            step += 1
+            seen += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
+            if step % args.checkpoint_every == 0 or step == args.steps:
+                checkpoint()
+                line = {"step": step, **{k: round(v, 4) for k, v in stats.items()},
+                        "sec_per_step": round((time.time() - t0) / seen, 3)}
+                if dev:
+                    line.update(evaluate(vocoder, tok, dev))
+                log_file.write(json.dumps(line) + "\n")
+                log_file.flush()
+    bar.close()
+    tok.attach_vocoder(vocoder.eval())
+    tok.save(out)
+    print(f"{out}: {tok.describe()} ({num_parameters(vocoder) / 1e6:.2f} M vocoder parameters, {step} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
