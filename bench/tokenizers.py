@@ -11,7 +11,8 @@ Acoustic rows (each reconstruction compared with the original, both at 16 kHz):
 
     original            the data as it is (WER/MOS of the source)
     <name> mel+GL       mel-RVQ only: the unquantised log-mel through the vocoder (the vocoder's
-                        own loss; quantisation adds the rest)
+                        own loss; quantisation adds the rest); "mel+voc" when the tokenizer has
+                        a trained vocoder (audio_gen.bin.train_vocoder), "mel+GL" for Griffin-Lim
     <name>              encode -> decode with all K codebooks
     <name> K=k          decode from the first k codebooks only (coarse)
 
@@ -322,7 +323,8 @@ def main(argv=None) -> int:
                 for a in audio]
         variants = [(f"{name}", "codes", None)]
         if isinstance(tok, MelRVQTokenizer):
-            variants.insert(0, (f"{name} mel+GL", "mel", None))
+            vocoder = "voc" if tok.vocoder is not None else "GL"
+            variants.insert(0, (f"{name} mel+{vocoder}", "mel", None))
         variants += [(f"{name} K={k}", "codes", k) for k in args.coarse if k < tok.num_codebooks]
         for label, mode, k in variants:
             recs, t_enc, t_dec = reconstruct(tok, wavs, args.batch_seconds, mode, k)

@@ -10,7 +10,9 @@
 #
 # Stages:
 #   1 data preparation (local/data.sh)          2 format/dump: validate, absolute paths, durations
-#   3 fit the mel-RVQ acoustic tokenizer        4 acoustic codes of every set (npy + codes.scp)
+#   3 fit the mel-RVQ acoustic tokenizer (+ train its vocoder with --vocoder_steps N > 0, into
+#     exp/tokenizer_<tag>_vocoder: same codes, decoded by the trained vocoder instead of Griffin-Lim)
+#                                               4 acoustic codes of every set (npy + codes.scp)
 #   5 fit the semantic tokenizer (k-means over an ASR encoder layer; needs --asr_model_dir)
 #   6 semantic tokens of every set              7 ESPnet GAN codec training (needs --codec_config)
 #   8 evaluation of the tokenizers on the test sets (bench/tokenizers.py) and RESULTS.md
@@ -34,6 +36,8 @@ opt eval_sets "test" "sets evaluated in stage 8"
 opt local_data_opts "" "options passed to local/data.sh"
 opt tokenizer_opts "" "options for python -m audio_gen.bin.fit_tokenizer (e.g. --num_codebooks 8 --codebook_size 1024)"
 opt tokenizer_tag "mel_rvq" "acoustic tokenizer name: exp/tokenizer_<tag>, dump/codes_<tag>"
+opt vocoder_steps 0 "training steps of the mel vocoder in stage 3 (0: none, Griffin-Lim only)"
+opt vocoder_opts "" "extra options for python -m audio_gen.bin.train_vocoder (e.g. --batch_size 16 --dim 256)"
 opt asr_model_dir "" "trained ASR model dir for the semantic tokenizer and the WER of stage 8"
 opt semantic_layer -1 "ASR encoder block whose output is clustered (1-based; -1: last)"
 opt semantic_codebook_size 512 "semantic k-means clusters"
@@ -78,6 +82,13 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: fit the mel-RVQ tokenizer on ${train_set} into ${tok_dir}"
   # shellcheck disable=SC2086
   python -m audio_gen.bin.fit_tokenizer --data_dir "${data_feats}/${train_set}" --out_dir "${tok_dir}" ${tokenizer_opts}
+  if [ "${vocoder_steps}" -gt 0 ]; then
+    log "Stage 3: train the mel vocoder (${vocoder_steps} steps) into ${tok_dir}_vocoder (resumes after a kill)"
+    # shellcheck disable=SC2086
+    python -m audio_gen.bin.train_vocoder --data_dir "${data_feats}/${train_set}" --dev_dir "${data_feats}/${valid_set}" \
+      --tokenizer_dir "${tok_dir}" --out_dir "${tok_dir}_vocoder" --steps "${vocoder_steps}" \
+      --num_threads "${num_threads}" ${vocoder_opts}
+  fi
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
@@ -136,6 +147,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     log "Stage 8: skipped (the evaluation scores intelligibility with --asr_model_dir)"
   else
     tokenizers="${tokenizer_tag}=${tok_dir}"
+    [ -f "${tok_dir}_vocoder/vocoder.pt" ] && tokenizers+=" ${tokenizer_tag}_vocoder=${tok_dir}_vocoder"
     for dset in ${eval_sets}; do
       log "Stage 8: evaluating ${tokenizers} on ${dset}"
       _sem=()
