@@ -15,7 +15,13 @@ Training, per batch:
    reference token embedding instead (:func:`nar.masking.glancing_mask`); the second pass is
    trained with cross-entropy;
 3. ``loss = ctc_weight * CTC + (1 - ctc_weight) * CE + predictor_weight * quantity
-   [+ mwer_weight * MWER]``.
+   [+ align_weight * alignment] [+ mwer_weight * MWER]``.
+
+Optional CTC-guided firing (``align_weight > 0``, needs the CTC head): the reference is
+force-aligned to the (detached) CTC posteriors (:func:`nar.align.forced_align`); with s_i the
+last frame of token i's CTC span, the loss is the mean over tokens of
+``|sum(alphas[:s_i + 1]) - (i + 1)|``, so the predictor learns to fire token i at its CTC spike
+and the CIF segments become the spans between spikes (the quantity loss only fixes the total).
 
 Minimum word error rate (MWER) fine-tuning (``mwer_weight > 0``) uses the paper's negative
 sampling: for each utterance the N-best is the first pass's argmax plus ``mwer_nbest - 1``
@@ -60,8 +66,10 @@ from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from asr.models.cassnat import CassNATModel
 from asr.models.ctc import CTCModel, EncoderOutput
 from asr.models.padding import valid_mask as _valid_mask
+from nar.align import forced_align
 from nar.cif import CIFOutput, cif, quantity_loss
 from nar.masking import glancing_mask
 
@@ -296,6 +304,8 @@ class ParaformerModel(CTCModel):
         ctc_weight: weight of the CTC branch in [0, 1); 0 drops the CTC head.
         interctc_weight: intermediate-CTC share inside the CTC branch (needs ctc_weight > 0).
         predictor_weight: weight of the quantity loss.
+        align_weight: weight of the CTC-guided firing loss (see the module docstring; needs
+            ``ctc_weight > 0``; 0 = FunASR's Paraformer).
         predictor_bias: 1 = the predictor also fires an end token (``<sos/eos>``), FunASR's
             ``predictor_bias``; the end token is removed from the output.
         sampling_ratio: GLM ratio in [0, 1]; 0 disables glancing (one decoder pass).
@@ -325,6 +335,7 @@ class ParaformerModel(CTCModel):
         ctc_weight: float = 0.3,
         interctc_weight: float = 0.0,
         predictor_weight: float = 1.0,
+        align_weight: float = 0.0,
         predictor_bias: int = 0,
         sampling_ratio: float = 0.4,
         lsm_weight: float = 0.0,
@@ -346,6 +357,9 @@ class ParaformerModel(CTCModel):
             raise ValueError(f"model_conf.ctc_weight must be in [0, 1), got {ctc_weight}")
         if interctc_weight > 0 and ctc_weight == 0:
             raise ValueError("model_conf.interctc_weight > 0 needs ctc_weight > 0 (the CTC head)")
+        if align_weight < 0 or (align_weight > 0 and ctc_weight == 0):
+            raise ValueError(f"model_conf.align_weight must be >= 0 and needs ctc_weight > 0 (the CTC head "
+                             f"gives the alignment); got align_weight {align_weight}, ctc_weight {ctc_weight}")
         if not 0.0 <= sampling_ratio <= 1.0:
             raise ValueError(f"model_conf.sampling_ratio must be in [0, 1], got {sampling_ratio}")
         if predictor_bias not in (0, 1):
@@ -385,6 +399,7 @@ class ParaformerModel(CTCModel):
         self.predictor = predictor
         self.ctc_weight = ctc_weight
         self.predictor_weight = predictor_weight
+        self.align_weight = align_weight
         self.predictor_bias = predictor_bias
         self.sampling_ratio = sampling_ratio
         self.length_normalized_loss = length_normalized_loss
@@ -441,6 +456,10 @@ class ParaformerModel(CTCModel):
         stats: dict = {}
         loss_att, loss_pre, loss_mwer = self._decoder_losses(enc, text, text_lengths, stats)
         loss = (1 - self.ctc_weight) * loss_att + self.predictor_weight * loss_pre
+        if self.align_weight > 0:
+            loss_align = self.firing_alignment_loss(enc, text, text_lengths)
+            stats["loss_align"] = loss_align.detach()
+            loss = loss + self.align_weight * loss_align
         if self.mwer_weight > 0:
             loss = loss + self.mwer_weight * loss_mwer
         if self.ctc is not None:
@@ -489,6 +508,35 @@ class ParaformerModel(CTCModel):
             loss_mwer = self.mwer_loss(first, ys, ys_lengths)
             stats["loss_mwer"] = loss_mwer.detach()
         return loss_att, loss_pre, loss_mwer
+
+    def firing_alignment_loss(self, enc: EncoderOutput, text, text_lengths) -> torch.Tensor:
+        """Mean over tokens of ``|cumsum(alphas)[s_i] - (i + 1)|``, s_i = the last frame of token
+        i's span in the CTC forced alignment of the reference (utterances whose reference does
+        not fit their frames are left out)."""
+        ok = CassNATModel.alignable(enc.lengths, text, text_lengths)
+        if not bool(ok.any()):
+            return enc.hidden.sum() * 0.0
+        hidden, lengths = enc.hidden[ok], enc.lengths[ok]
+        text, text_lengths = text[ok], text_lengths[ok]
+        text = text[:, : int(text_lengths.max())]
+        with torch.no_grad():
+            log_probs = self.ctc_log_probs(EncoderOutput(hidden, lengths, ())).float()
+            labels, _ = forced_align(log_probs, lengths, text.clamp(min=0), text_lengths, blank=self.blank_id)
+            frames = labels.size(1)
+            valid = _valid_mask(lengths, frames)
+            nxt = F.pad(labels[:, 1:], (0, 1), value=self.blank_id)
+            last = torch.arange(frames, device=labels.device)[None, :] == (lengths - 1)[:, None]
+            ends = valid & (labels != self.blank_id) & ((labels != nxt) | last)  # (B, T): L per item
+            token_index = (ends.cumsum(1) - 1).clamp(min=0)
+            end_frame = torch.zeros_like(text, dtype=torch.long)  # (B, L)
+            rows = torch.arange(labels.size(0), device=labels.device)[:, None].expand_as(labels)
+            cols = torch.arange(frames, device=labels.device)[None, :].expand_as(labels)
+            end_frame[rows[ends], token_index[ends]] = cols[ends]
+        alphas = self.predictor.alphas(hidden, lengths)
+        fired = alphas.cumsum(1).gather(1, end_frame)  # (B, L)
+        target = torch.arange(1, text.size(1) + 1, device=alphas.device, dtype=alphas.dtype)[None, :]
+        tok_valid = _valid_mask(text_lengths, text.size(1))
+        return ((fired - target).abs() * tok_valid).sum() / tok_valid.sum()
 
     def glancing_embeddings(self, embeds: torch.Tensor, first_log_probs: torch.Tensor,
                             ys: torch.Tensor, ys_lengths: torch.Tensor,

@@ -332,3 +332,39 @@ def test_tiny_paraformer_with_fsmn_decoder_learns_the_tiny_task():
     res = decode(model, feats, feat_lens)
     errors = sum(editdistance.eval(h, text[b, : text_lens[b]].tolist()) for b, h in enumerate(res.token_ids))
     assert errors / int(text_lens.sum()) < 0.05
+
+
+# ---------------------------------------------------------------------------- CTC-guided firing
+def test_firing_alignment_loss_matches_torchaudio_alignment_brute_force(trained):
+    """The loss against a per-utterance computation from torchaudio's forced alignment and
+    merge_tokens (an independent implementation of the alignment and of the span ends)."""
+    import torchaudio.functional as taf
+
+    feats, feat_lens, text, text_lens = make_batch(5, torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        enc = trained.encode_feats(feats, feat_lens)
+        got = float(trained.firing_alignment_loss(enc, text, text_lens))
+        log_probs = trained.ctc_log_probs(enc).float()
+        alphas = trained.predictor.alphas(enc.hidden, enc.lengths)
+    total, count = 0.0, 0
+    for b in range(5):
+        t, n = int(enc.lengths[b]), int(text_lens[b])
+        path, _ = taf.forced_align(log_probs[b : b + 1, :t], text[b : b + 1, :n].int(), blank=0)
+        spans = taf.merge_tokens(path[0], torch.zeros(t))
+        assert len(spans) == n
+        csum = torch.cumsum(alphas[b, :t], 0)
+        for i, span in enumerate(spans):
+            total += abs(float(csum[span.end - 1]) - (i + 1))
+            count += 1
+    assert got == pytest.approx(total / count, rel=1e-5)
+
+
+def test_firing_alignment_loss_trains_and_needs_the_ctc_head():
+    model = build(align_weight=1.0).train()
+    feats, feat_lens, text, text_lens = make_batch(4, torch.Generator().manual_seed(13))
+    loss, stats, _ = model(feats, feat_lens, text, text_lens)
+    loss.backward()
+    assert "loss_align" in stats and float(stats["loss_align"]) > 0
+    assert model.predictor.cif_output.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="align_weight"):
+        build(align_weight=1.0, ctc_weight=0.0, interctc_weight=0.0)
