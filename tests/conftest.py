@@ -343,7 +343,9 @@ def tiny_codec_recipe(tiny_recipe, tmp_path_factory) -> Path:
         cmd = ["./run.sh", "--stage", "3", "--valid_set", "test", "--test_sets", "test",
                "--tokenizer_opts", "--num_codebooks 2 --codebook_size 8 --n_mels 32 --iters 3 --griffin_lim_iters 4",
                "--asr_model_dir", str(tiny_recipe / "exp/asr_train_tiny_char"), "--semantic_codebook_size", "4",
-               "--eval_opts", "--max_utts 2 --coarse 1", "--num_threads", str(TORCH_THREADS)]
+               "--eval_opts", "--max_utts 2 --coarse 1", "--num_threads", str(TORCH_THREADS),
+               "--vocoder_steps", "2", "--vocoder_opts", "--dim 16 --intermediate_dim 32 --num_layers 1 "
+               "--batch_size 2 --segment_frames 4 --checkpoint_every 1 --dev_utts 2"]
         _run_recipe(cmd, recipe, "run.out", "tiny codec recipe")
 
     _build_once(_shared_root(tmp_path_factory), "tiny_codec_recipe", build)

@@ -129,7 +129,7 @@ class Discriminator:
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 def save_atomic(obj, path: Path) -> None:

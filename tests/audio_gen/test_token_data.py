@@ -176,6 +176,9 @@ def test_codec_recipe_stages_on_the_tiny_tree(tiny_recipe, tiny_codec_recipe):
         assert len((recipe / f"dump/semantic_l-1_k4/{dset}/semantic.scp").read_text().splitlines()) == n
     results = (recipe / "RESULTS.md").read_text()
     assert "| mel_rvq K=1 |" in results and "| original |" in results and "purity" in results
+    # stage 3 trained the vocoder (--vocoder_steps 2); stage 8 evaluated it beside Griffin-Lim
+    assert "| mel_rvq_vocoder mel+voc |" in results and "| mel_rvq mel+GL |" in results
+    assert "trained vocoder" in load_tokenizer(recipe / "exp/tokenizer_mel_rvq_vocoder").describe()
     ev = json.loads((recipe / "exp/tokenizer_mel_rvq/eval_test.json").read_text())
     assert ev["utterances"] == 2 and 0.0 <= ev["rows"][1]["stoi"] <= 1.0
 
