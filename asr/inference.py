@@ -196,6 +196,8 @@ class Speech2Text:
         length_candidates: Paraformer only: also decode token counts L-k..L+k and keep the best
             by decoder + CTC score (None: the model config's value, default 0).
         rescore_ctc_weight: Paraformer only: CTC weight of that rescoring (None: model config).
+        firing: Paraformer only: ``"predictor"`` (CIF predictor) or ``"ctc"`` (token segments
+            from the CTC greedy path; None: the model config's value, default "predictor").
         ctc_weight, penalty, maxlenratio: AED beam search only: CTC prefix score weight,
             length bonus per token, maximum output length / encoder frames (0: frames).
         num_samples, threshold, rank: CASS-NAT ``esa`` only: alignment copies (default 16),
@@ -235,6 +237,7 @@ class Speech2Text:
         timestamps: bool = True,
         length_candidates: int | None = None,
         rescore_ctc_weight: float | None = None,
+        firing: str | None = None,
         ctc_weight: float = 0.3,
         penalty: float = 0.0,
         maxlenratio: float = 0.0,
@@ -302,14 +305,20 @@ class Speech2Text:
                 self.model.length_candidates = int(length_candidates)
             if rescore_ctc_weight is not None:
                 self.model.rescore_ctc_weight = float(rescore_ctc_weight)
+            if firing is not None:
+                self.model.firing = firing
+            try:
+                self.model.check_firing()
+            except ValueError as err:
+                raise ValueError(f"{self.model_dir}: {err}") from None
             if self.model.length_candidates < 0 or not 0 <= self.model.rescore_ctc_weight <= 1:
                 raise ValueError(
                     f"need length_candidates >= 0 and 0 <= rescore_ctc_weight <= 1, got "
                     f"{self.model.length_candidates}, {self.model.rescore_ctc_weight}"
                 )
-        elif length_candidates or rescore_ctc_weight is not None:
+        elif length_candidates or rescore_ctc_weight is not None or firing is not None:
             raise ValueError(
-                f"{self.model_dir}: length_candidates / rescore_ctc_weight are Paraformer options; "
+                f"{self.model_dir}: length_candidates / rescore_ctc_weight / firing are Paraformer options; "
                 f"this is a {self.family} model"
             )
         if not 0.0 <= ctc_weight <= 1.0 or maxlenratio < 0:

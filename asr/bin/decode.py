@@ -41,6 +41,7 @@ DECODE_DEFAULTS = {
     "timestamps": True,
     "length_candidates": None,  # Paraformer: rescore token counts L-k..L+k (None: model config)
     "rescore_ctc_weight": None,  # Paraformer: CTC weight in that rescoring
+    "firing": None,  # Paraformer: "predictor" or "ctc" (segments from the CTC greedy path)
     "ctc_weight": 0.3,  # AED beam search: CTC prefix score weight
     "penalty": 0.0,  # AED beam search: length bonus per token
     "maxlenratio": 0.0,  # AED beam search: max output length / encoder frames (0: frames)

@@ -35,6 +35,13 @@ Inference: one encoder pass, predictor alphas with the tail weight added after e
 frame, ``floor(sum(alphas) + tail)`` tokens, one decoder pass, argmax — for the whole padded
 batch at once. Token times come from the CIF firing frames.
 
+Inference option ``firing: ctc`` (needs the CTC head): the CIF segments come from the CTC
+greedy path instead of the predictor: token i integrates, with equal weights, the frames after
+the previous token's last frame up to its own last frame (with ``predictor_bias``, the frames
+after the last token form the end token). The count is the CTC hypothesis's; the decoder gives
+the token identities. This is Paraformer-v2's idea (token embeddings from CTC, Tian et al. 2024)
+on our CIF; use it when the predictor is undertrained (RESULTS.md of synth_en/asr1).
+
 Shapes: B batch, N samples, T encoder frames, D model dim, L tokens, V vocabulary.
 """
 
@@ -74,6 +81,7 @@ from nar.cif import CIFOutput, cif, quantity_loss
 from nar.masking import glancing_mask
 
 PREDICTOR_VARIANTS = ("v1", "v2")
+FIRING_MODES = ("predictor", "ctc")
 
 
 # ------------------------------------------------------------------------------ predictor
@@ -314,6 +322,8 @@ class ParaformerModel(CTCModel):
         share_embedding: GLM takes reference embeddings from the output layer's weights.
         mwer_weight, mwer_nbest, mwer_temperature: MWER fine-tuning (see the module docstring).
         sos, eos: ids of the start/end tokens (default: the last token, ESPnet's ``<sos/eos>``).
+        firing: inference option: ``"predictor"`` (the CIF predictor, default) or ``"ctc"``
+            (segments from the CTC greedy path; see the module docstring).
         length_candidates, rescore_ctc_weight: inference option: also decode token counts
             L - k .. L + k (k = length_candidates) and keep the candidate with the best
             ``(1 - w) * decoder + w * CTC`` log-likelihood (needs the CTC head when w > 0).
@@ -350,6 +360,7 @@ class ParaformerModel(CTCModel):
         blank_id: int = 0,
         length_candidates: int = 0,
         rescore_ctc_weight: float = 0.5,
+        firing: str = "predictor",
         report_cer: bool = True,
         extract_feats_in_collect_stats: bool = True,
     ):
@@ -411,6 +422,8 @@ class ParaformerModel(CTCModel):
         self.eos = vocab_size - 1 if eos is None else eos
         self.ignore_id = ignore_id
         self.length_candidates = length_candidates
+        self.firing = firing
+        self.check_firing()
         self.rescore_ctc_weight = rescore_ctc_weight
         self.criterion_att = LabelSmoothingLoss(
             size=vocab_size,
@@ -599,10 +612,55 @@ class ParaformerModel(CTCModel):
         return ((posterior * relative).sum(-1) / ref_words.clamp(min=1)).mean()
 
     # ---------------------------------------------------------------- inference
+    def check_firing(self) -> None:
+        if self.firing not in FIRING_MODES:
+            raise ValueError(f"Paraformer firing must be one of {FIRING_MODES}, got {self.firing!r}")
+        if self.firing == "ctc" and self.ctc is None:
+            raise ValueError("Paraformer firing 'ctc' needs the CTC head (a model trained with ctc_weight > 0)")
+        if self.firing == "ctc" and self.length_candidates > 0:
+            raise ValueError("Paraformer firing 'ctc' takes its token count from the CTC path; "
+                             "length_candidates must be 0 with it")
+
+    def ctc_firing_alphas(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """CIF weights (B, T) and token counts (B,) from the CTC greedy path: every frame gets
+        1 / (frames of its segment), a segment being the frames after the previous token's last
+        frame up to this token's last frame; frames after the last token form the end token's
+        segment with ``predictor_bias`` and get weight 0 otherwise."""
+        best = self.ctc_log_probs(enc).argmax(-1)  # (B, T)
+        frames = best.size(1)
+        valid = _valid_mask(enc.lengths, frames)
+        nxt = F.pad(best[:, 1:], (0, 1), value=self.blank_id)
+        last = torch.arange(frames, device=best.device)[None, :] == (enc.lengths - 1)[:, None]
+        ends = valid & (best != self.blank_id) & ((best != nxt) | last)  # (B, T)
+        tokens = ends.sum(1)
+        # segment of frame t = number of token ends before t
+        segment = (ends.cumsum(1) - ends.long()).masked_fill(~valid, 0)  # (B, T)
+        in_token = valid & (segment < tokens[:, None])
+        use = in_token
+        counts = tokens
+        if self.predictor_bias:
+            tail = valid & (segment == tokens[:, None])
+            use = in_token | tail
+            counts = tokens + tail.any(1).long()
+        size = torch.zeros(best.size(0), frames + 1, device=best.device)
+        size.scatter_add_(1, segment, use.float())
+        alphas = torch.where(use, 1.0 / size.gather(1, segment).clamp(min=1), torch.zeros_like(size[:, :frames]))
+        return alphas, counts
+
     @torch.no_grad()
     def recognize(self, enc: EncoderOutput) -> ParaformerResult:
         """Batched greedy Paraformer decoding of an encoder output (no per-item loop in the
         network passes). Items for which nothing fires get an empty result."""
+        self.check_firing()
+        if self.firing == "ctc":
+            alphas, counts = self.ctc_firing_alphas(enc)
+            out = cif(enc.hidden.float(), alphas, enc.lengths, threshold=self.predictor.threshold,
+                      target_lengths=counts)
+            if int(counts.max()) == 0:
+                log_probs = enc.hidden.new_zeros(enc.hidden.size(0), 0, self.vocab_size)
+            else:
+                log_probs = self.decode_embeddings(enc, out.embeddings, counts)
+            return self._result(log_probs, counts, out.token_starts, out.token_ends)
         out, alphas = self.predictor(enc.hidden, enc.lengths)
         counts = out.token_lengths
         if self.length_candidates > 0:

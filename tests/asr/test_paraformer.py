@@ -368,3 +368,65 @@ def test_firing_alignment_loss_trains_and_needs_the_ctc_head():
     assert model.predictor.cif_output.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="align_weight"):
         build(align_weight=1.0, ctc_weight=0.0, interctc_weight=0.0)
+
+
+# ---------------------------------------------------------------------------- firing from the CTC path
+def _ctc_firing_brute_force(model, enc):
+    """Per utterance, in plain Python: segments between the CTC greedy path's token ends."""
+    best = model.ctc_log_probs(enc).argmax(-1)
+    alphas = torch.zeros(best.shape)
+    counts, hyps = [], []
+    for b in range(best.size(0)):
+        n = int(enc.lengths[b])
+        p = best[b, :n].tolist()
+        ends = [t for t in range(n) if p[t] != 0 and (t == n - 1 or p[t + 1] != p[t])]
+        hyps.append([p[t] for t in ends])
+        prev = -1
+        for e in ends:
+            alphas[b, prev + 1 : e + 1] = 1.0 / (e - prev)
+            prev = e
+        count = len(ends)
+        if model.predictor_bias and prev + 1 < n:
+            alphas[b, prev + 1 : n] = 1.0 / (n - prev - 1)
+            count += 1
+        counts.append(count)
+    return alphas, torch.tensor(counts), hyps
+
+
+def test_ctc_firing_alphas_match_a_brute_force_segmentation(trained):
+    feats, feat_lens, _, _ = make_batch(8, torch.Generator().manual_seed(21))
+    with torch.no_grad():
+        enc = trained.encode_feats(feats, feat_lens)
+        alphas, counts = trained.ctc_firing_alphas(enc)
+    ref_alphas, ref_counts, _ = _ctc_firing_brute_force(trained, enc)
+    assert torch.equal(counts, ref_counts)
+    torch.testing.assert_close(alphas, ref_alphas)
+
+
+def test_ctc_firing_decodes_the_ctc_token_count_batched_like_per_item(trained):
+    feats, feat_lens, text, text_lens = make_batch(8, torch.Generator().manual_seed(22))
+    trained.firing = "ctc"
+    try:
+        res = decode(trained, feats, feat_lens)
+        with torch.no_grad():
+            _, _, hyps = _ctc_firing_brute_force(trained, trained.encode_feats(feats, feat_lens))
+        for b in range(8):
+            assert len(res.token_ids[b]) == len(hyps[b])  # the count is the CTC path's
+            n = int(feat_lens[b])
+            one = decode(trained, feats[b : b + 1, :n], feat_lens[b : b + 1])
+            assert one.token_ids[0] == res.token_ids[b] and one.frames[0] == res.frames[b]
+        errors = sum(editdistance.eval(h, text[b, : text_lens[b]].tolist()) for b, h in enumerate(res.token_ids))
+        assert errors / int(text_lens.sum()) < 0.05
+    finally:
+        trained.firing = "predictor"
+
+
+def test_firing_option_errors():
+    with pytest.raises(ValueError, match="firing must be one of"):
+        build(firing="spikes")
+    with pytest.raises(ValueError, match="length_candidates must be 0"):
+        build(firing="ctc", length_candidates=1)
+    cfg = paraformer_config(ctc_weight=0.0, interctc_weight=0.0, firing="ctc")
+    cfg["encoder_conf"]["interctc_use_conditioning"] = False
+    with pytest.raises(ValueError, match="needs the CTC head"):
+        NARASRTask.build_model_from_dict(cfg)
