@@ -40,7 +40,9 @@ greedy path instead of the predictor: token i integrates, with equal weights, th
 the previous token's last frame up to its own last frame (with ``predictor_bias``, the frames
 after the last token form the end token). The count is the CTC hypothesis's; the decoder gives
 the token identities. This is Paraformer-v2's idea (token embeddings from CTC, Tian et al. 2024)
-on our CIF; use it when the predictor is undertrained (RESULTS.md of synth_en/asr1).
+on our CIF; use it when the predictor is undertrained (RESULTS.md of synth_en/asr1). With
+``firing: ctc`` in ``model_conf`` the decoder is also trained on such segments (of the reference
+force-aligned to the CTC posteriors) instead of the predictor's.
 
 Shapes: B batch, N samples, T encoder frames, D model dim, L tokens, V vocabulary.
 """
@@ -322,8 +324,10 @@ class ParaformerModel(CTCModel):
         share_embedding: GLM takes reference embeddings from the output layer's weights.
         mwer_weight, mwer_nbest, mwer_temperature: MWER fine-tuning (see the module docstring).
         sos, eos: ids of the start/end tokens (default: the last token, ESPnet's ``<sos/eos>``).
-        firing: inference option: ``"predictor"`` (the CIF predictor, default) or ``"ctc"``
-            (segments from the CTC greedy path; see the module docstring).
+        firing: ``"predictor"`` (the CIF predictor, default) or ``"ctc"``: segments from the
+            CTC greedy path at inference and, in training, from the reference force-aligned to
+            the CTC posteriors (the predictor is still trained by the quantity loss). Set at
+            decoding time only, it changes inference alone (see the module docstring).
         length_candidates, rescore_ctc_weight: inference option: also decode token counts
             L - k .. L + k (k = length_candidates) and keep the candidate with the best
             ``(1 - w) * decoder + w * CTC`` log-likelihood (needs the CTC head when w > 0).
@@ -487,6 +491,10 @@ class ParaformerModel(CTCModel):
         """Quantity loss, GLM two-pass cross-entropy and (optionally) MWER."""
         ys, ys_lengths = self._targets(text, text_lengths)
         out, alphas = self.predictor(enc.hidden, enc.lengths, target_lengths=ys_lengths)
+        if self.firing == "ctc":  # the decoder learns on the segments it will decode from
+            fire = self.reference_firing_alphas(enc, text, text_lengths, ys_lengths, alphas.detach())
+            out = cif(enc.hidden.float(), fire, enc.lengths, threshold=self.predictor.threshold,
+                      target_lengths=ys_lengths)
         embeds = out.embeddings  # (B, L, D), exactly ys_lengths tokens each
         valid = _valid_mask(ys_lengths, ys.size(1))
         if self.length_normalized_loss:
@@ -621,31 +629,52 @@ class ParaformerModel(CTCModel):
             raise ValueError("Paraformer firing 'ctc' takes its token count from the CTC path; "
                              "length_candidates must be 0 with it")
 
-    def ctc_firing_alphas(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
-        """CIF weights (B, T) and token counts (B,) from the CTC greedy path: every frame gets
-        1 / (frames of its segment), a segment being the frames after the previous token's last
-        frame up to this token's last frame; frames after the last token form the end token's
-        segment with ``predictor_bias`` and get weight 0 otherwise."""
-        best = self.ctc_log_probs(enc).argmax(-1)  # (B, T)
-        frames = best.size(1)
-        valid = _valid_mask(enc.lengths, frames)
-        nxt = F.pad(best[:, 1:], (0, 1), value=self.blank_id)
-        last = torch.arange(frames, device=best.device)[None, :] == (enc.lengths - 1)[:, None]
-        ends = valid & (best != self.blank_id) & ((best != nxt) | last)  # (B, T)
+    def segment_alphas(self, path: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CIF weights (B, T) and token counts (B,) from a CTC frame path (B, T) (greedy or
+        forced): every frame gets 1 / (frames of its segment), a segment being the frames after
+        the previous token's last frame up to this token's last frame; frames after the last
+        token form the end token's segment with ``predictor_bias`` and get weight 0 otherwise."""
+        frames = path.size(1)
+        valid = _valid_mask(lengths, frames)
+        nxt = F.pad(path[:, 1:], (0, 1), value=self.blank_id)
+        last = torch.arange(frames, device=path.device)[None, :] == (lengths - 1)[:, None]
+        ends = valid & (path != self.blank_id) & ((path != nxt) | last)  # (B, T)
         tokens = ends.sum(1)
         # segment of frame t = number of token ends before t
         segment = (ends.cumsum(1) - ends.long()).masked_fill(~valid, 0)  # (B, T)
-        in_token = valid & (segment < tokens[:, None])
-        use = in_token
+        use = valid & (segment < tokens[:, None])
         counts = tokens
         if self.predictor_bias:
             tail = valid & (segment == tokens[:, None])
-            use = in_token | tail
+            use = use | tail
             counts = tokens + tail.any(1).long()
-        size = torch.zeros(best.size(0), frames + 1, device=best.device)
+        size = torch.zeros(path.size(0), frames + 1, device=path.device)
         size.scatter_add_(1, segment, use.float())
         alphas = torch.where(use, 1.0 / size.gather(1, segment).clamp(min=1), torch.zeros_like(size[:, :frames]))
         return alphas, counts
+
+    def ctc_firing_alphas(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`segment_alphas` of the CTC greedy path (inference with ``firing: ctc``)."""
+        return self.segment_alphas(self.ctc_log_probs(enc).argmax(-1), enc.lengths)
+
+    def reference_firing_alphas(self, enc: EncoderOutput, text, text_lengths, ys_lengths, fallback):
+        """Training with ``firing: ctc``: :meth:`segment_alphas` of the reference force-aligned
+        to the (detached) CTC posteriors; items that cannot be aligned, or whose segments do
+        not give ``ys_lengths`` tokens (no frame left for the end token), keep ``fallback``."""
+        ok = CassNATModel.alignable(enc.lengths, text, text_lengths)
+        alphas = fallback.clone()
+        if not bool(ok.any()):
+            return alphas
+        with torch.no_grad():
+            log_probs = self.ctc_log_probs(EncoderOutput(enc.hidden[ok], enc.lengths[ok], ())).float()
+            sub_len = text_lengths[ok]
+            sub_text = text[ok][:, : int(sub_len.max())]
+            labels, _ = forced_align(log_probs, enc.lengths[ok], sub_text.clamp(min=0), sub_len, blank=self.blank_id)
+            seg, counts = self.segment_alphas(labels, enc.lengths[ok])
+        good = counts == ys_lengths[ok]
+        rows = ok.nonzero().flatten()[good]
+        alphas[rows] = seg[good].to(alphas.dtype)
+        return alphas
 
     @torch.no_grad()
     def recognize(self, enc: EncoderOutput) -> ParaformerResult:

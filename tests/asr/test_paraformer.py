@@ -430,3 +430,36 @@ def test_firing_option_errors():
     cfg["encoder_conf"]["interctc_use_conditioning"] = False
     with pytest.raises(ValueError, match="needs the CTC head"):
         NARASRTask.build_model_from_dict(cfg)
+
+
+def test_training_with_ctc_firing_uses_the_forced_alignment_segments(trained):
+    """model_conf firing: ctc trains the decoder on the reference's CTC segments: the
+    embeddings of the first pass equal CIF over the brute-force segmentation of the forced
+    alignment (torchaudio's), and the step trains."""
+    import torchaudio.functional as taf
+
+    feats, feat_lens, text, text_lens = make_batch(4, torch.Generator().manual_seed(23))
+    with torch.no_grad():
+        enc = trained.encode_feats(feats, feat_lens)
+        ys, ys_lengths = trained._targets(text, text_lens)
+        fallback = torch.zeros(enc.hidden.shape[:2])
+        got = trained.reference_firing_alphas(enc, text, text_lens, ys_lengths, fallback)
+        log_probs = trained.ctc_log_probs(enc).float()
+    for b in range(4):
+        t, n = int(enc.lengths[b]), int(text_lens[b])
+        path, _ = taf.forced_align(log_probs[b : b + 1, :t], text[b : b + 1, :n].int(), blank=0)
+        spans = taf.merge_tokens(path[0], torch.zeros(t))
+        ref = torch.zeros(enc.hidden.size(1))
+        prev = -1
+        for span in spans:
+            ref[prev + 1 : span.end] = 1.0 / (span.end - 1 - prev)
+            prev = span.end - 1
+        if prev + 1 < t:  # predictor_bias: the frames after the last token are the end token's
+            ref[prev + 1 : t] = 1.0 / (t - prev - 1)
+            torch.testing.assert_close(got[b], ref)
+        else:  # no frame left for the end token: the fallback stays
+            assert torch.equal(got[b], fallback[b])
+    model = build(firing="ctc").train()
+    loss, stats, _ = model(feats, feat_lens, text, text_lens)
+    loss.backward()
+    assert torch.isfinite(loss) and model.decoder.output_layer.weight.grad.abs().sum() > 0
