@@ -70,7 +70,7 @@ def test_concurrent_finetunings(demo_dir, jobs):
     proc = _run(demo_dir, "--finetune_jobs", str(jobs))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     starts, ends = _calls(demo_dir)
-    assert sorted(starts) == sorted(ends) == ["aed", "cassnat", "paraformer_ctc05"]
+    assert sorted(starts) == sorted(ends) == ["aed", "cassnat", "paraformer_ctcfire"]
     assert _max_concurrent(starts, ends) == jobs
     for name, (_, args) in starts.items():
         assert f"--asr_tag ft_{name}_char" in args
@@ -93,4 +93,4 @@ def test_a_failed_finetuning_fails_the_demo_and_shows_its_log(demo_dir):
     assert "boom in cassnat" in proc.stderr
     assert "fine-tuning failed for: cassnat" in proc.stdout
     starts, ends = _calls(demo_dir)
-    assert sorted(ends) == ["aed", "cassnat", "paraformer_ctc05"]  # the others still finished
+    assert sorted(ends) == ["aed", "cassnat", "paraformer_ctcfire"]  # the others still finished

@@ -13,7 +13,7 @@ import torch
 from asr.data.kaldi import read_kaldi_map
 from asr.inference import Speech2Text
 
-DECODES = ("decode_paraformer", "decode_paraformer_rescore")
+DECODES = ("decode_paraformer", "decode_paraformer_rescore", "decode_paraformer_ctcfire")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_recipe_trains_decodes_and_scores_paraformer(tiny_paraformer_recipe, mod
             assert scores["utterances"] == len(utts)
     rows = [line for line in (r / "RESULTS.md").read_text().splitlines()
             if line.startswith("| asr_train_tiny_paraformer_char")]
-    assert len(rows) == 2
+    assert len(rows) == 3
 
 
 def test_batch_equals_items(model_dir, wavs):
@@ -51,6 +51,19 @@ def test_batch_equals_items(model_dir, wavs):
         one = s2t(wav)
         assert one.token_ids == hyp.token_ids and one.timestamps == hyp.timestamps
         assert one.score == pytest.approx(hyp.score, abs=1e-3)
+
+
+def test_ctc_firing_serves_batches_like_items_and_only_for_paraformer(model_dir, wavs, tiny_recipe):
+    s2t = Speech2Text(model_dir, firing="ctc")
+    assert s2t.model.firing == "ctc"
+    batch = s2t(wavs)
+    for wav, hyp in zip(wavs, batch):
+        one = s2t(wav)
+        assert one.token_ids == hyp.token_ids and one.timestamps == hyp.timestamps
+    with pytest.raises(ValueError, match="firing must be one of"):
+        Speech2Text(model_dir, firing="spikes")
+    with pytest.raises(ValueError, match="Paraformer options"):
+        Speech2Text(tiny_recipe / "exp/asr_train_tiny_char", firing="ctc")
 
 
 def test_timestamps_are_within_the_audio(model_dir, wavs):

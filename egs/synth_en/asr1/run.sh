@@ -18,7 +18,7 @@ done
 model_type=ctc
 [ -f "${asr_config}" ] && model_type=$(sed -n 's/^model: *//p' "${asr_config}")
 case "${model_type}" in
-    paraformer) inference_configs="conf/decode_paraformer.yaml conf/decode_paraformer_rescore.yaml" ;;
+    paraformer) inference_configs="conf/decode_paraformer.yaml conf/decode_paraformer_rescore.yaml conf/decode_paraformer_ctcfire.yaml" ;;
     cassnat) inference_configs="conf/decode_cassnat.yaml conf/decode_cassnat_esa.yaml" ;;
     espnet) inference_configs="conf/decode_aed.yaml" ;;
     *) inference_configs="conf/decode_greedy.yaml conf/decode_beam.yaml" ;;
