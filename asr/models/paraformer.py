@@ -50,7 +50,6 @@ Shapes: B batch, N samples, T encoder frames, D model dim, L tokens, V vocabular
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -75,7 +74,7 @@ from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 
-from asr.models.cassnat import CassNATModel
+from asr.models.cassnat import CassNATModel, sinusoidal_positions
 from asr.models.ctc import CTCModel, EncoderOutput
 from asr.models.padding import valid_mask as _valid_mask
 from nar.align import forced_align
@@ -172,16 +171,6 @@ class CIFPredictor(torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------ decoder
-def sinusoid(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(length, dim) sinusoidal position table (sin on even, cos on odd channels)."""
-    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim, device=device)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table.to(dtype)
-
-
 class ParaformerDecoder(AbsDecoder):
     """Parallel (non-causal) transformer decoder over token acoustic embeddings.
 
@@ -264,7 +253,7 @@ class ParaformerDecoder(AbsDecoder):
         tgt_mask = valid[:, None, :]  # (B, 1, L)
         memory_mask = _valid_mask(hlens, hs_pad.size(1))[:, None, :]  # (B, 1, T)
         if self.query_positional:
-            x = x + sinusoid(x.size(1), x.size(2), x.device, x.dtype)[None]
+            x = x + sinusoidal_positions(x.size(1), x.size(2), x.device, x.dtype)[None]
         for i, layer in enumerate(self.decoders):
             if self.fsmn is not None:
                 keep = valid[..., None].to(x.dtype)
@@ -530,29 +519,43 @@ class ParaformerModel(CTCModel):
             stats["loss_mwer"] = loss_mwer.detach()
         return loss_att, loss_pre, loss_mwer
 
+    def token_ends(self, path: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: the last frame of every token span of a CTC frame path (B, T)."""
+        frames = path.size(1)
+        valid = _valid_mask(lengths, frames)
+        nxt = F.pad(path[:, 1:], (0, 1), value=self.blank_id)
+        last = torch.arange(frames, device=path.device)[None, :] == (lengths - 1)[:, None]
+        return valid & (path != self.blank_id) & ((path != nxt) | last)
+
+    @torch.no_grad()
+    def forced_path(self, enc: EncoderOutput, text, text_lengths):
+        """The reference force-aligned to the detached CTC posteriors, for the utterances whose
+        reference fits their frames: (ok (B,) bool, labels (B_ok, T), lengths (B_ok,),
+        text (B_ok, L_ok), text_lengths (B_ok,)); labels is None when none fits."""
+        ok = CassNATModel.alignable(enc.lengths, text, text_lengths)
+        if not bool(ok.any()):
+            return ok, None, None, None, None
+        lengths, text_lengths = enc.lengths[ok], text_lengths[ok]
+        text = text[ok][:, : int(text_lengths.max())]
+        log_probs = self.ctc_log_probs(EncoderOutput(enc.hidden[ok], lengths, ())).float()
+        labels, _ = forced_align(log_probs, lengths, text.clamp(min=0), text_lengths, blank=self.blank_id)
+        return ok, labels, lengths, text, text_lengths
+
     def firing_alignment_loss(self, enc: EncoderOutput, text, text_lengths) -> torch.Tensor:
         """Mean over tokens of ``|cumsum(alphas)[s_i] - (i + 1)|``, s_i = the last frame of token
         i's span in the CTC forced alignment of the reference (utterances whose reference does
         not fit their frames are left out)."""
-        ok = CassNATModel.alignable(enc.lengths, text, text_lengths)
-        if not bool(ok.any()):
+        ok, labels, lengths, text, text_lengths = self.forced_path(enc, text, text_lengths)
+        if labels is None:
             return enc.hidden.sum() * 0.0
-        hidden, lengths = enc.hidden[ok], enc.lengths[ok]
-        text, text_lengths = text[ok], text_lengths[ok]
-        text = text[:, : int(text_lengths.max())]
         with torch.no_grad():
-            log_probs = self.ctc_log_probs(EncoderOutput(hidden, lengths, ())).float()
-            labels, _ = forced_align(log_probs, lengths, text.clamp(min=0), text_lengths, blank=self.blank_id)
-            frames = labels.size(1)
-            valid = _valid_mask(lengths, frames)
-            nxt = F.pad(labels[:, 1:], (0, 1), value=self.blank_id)
-            last = torch.arange(frames, device=labels.device)[None, :] == (lengths - 1)[:, None]
-            ends = valid & (labels != self.blank_id) & ((labels != nxt) | last)  # (B, T): L per item
+            ends = self.token_ends(labels, lengths)  # (B, T): L per item
             token_index = (ends.cumsum(1) - 1).clamp(min=0)
             end_frame = torch.zeros_like(text, dtype=torch.long)  # (B, L)
             rows = torch.arange(labels.size(0), device=labels.device)[:, None].expand_as(labels)
-            cols = torch.arange(frames, device=labels.device)[None, :].expand_as(labels)
+            cols = torch.arange(labels.size(1), device=labels.device)[None, :].expand_as(labels)
             end_frame[rows[ends], token_index[ends]] = cols[ends]
+        hidden = enc.hidden[ok]
         alphas = self.predictor.alphas(hidden, lengths)
         fired = alphas.cumsum(1).gather(1, end_frame)  # (B, L)
         target = torch.arange(1, text.size(1) + 1, device=alphas.device, dtype=alphas.dtype)[None, :]
@@ -636,9 +639,7 @@ class ParaformerModel(CTCModel):
         token form the end token's segment with ``predictor_bias`` and get weight 0 otherwise."""
         frames = path.size(1)
         valid = _valid_mask(lengths, frames)
-        nxt = F.pad(path[:, 1:], (0, 1), value=self.blank_id)
-        last = torch.arange(frames, device=path.device)[None, :] == (lengths - 1)[:, None]
-        ends = valid & (path != self.blank_id) & ((path != nxt) | last)  # (B, T)
+        ends = self.token_ends(path, lengths)  # (B, T)
         tokens = ends.sum(1)
         # segment of frame t = number of token ends before t
         segment = (ends.cumsum(1) - ends.long()).masked_fill(~valid, 0)  # (B, T)
@@ -661,16 +662,11 @@ class ParaformerModel(CTCModel):
         """Training with ``firing: ctc``: :meth:`segment_alphas` of the reference force-aligned
         to the (detached) CTC posteriors; items that cannot be aligned, or whose segments do
         not give ``ys_lengths`` tokens (no frame left for the end token), keep ``fallback``."""
-        ok = CassNATModel.alignable(enc.lengths, text, text_lengths)
         alphas = fallback.clone()
-        if not bool(ok.any()):
+        ok, labels, lengths, _, _ = self.forced_path(enc, text, text_lengths)
+        if labels is None:
             return alphas
-        with torch.no_grad():
-            log_probs = self.ctc_log_probs(EncoderOutput(enc.hidden[ok], enc.lengths[ok], ())).float()
-            sub_len = text_lengths[ok]
-            sub_text = text[ok][:, : int(sub_len.max())]
-            labels, _ = forced_align(log_probs, enc.lengths[ok], sub_text.clamp(min=0), sub_len, blank=self.blank_id)
-            seg, counts = self.segment_alphas(labels, enc.lengths[ok])
+        seg, counts = self.segment_alphas(labels, lengths)
         good = counts == ys_lengths[ok]
         rows = ok.nonzero().flatten()[good]
         alphas[rows] = seg[good].to(alphas.dtype)

@@ -143,9 +143,7 @@ def evaluate(vocoder: MelVocoder, tok: MelRVQTokenizer, dev: list[torch.Tensor])
     """Mean log-mel L1 on whole dev utterances, from clean and from quantised input."""
     vocoder.eval()
     lens = torch.tensor([w.numel() for w in dev])
-    wav = torch.zeros(len(dev), int(lens.max()))
-    for i, w in enumerate(dev):
-        wav[i, : w.numel()] = w
+    wav = torch.nn.utils.rnn.pad_sequence(dev, batch_first=True)
     lm, n = vocoder.log_mel(wav, lens)
     codes, _ = tok.encode(wav, lens)
     out = {}

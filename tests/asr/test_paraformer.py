@@ -40,10 +40,8 @@ def build(seed: int = 0, **model_conf) -> ParaformerModel:
     return model
 
 
-@pytest.fixture(scope="module")
-def trained() -> ParaformerModel:
-    """A tiny Paraformer (predictor_bias 1, GLM 0.5, CTC 0.3) trained on the tiny task."""
-    model = build()
+def train_tiny(model: ParaformerModel) -> ParaformerModel:
+    """150 Adam steps on the tiny task; returns the model in eval mode."""
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
@@ -54,6 +52,12 @@ def trained() -> ParaformerModel:
         loss.backward()
         opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained() -> ParaformerModel:
+    """A tiny Paraformer (predictor_bias 1, GLM 0.5, CTC 0.3) trained on the tiny task."""
+    return train_tiny(build())
 
 
 def decode(model: ParaformerModel, feats, feat_lens):
@@ -317,17 +321,7 @@ def test_tiny_paraformer_with_fsmn_decoder_learns_the_tiny_task():
     cfg = paraformer_config()
     cfg["decoder_conf"].update(fsmn_kernel=3, query_positional=True)
     torch.manual_seed(0)
-    model = NARASRTask.build_model_from_dict(cfg)
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(150):
-        feats, feat_lens, text, text_lens = make_batch(16, gen)
-        loss, _, _ = model(feats, feat_lens, text, text_lens)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model = train_tiny(NARASRTask.build_model_from_dict(cfg))
     feats, feat_lens, text, text_lens = make_batch(32, torch.Generator().manual_seed(99))
     res = decode(model, feats, feat_lens)
     errors = sum(editdistance.eval(h, text[b, : text_lens[b]].tolist()) for b, h in enumerate(res.token_ids))
