@@ -681,15 +681,11 @@ class ParaformerModel(CTCModel):
             alphas, counts = self.ctc_firing_alphas(enc)
             out = cif(enc.hidden.float(), alphas, enc.lengths, threshold=self.predictor.threshold,
                       target_lengths=counts)
-            if int(counts.max()) == 0:
-                log_probs = enc.hidden.new_zeros(enc.hidden.size(0), 0, self.vocab_size)
-            else:
-                log_probs = self.decode_embeddings(enc, out.embeddings, counts)
-            return self._result(log_probs, counts, out.token_starts, out.token_ends)
-        out, alphas = self.predictor(enc.hidden, enc.lengths)
-        counts = out.token_lengths
-        if self.length_candidates > 0:
-            return self._recognize_candidates(enc, alphas, counts)
+        else:
+            out, alphas = self.predictor(enc.hidden, enc.lengths)
+            counts = out.token_lengths
+            if self.length_candidates > 0:
+                return self._recognize_candidates(enc, alphas, counts)
         if int(counts.max()) == 0:
             log_probs = enc.hidden.new_zeros(enc.hidden.size(0), 0, self.vocab_size)
         else:

@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     if not isinstance(tok, MelRVQTokenizer):
         raise SystemExit(f"{args.tokenizer_dir}: a vocoder is trained for a mel-RVQ tokenizer, this is {tok.kind!r}")
     tok.vocoder = None  # quantised inputs come from the codebooks only
-    cfg = VocoderConfig(**{k: getattr(tok.config, k) for k in VocoderConfig().features()},
+    cfg = VocoderConfig(**tok.config.features(),
                         **{k: getattr(args, k) for k in ("dim", "intermediate_dim", "num_layers", "kernel_size")})
     train_dir = out / "train"
     train_dir.mkdir(parents=True, exist_ok=True)

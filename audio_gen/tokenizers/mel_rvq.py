@@ -18,15 +18,15 @@ first codebooks are the coarse ones (decode with K' < K codebooks for a coarser 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, ClassVar, Iterable, Optional
 
 import torch
 
 from audio_gen.tokenizers.base import AcousticTokenizer, register
 from audio_gen.tokenizers.kmeans import residual_kmeans, rvq_decode, rvq_encode
-from audio_gen.tokenizers.spectral import Spectral, length_mask
+from audio_gen.tokenizers.spectral import MelFeatureConfig, length_mask
 from audio_gen.tokenizers.vocoder import MelVocoder
 
 logger = logging.getLogger(__name__)
@@ -36,32 +36,14 @@ VOCODER_FILE = "vocoder.pt"
 
 
 @dataclass
-class MelRVQConfig:
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop_length: int = 320
-    n_mels: int = 100
-    f_min: float = 0.0
-    f_max: Optional[float] = None
+class MelRVQConfig(MelFeatureConfig):
+    """The log-mel features (:class:`MelFeatureConfig`) plus the codebooks and Griffin-Lim."""
+
     num_codebooks: int = 8
     codebook_size: int = 1024
-    #: floor of the mel magnitude before the log (silence maps to log(floor))
-    log_floor: float = 1e-5
     #: Griffin-Lim iterations of the built-in vocoder
     griffin_lim_iters: int = 64
-
-    def __post_init__(self):
-        for f in ("sample_rate", "n_fft", "hop_length", "n_mels", "num_codebooks", "codebook_size"):
-            if int(getattr(self, f)) < 1:
-                raise ValueError(f"MelRVQConfig.{f} must be >= 1, got {getattr(self, f)}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MelRVQConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"MelRVQConfig: unknown options {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+    POSITIVE: ClassVar[tuple] = MelFeatureConfig.POSITIVE + ("num_codebooks", "codebook_size")
 
 
 @register
@@ -76,8 +58,7 @@ class MelRVQTokenizer(AcousticTokenizer):
         self.frame_rate = config.sample_rate / config.hop_length
         self.num_codebooks = config.num_codebooks
         self.codebook_size = config.codebook_size
-        self.spectral = Spectral(config.sample_rate, config.n_fft, config.hop_length, config.n_mels,
-                                 config.f_min, config.f_max)
+        self.spectral = config.spectral()
         shape = (config.num_codebooks, config.codebook_size, config.n_mels)
         if codebooks is not None and tuple(codebooks.shape) != shape:
             raise ValueError(f"MelRVQTokenizer: codebooks of shape {tuple(codebooks.shape)}, config wants {shape}")
@@ -90,10 +71,9 @@ class MelRVQTokenizer(AcousticTokenizer):
 
     def attach_vocoder(self, vocoder: MelVocoder) -> None:
         """Use a trained vocoder for ``decode`` (its features must be this tokenizer's)."""
-        mine = {k: getattr(self.config, k) for k in vocoder.config.features()}
-        if vocoder.config.features() != mine:
+        if vocoder.config.features() != self.config.features():
             raise ValueError(f"MelRVQTokenizer: the vocoder's features {vocoder.config.features()} differ "
-                             f"from the tokenizer's {mine}")
+                             f"from the tokenizer's {self.config.features()}")
         self.vocoder = vocoder.eval()
 
     def describe(self) -> str:
@@ -107,9 +87,7 @@ class MelRVQTokenizer(AcousticTokenizer):
     # ---- features --------------------------------------------------------------------------
     def log_mel(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) -> log-mel (B, n_mels, T), frame lengths (B,). Padding frames are log(floor)."""
-        spec, n_frames = self.spectral.stft(wav, wav_lens)
-        mel = self.spectral.mel(spec.abs())
-        return torch.log(mel.clamp(min=self.config.log_floor)), n_frames
+        return self.spectral.log_mel(wav, wav_lens, self.config.log_floor)
 
     def _frames(self, log_mel: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
         """(B, M, T) -> the valid frames (N_valid, M), mean removed."""

@@ -12,6 +12,9 @@ Shapes: wav (B, N), lens (B,); spec (B, F, T) with F = n_fft // 2 + 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import ClassVar, Optional
+
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -25,6 +28,43 @@ def num_frames(num_samples: torch.Tensor, hop: int) -> torch.Tensor:
 def length_mask(lens: torch.Tensor, max_len: int) -> torch.Tensor:
     """(B,) lengths -> (B, max_len) bool, True inside each item."""
     return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
+
+
+@dataclass
+class MelFeatureConfig:
+    """The log-mel features a mel tokenizer encodes and a mel vocoder inverts; configurations
+    of both extend it (their features must agree)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 100
+    f_min: float = 0.0
+    f_max: Optional[float] = None
+    #: floor of the mel magnitude before the log (silence maps to log(floor))
+    log_floor: float = 1e-5
+    #: fields that must be >= 1 (subclasses extend it)
+    POSITIVE: ClassVar[tuple] = ("sample_rate", "n_fft", "hop_length", "n_mels")
+
+    def __post_init__(self):
+        for f in self.POSITIVE:
+            if int(getattr(self, f)) < 1:
+                raise ValueError(f"{type(self).__name__}.{f} must be >= 1, got {getattr(self, f)}")
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown options {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def features(self) -> dict:
+        """The feature options alone (what a tokenizer and its vocoder must share)."""
+        return {f.name: getattr(self, f.name) for f in fields(MelFeatureConfig)}
+
+    def spectral(self) -> "Spectral":
+        return Spectral(self.sample_rate, self.n_fft, self.hop_length, self.n_mels, self.f_min, self.f_max)
 
 
 class Spectral(torch.nn.Module):
@@ -77,6 +117,12 @@ class Spectral(torch.nn.Module):
         y = y[:, half:half + t * self.hop]
         lens = n_frames * self.hop
         return y * length_mask(lens, y.shape[1]).to(y.dtype), lens
+
+    def log_mel(self, wav: torch.Tensor, lens: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav (B, N), lens (B,) -> natural-log mel (B, M, T) with the magnitude floored at
+        ``floor`` (padding frames are log(floor)), frame lengths (B,)."""
+        spec, n_frames = self.stft(wav, lens)
+        return torch.log(self.mel(spec.abs()).clamp(min=floor)), n_frames
 
     def mel(self, magnitude: torch.Tensor) -> torch.Tensor:
         """(B, F, T) linear magnitude -> (B, M, T) mel magnitude."""

@@ -26,53 +26,33 @@ multi-period discriminator after a warm-up.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from audio_gen.tokenizers.spectral import Spectral, length_mask
+from audio_gen.tokenizers.spectral import MelFeatureConfig, length_mask
 
 #: largest log magnitude the head may output (|S| <= e^7 ~ 1100; a full-scale sine gives ~256)
 MAX_LOG_MAGNITUDE = 7.0
 
 
 @dataclass
-class VocoderConfig:
-    """Feature configuration (must equal the tokenizer's) and network size."""
+class VocoderConfig(MelFeatureConfig):
+    """Feature configuration (:class:`MelFeatureConfig`, must equal the tokenizer's) and
+    network size."""
 
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop_length: int = 320
-    n_mels: int = 100
-    f_min: float = 0.0
-    f_max: Optional[float] = None
-    log_floor: float = 1e-5
     dim: int = 256
     intermediate_dim: int = 768
     num_layers: int = 8
     kernel_size: int = 7
+    POSITIVE: ClassVar[tuple] = MelFeatureConfig.POSITIVE + ("dim", "intermediate_dim", "num_layers")
 
     def __post_init__(self):
-        for f in ("sample_rate", "n_fft", "hop_length", "n_mels", "dim", "intermediate_dim", "num_layers"):
-            if int(getattr(self, f)) < 1:
-                raise ValueError(f"VocoderConfig.{f} must be >= 1, got {getattr(self, f)}")
+        super().__post_init__()
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"VocoderConfig.kernel_size must be odd, got {self.kernel_size}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VocoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"VocoderConfig: unknown options {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    def features(self) -> dict:
-        """The options that must match the tokenizer whose mel frames are vocoded."""
-        return {k: getattr(self, k) for k in ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min",
-                                              "f_max", "log_floor")}
 
 
 class ConvNeXtBlock(torch.nn.Module):
@@ -99,8 +79,7 @@ class MelVocoder(torch.nn.Module):
     def __init__(self, config: Optional[VocoderConfig] = None):
         super().__init__()
         self.config = config = config or VocoderConfig()
-        self.spectral = Spectral(config.sample_rate, config.n_fft, config.hop_length, config.n_mels,
-                                 config.f_min, config.f_max)
+        self.spectral = config.spectral()
         self.register_buffer("feat_mean", torch.zeros(config.n_mels))
         self.register_buffer("feat_std", torch.ones(config.n_mels))
         k = config.kernel_size
@@ -117,9 +96,7 @@ class MelVocoder(torch.nn.Module):
     # ---- features ----------------------------------------------------------------------------
     def log_mel(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) -> log-mel (B, M, T), frame lengths (B,): the tokenizer's features."""
-        spec, n_frames = self.spectral.stft(wav, wav_lens)
-        mel = self.spectral.mel(spec.abs())
-        return torch.log(mel.clamp(min=self.config.log_floor)), n_frames
+        return self.spectral.log_mel(wav, wav_lens, self.config.log_floor)
 
     def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-band statistics of the training log-mels (fixed before training)."""

@@ -15,22 +15,14 @@ import yaml
 from audio_gen.bin import fit_tokenizer, tokenize
 from audio_gen.data import AudioListError, TokenArchive, as_mono_wave, read_audio_list
 from audio_gen.tokenizers import load_tokenizer
-from tests.audio_gen.test_tokenizers import voiced
+from tests.audio_gen.test_tokenizers import voiced, write_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    (d / "wav").mkdir()
-    lines = []
-    for i, n in enumerate((16000, 12345, 9001, 20000, 7777, 16001)):
-        p = d / "wav" / f"u{i}.wav"
-        sf.write(p, voiced(n, i).numpy(), 16000, subtype="FLOAT")
-        lines.append(f"spk-u{i} {p}")
-    (d / "wav.scp").write_text("\n".join(lines) + "\n")
-    return d
+    return write_data_dir(tmp_path_factory.mktemp("data"), (16000, 12345, 9001, 20000, 7777, 16001), "spk-u")
 
 
 @pytest.fixture(scope="module")

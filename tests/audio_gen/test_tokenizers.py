@@ -4,6 +4,7 @@ import logging
 import math
 
 import pytest
+import soundfile as sf
 import torch
 
 from audio_gen.tokenizers import EncodecTokenizer, MelRVQConfig, MelRVQTokenizer, load_tokenizer
@@ -23,6 +24,18 @@ def voiced(n: int, seed: int) -> torch.Tensor:
     x = sum(torch.sin(h * phase) / h * torch.exp(-((h * f0 - formant) / 600) ** 2) for h in range(1, 30))
     env = (torch.sin(2 * math.pi * 2.0 * t + float(torch.rand(1, generator=g)) * 6) > -0.3).float()
     return (0.3 * x * env + 0.003 * torch.randn(n, generator=g)).float()
+
+
+def write_data_dir(d, lengths, prefix: str = "u"):
+    """A Kaldi data dir in ``d``: one ``voiced`` float wav per length, keys ``<prefix><i>``."""
+    (d / "wav").mkdir()
+    lines = []
+    for i, n in enumerate(lengths):
+        p = d / "wav" / f"u{i}.wav"
+        sf.write(p, voiced(n, i).numpy(), SR, subtype="FLOAT")
+        lines.append(f"{prefix}{i} {p}")
+    (d / "wav.scp").write_text("\n".join(lines) + "\n")
+    return d
 
 
 @pytest.fixture(scope="module")

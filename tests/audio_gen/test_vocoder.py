@@ -4,13 +4,12 @@ mel-RVQ tokenizer, and the training CLI (deterministic resume, GAN path, clear e
 import json
 
 import pytest
-import soundfile as sf
 import torch
 
 from audio_gen.bin import fit_tokenizer, train_vocoder
 from audio_gen.tokenizers import MelRVQTokenizer, load_tokenizer
 from audio_gen.tokenizers.vocoder import MelVocoder, VocoderConfig, mel_l1, multi_resolution_stft_loss
-from tests.audio_gen.test_tokenizers import voiced
+from tests.audio_gen.test_tokenizers import voiced, write_data_dir
 
 SMALL = dict(n_fft=256, hop_length=64, n_mels=32, dim=32, intermediate_dim=64, num_layers=2)
 
@@ -88,15 +87,7 @@ def test_tiny_vocoder_learns_to_invert_mels():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vdata")
-    (d / "wav").mkdir()
-    lines = []
-    for i, n in enumerate((16000, 12345, 9001, 20000, 700)):
-        p = d / "wav" / f"u{i}.wav"
-        sf.write(p, voiced(n, i).numpy(), 16000, subtype="FLOAT")
-        lines.append(f"u{i} {p}")
-    (d / "wav.scp").write_text("\n".join(lines) + "\n")
-    return d
+    return write_data_dir(tmp_path_factory.mktemp("vdata"), (16000, 12345, 9001, 20000, 700))
 
 
 @pytest.fixture(scope="module")
