@@ -200,6 +200,12 @@ class Speech2Text:
             from the CTC greedy path; None: the model config's value, default "predictor").
         ctc_weight, penalty, maxlenratio: AED beam search only: CTC prefix score weight,
             length bonus per token, maximum output length / encoder frames (0: frames).
+            ``penalty`` is also the length bonus per token of the CTC beam with an n-gram LM.
+        ngram_file: CTC ``beam`` only: an ARPA n-gram LM over this model's tokens
+            (``python -m asr.bin.train_ngram``; :mod:`asr.lm`), fused into the prefix beam search
+            (shallow fusion): hypotheses rank by ``acoustic + ngram_weight * lm + penalty *
+            tokens``, the LM's end-of-sentence probability included after the last frame.
+        ngram_weight: weight of that LM (None: 0.5 when ``ngram_file`` is given).
         num_samples, threshold, rank: CASS-NAT ``esa`` only: alignment copies (default 16),
             CTC probability below which a frame is resampled (default 0.9), ranker ``"ar"``
             or ``"nar"`` (default: ``"ar"`` if the model has an AR head).
@@ -241,6 +247,8 @@ class Speech2Text:
         ctc_weight: float = 0.3,
         penalty: float = 0.0,
         maxlenratio: float = 0.0,
+        ngram_file: Union[str, Path, None] = None,
+        ngram_weight: float | None = None,
         num_samples: int = 16,
         threshold: float = 0.9,
         rank: str | None = None,
@@ -324,6 +332,7 @@ class Speech2Text:
         if not 0.0 <= ctc_weight <= 1.0 or maxlenratio < 0:
             raise ValueError(f"need 0 <= ctc_weight <= 1 and maxlenratio >= 0, got {ctc_weight}, {maxlenratio}")
         self.ctc_weight, self.penalty, self.maxlenratio = float(ctc_weight), float(penalty), float(maxlenratio)
+        self.lm_scorer, self.ngram_weight = self._load_ngram(ngram_file, ngram_weight)
         self.num_samples, self.threshold, self.rank, self.seed = num_samples, threshold, rank, int(seed)
         if self.family == "cassnat":
             self.rank = self.model.check_inference_options(num_samples, threshold, rank)
@@ -338,6 +347,26 @@ class Speech2Text:
             if ranker.token_list != self.token_list or ranker.sample_rate != self.sample_rate:
                 raise ValueError(f"rank_model_dir {rank_model_dir}: token list / sample rate differ from {self.model_dir}")
             self.ranker = ranker
+
+    def _load_ngram(self, ngram_file, ngram_weight):
+        """The n-gram scorer for CTC beam search, or (None, 0.0); clear errors for misuse."""
+        if ngram_file is None:
+            if ngram_weight:
+                raise ValueError(f"ngram_weight={ngram_weight} needs ngram_file (an ARPA LM over the "
+                                 f"model's tokens, python -m asr.bin.train_ngram)")
+            if self.penalty and self.family == "ctc":
+                raise ValueError("penalty (length bonus) of the CTC beam search needs an n-gram LM (ngram_file)")
+            return None, 0.0
+        if self.family != "ctc" or self.search != "beam":
+            raise ValueError(f"{self.model_dir}: ngram_file is used by the CTC prefix beam search only "
+                             f"(search='beam' on a CTC model), got search={self.search!r} on a {self.family} model")
+        weight = 0.5 if ngram_weight is None else float(ngram_weight)
+        if weight <= 0:
+            raise ValueError(f"ngram_weight must be > 0 with ngram_file, got {weight}")
+        from asr.lm import NgramLM
+
+        lm = NgramLM.load(str(ngram_file))
+        return lm.scorer(self.token_list, length_bonus=self.penalty / weight), weight
 
     @staticmethod
     def _build(config: dict[str, Any], model_file: Path, device: str) -> torch.nn.Module:
@@ -564,11 +593,22 @@ class Speech2Text:
         if self.search == "greedy":
             res = ctc_greedy_search(log_probs, lengths, blank=self.blank_id)
             candidates = [[(tuple(t), float(s))] for t, s in zip(res.tokens, res.scores)]
-        else:
+        elif self.lm_scorer is None:
             beams = ctc_prefix_beam_search(
                 log_probs, lengths, beam_size=self.beam_size, blank=self.blank_id, nbest=self.nbest
             )
             candidates = [[(h.tokens, h.score) for h in hyps] for hyps in beams]
+        else:
+            # the whole final beam, re-ranked with the LM's end-of-sentence term
+            beams = ctc_prefix_beam_search(
+                log_probs, lengths, beam_size=self.beam_size, blank=self.blank_id, nbest=self.beam_size,
+                lm_score_fn=self.lm_scorer, lm_weight=self.ngram_weight,
+            )
+            candidates = []
+            for hyps in beams:
+                ended = [(h.tokens, h.score + self.ngram_weight * self.lm_scorer.end_logprob(h.tokens)) for h in hyps]
+                ended.sort(key=lambda x: -x[1])
+                candidates.append(ended[: self.nbest])
         stamps_on = self.timestamps if timestamps is None else timestamps
         times = self._timestamps(log_probs, lengths, candidates) if stamps_on else None
         return [

@@ -9,7 +9,8 @@
 #
 # Stages:
 #   1 data preparation (local/data.sh)      2 format/dump: validate, absolute paths, durations
-#   3 token list (char or BPE)             4 statistics collection (shapes, feats mean/var)
+#   3 token list (char or BPE); with --use_ngram true also a token n-gram LM (asr.bin.train_ngram)
+#   4 statistics collection (shapes, feats mean/var)
 #   5 training (python -m asr.bin.train)   6 decoding of every test set and decode config
 #   7 scoring (WER/CER) and RESULTS.md
 set -euo pipefail
@@ -33,6 +34,9 @@ opt max_wav_duration 20 "drop training utterances longer than this (seconds)"
 opt token_type char "char or bpe"
 opt nbpe 300 "BPE vocabulary size (token_type bpe)"
 opt bpemode unigram "sentencepiece model type: unigram or bpe"
+opt use_ngram false "stage 3 also trains a token n-gram LM; stage 6 gives it to decode configs that set ngram_weight"
+opt ngram_order 8 "order of that n-gram LM"
+opt lm_train_text "" "plain text (one sentence per line) for the n-gram LM (default: the training transcripts)"
 opt asr_config "" "training config (YAML)" required
 opt asr_tag "" "experiment name (default: from the config name and token type)"
 opt asr_args "" "extra options for python -m asr.bin.train"
@@ -63,6 +67,10 @@ fi
 asr_exp=${expdir}/asr_${asr_tag}
 asr_stats_dir=${expdir}/asr_stats_${token_type}
 [ "${token_type}" = bpe ] && asr_stats_dir+="${nbpe}"
+ngram_file=${expdir}/ngram_${token_type}
+[ "${token_type}" = bpe ] && ngram_file+="${nbpe}"
+ngram_file+=/${ngram_order}gram.arpa
+case "${use_ngram}" in true|false) ;; *) log "--use_ngram must be true or false, got '${use_ngram}'"; exit 2 ;; esac
 # The command line that reproduces this run, for RESULTS.md.
 run_command="$0$(printf " %q" "$@")"
 
@@ -97,6 +105,17 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     --input "${data_feats}/${train_set}/text" --output "${token_list}" --field 2- \
     --cleaner none --g2p none --write_vocabulary true \
     --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'
+  if [ "${use_ngram}" = true ]; then
+    _lm_text=(--kaldi_text "${data_feats}/${train_set}/text")
+    if [ -n "${lm_train_text}" ]; then
+      [ -f "${lm_train_text}" ] || { log "--lm_train_text ${lm_train_text} does not exist"; exit 1; }
+      _lm_text=(--text "${lm_train_text}")
+    fi
+    log "Stage 3: ${ngram_order}-gram LM over the ${token_type} tokens into ${ngram_file}"
+    python -m asr.bin.train_ngram --token_list "${token_list}" --token_type "${token_type}" \
+      --bpemodel "${bpemodel}" "${_lm_text[@]}" --dev_kaldi_text "${data_feats}/${valid_set}/text" \
+      --order "${ngram_order}" --output "${ngram_file}"
+  fi
 fi
 
 train_data_opts=(
@@ -165,7 +184,12 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   done
   log "Stage 6: decoding ${test_sets} with ${inference_configs} into ${asr_exp}/decode_<config>/<set>"
   # one process for every set and decode config: ESPnet is imported once, the model loaded once per config
-  python -m asr.bin.decode --model_dir "${asr_exp}" --config "${_conf[@]}" --data_dir "${_in[@]}" \
+  _lm=()
+  if [ "${use_ngram}" = true ]; then
+    [ -f "${ngram_file}" ] || { log "--use_ngram true but ${ngram_file} does not exist (run stage 3)"; exit 1; }
+    _lm=(--ngram_file "${ngram_file}")
+  fi
+  python -m asr.bin.decode --model_dir "${asr_exp}" --config "${_conf[@]}" --data_dir "${_in[@]}" "${_lm[@]}" \
     --output_dir "${_out[@]}" --batch_size "${inference_batch_size}" --device "${decode_device}" \
     --num_threads "${num_threads}"
 fi

@@ -45,6 +45,8 @@ DECODE_DEFAULTS = {
     "ctc_weight": 0.3,  # AED beam search: CTC prefix score weight
     "penalty": 0.0,  # AED beam search: length bonus per token
     "maxlenratio": 0.0,  # AED beam search: max output length / encoder frames (0: frames)
+    "ngram_file": None,  # CTC beam: ARPA n-gram LM over the model's tokens (asr.bin.train_ngram)
+    "ngram_weight": None,  # CTC beam: its weight (None: 0.5 with ngram_file; --ngram_file fills configs that set it)
     "num_samples": 16,  # CASS-NAT esa: alignment copies
     "threshold": 0.9,  # CASS-NAT esa: resample frames whose CTC probability is below this
     "rank": None,  # CASS-NAT esa: "ar" (AR head) or "nar" (None: "ar" if the model has one)
@@ -77,6 +79,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True, nargs="+", help="one output dir per data dir")
     p.add_argument("--config", default=None, nargs="+",
                    help="decode YAML, one for every data dir or one per data dir; keys: " + ", ".join(DECODE_DEFAULTS))
+    p.add_argument("--ngram_file", default=None,
+                   help="ARPA n-gram LM for every decode config that sets ngram_weight (the recipe's --use_ngram)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=2)
@@ -94,6 +98,11 @@ def main(argv=None) -> None:
     if len(configs) != len(args.data_dir):
         parser.error(f"{len(args.data_dir)} --data_dir but {len(configs)} --config (give one, or one per data dir)")
     decode_configs = {path: load_decode_config(path) for path in configs}  # every config checked first
+    for path, config in decode_configs.items():
+        if args.ngram_file and config["ngram_weight"] is not None and config["ngram_file"] is None:
+            config["ngram_file"] = args.ngram_file
+        if config["ngram_weight"] is not None and config["ngram_file"] is None:
+            parser.error(f"{path} sets ngram_weight but no ngram_file is given (in the config or by --ngram_file)")
     from asr.inference import Speech2Text
 
     torch.set_num_threads(args.num_threads)

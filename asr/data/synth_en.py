@@ -567,6 +567,9 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
     _check_config(out, config)
     if all(os.path.exists(os.path.join(state, f"{s}.done")) for s in SPLITS):
         logger.info("%s is complete (%s): nothing to do", out, os.path.join(state, "*.done"))
+        if not os.path.exists(os.path.join(out, LM_TEXT)):  # corpora built before the LM text existed
+            write_lm_text(out, sentences if sentences is not None
+                          else load_sentences(text_sources, max_vocab=max_vocab))
         with open(os.path.join(out, "stats.json")) as f:
             return json.load(f)
     check_tools(train_v + test_v)
@@ -586,7 +589,33 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
             _build_split(out, split, plan[split], nj, stats)
             _write_json(stats_path, stats)
             _write_json(os.path.join(state, f"{split}.done"), stats["speed"][split])
+    write_lm_text(out, sentences)
     return stats
+
+
+#: the corpus's language-model text (one normalised sentence per line)
+LM_TEXT = "lm_train.txt"
+
+
+def write_lm_text(out: str, sentences: Sequence[Sentence]) -> int:
+    """Write ``out/lm_train.txt``: every available sentence that is in neither ``dev`` nor ``test``.
+
+    The text-only counterpart of the training audio (like LibriSpeech's LM corpus): the same
+    sources and vocabulary, no sentence of an evaluation split (read from the written
+    ``dev``/``test`` transcripts, so the guarantee holds for any plan). Returns the line count.
+    """
+    held_out = set()
+    for split in ("dev", "test"):
+        with open(os.path.join(out, split, "text"), encoding="utf-8") as f:
+            held_out.update(line.split(maxsplit=1)[1].strip() for line in f if len(line.split(maxsplit=1)) == 2)
+    lines = [s.text for s in sentences if s.text not in held_out]
+    tmp = os.path.join(out, LM_TEXT + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+    os.replace(tmp, os.path.join(out, LM_TEXT))
+    logger.info("%s: %d sentences (%d held out as dev/test)", os.path.join(out, LM_TEXT), len(lines),
+                len(sentences) - len(lines))
+    return len(lines)
 
 
 def _check_config(out: str, config: Mapping) -> None:

@@ -112,3 +112,44 @@ def test_bad_model_dirs(model_dir, tmp_path):
         Speech2Text(broken)
     with pytest.raises(ValueError, match="search"):
         Speech2Text(model_dir, search="viterbi")
+
+
+def test_ngram_fusion_batch_score_and_errors(tiny_recipe, model_dir, wavs, tmp_path):
+    from asr.lm import BOS, NgramLM
+
+    arpa = tiny_recipe / "exp/ngram_char/3gram.arpa"  # the recipe's stage 3 (--use_ngram true)
+    s2t = Speech2Text(model_dir, search="beam", beam_size=4, ngram_file=arpa, ngram_weight=0.5, penalty=1.0)
+    batch = s2t(wavs)
+    for path, hyp in zip(wavs, batch):
+        alone = s2t(path)
+        assert alone.token_ids == hyp.token_ids and alone.score == pytest.approx(hyp.score, abs=1e-3)
+    # score = log P_ctc(y | x) + weight * log P_lm(y </s>) + penalty * |y|, each part computed
+    # independently; on peaky posteriors, where the beam's path sum is the exact P_ctc(y | x)
+    lm = NgramLM.load(str(arpa))
+    vocab = len(s2t.token_list)
+    path = [0, 5, 5, 0, 7, 0, 0, 9, 9, 0]
+    log_probs = torch.full((1, len(path), vocab), -30.0)
+    log_probs[0, torch.arange(len(path)), torch.tensor(path)] = 0.0
+    log_probs = log_probs.log_softmax(-1)
+    lengths = torch.tensor([len(path)])
+    hyp = s2t.decode_log_probs(log_probs, lengths)[0][0]
+    assert list(hyp.token_ids) == [5, 7, 9]
+    acoustic = -torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.tensor([list(hyp.token_ids)]), lengths,
+                                             torch.tensor([3]), reduction="sum")
+    words = [s2t.token_list[i] for i in hyp.token_ids]
+    expected = float(acoustic) + 0.5 * lm.sentence_logprob(words) + 1.0 * len(words)
+    assert hyp.score == pytest.approx(expected, abs=1e-3)
+    assert lm.sentence_logprob(words) == pytest.approx(
+        sum(lm.logprob([BOS] + words[:i], w) for i, w in enumerate(words + ["</s>"])))
+    with pytest.raises(ValueError, match="CTC prefix beam search only"):
+        Speech2Text(model_dir, search="greedy", ngram_file=arpa)
+    with pytest.raises(ValueError, match="needs ngram_file"):
+        Speech2Text(model_dir, search="beam", ngram_weight=0.5)
+    with pytest.raises(ValueError, match="penalty"):
+        Speech2Text(model_dir, search="beam", penalty=1.0)
+    with pytest.raises(FileNotFoundError, match="missing.arpa"):
+        Speech2Text(model_dir, search="beam", ngram_file=tmp_path / "missing.arpa")
+    other = tmp_path / "words.arpa"  # an LM over words, not this model's characters
+    other.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t</s>\n-99\t<s>\t-0.1\n-0.5\thello\n\n\\end\\\n")
+    with pytest.raises(ValueError, match="words.arpa"):
+        Speech2Text(model_dir, search="beam", ngram_file=other)

@@ -17,7 +17,16 @@ def test_every_stage_leaves_its_output(tiny_recipe):
     assert (r / "exp/asr_stats_char/train/feats_stats.npz").is_file()
     exp = r / "exp/asr_train_tiny_char"
     assert (exp / "config.yaml").is_file() and (exp / "valid.loss.ave.pth").exists()
-    for dec in ("decode_greedy", "decode_beam"):
+    lm = r / "exp/ngram_char/3gram.arpa"  # --use_ngram true (run.sh), --ngram_order 3 (the fixture)
+    info = json.loads((r / "exp/ngram_char/3gram.arpa.json").read_text())
+    assert lm.is_file() and info["order"] == 3 and info["dev"]["perplexity"] > 1
+    dev_text = {line.split(maxsplit=1)[1] for line in (r / "data/dev/text").read_text().splitlines()}
+    test_text = {line.split(maxsplit=1)[1] for line in (r / "data/test/text").read_text().splitlines()}
+    lm_text = set((r / "data/lm_train.txt").read_text().splitlines())
+    assert lm_text and not (lm_text & (dev_text | test_text))  # no evaluation sentence in the LM text
+    assert json.loads((exp / "decode_beam_ngram/dev/rtf.json").read_text())["config"]["ngram_file"] == str(
+        lm.relative_to(r))
+    for dec in ("decode_greedy", "decode_beam", "decode_beam_ngram"):
         for dset in ("dev", "test", "test_real"):
             out = exp / dec / dset
             utts = (r / "dump/raw" / dset / "text").read_text().splitlines()
@@ -32,7 +41,7 @@ def test_results_md_has_the_table_and_command(tiny_recipe):
     text = (tiny_recipe / "RESULTS.md").read_text()
     assert "--asr_config conf/train_tiny.yaml" in text
     rows = [line for line in text.splitlines() if line.startswith("| asr_train_tiny_char")]
-    assert len(rows) == 2  # greedy and beam
+    assert len(rows) == 3  # greedy, beam, beam + n-gram
     assert all(len(re.findall(r"\d+\.\d / \d+\.\d", row)) == 3 for row in rows)  # dev, test, test_real
 
 

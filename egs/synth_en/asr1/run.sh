@@ -4,6 +4,8 @@
 # Options: ./run.sh --help
 # Larger configuration: ./run.sh --asr_config conf/train_ctc_large.yaml --token_type bpe --nbpe 300 \
 #   --local_data_opts "--train_hours 4" --ngpu 1 --num_workers 12   (see RESULTS.md)
+# Token 8-gram LM (stage 3, from data/lm_train.txt: the corpus sentences minus dev/test) for
+# conf/decode_beam_ngram.yaml; --use_ngram false skips it.
 # Paraformer (same encoder and budget): ./run.sh --asr_config conf/train_paraformer.yaml
 # CASS-NAT: ./run.sh --asr_config conf/train_cassnat.yaml; AR baseline: --asr_config conf/train_aed.yaml
 set -euo pipefail
@@ -21,7 +23,7 @@ case "${model_type}" in
     paraformer) inference_configs="conf/decode_paraformer.yaml conf/decode_paraformer_rescore.yaml conf/decode_paraformer_ctcfire.yaml" ;;
     cassnat) inference_configs="conf/decode_cassnat.yaml conf/decode_cassnat_esa.yaml" ;;
     espnet) inference_configs="conf/decode_aed.yaml" ;;
-    *) inference_configs="conf/decode_greedy.yaml conf/decode_beam.yaml" ;;
+    *) inference_configs="conf/decode_greedy.yaml conf/decode_beam.yaml conf/decode_beam_ngram.yaml" ;;
 esac
 
 ../../../recipes/asr.sh \
@@ -30,6 +32,8 @@ esac
     --test_sets "dev test test_real" \
     --local_data_opts "--train_hours 2.0 --max_vocab 1000 --test_engine_shares espeak=0.6,flite=0.25,festival=0.15" \
     --token_type char \
+    --use_ngram true \
+    --lm_train_text data/lm_train.txt \
     --asr_config "${asr_config}" \
     --inference_configs "${inference_configs}" \
     "$@"

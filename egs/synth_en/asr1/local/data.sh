@@ -8,7 +8,8 @@
 #   local/data.sh --train_hours 10 --nj 8 --seed 1
 #   local/data.sh --synth_opts "--engine_shares espeak=0.5,flite=0.3,festival=0.2"
 #
-# Writes data/{train,dev,test,test_real} (Kaldi data dirs); audio under --synth_dir
+# Writes data/{train,dev,test,test_real} (Kaldi data dirs) and data/lm_train.txt (text for an
+# n-gram LM: the sources' sentences minus dev and test); audio under --synth_dir
 # (default downloads/synth_en/<options>, so other options never clash with a finished build).
 # Needs Debian packages espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k
 # festvox-us-slt-hts sox fortunes bible-kjv pocketsphinx-testdata.
@@ -51,6 +52,9 @@ for x in train dev test; do
     cp "${synth_dir}/${x}/${f}" "${datadir}/${x}/${f}"
   done
 done
+
+# text-only LM corpus: every sentence of the sources that is in neither dev nor test
+cp "${synth_dir}/lm_train.txt" "${datadir}/lm_train.txt"
 
 log "Preparing ${datadir}/test_real from pocketsphinx-testdata"
 python -m asr.data.real --out "${datadir}/test_real"
