@@ -8,8 +8,9 @@ Usage:
     python bench/asr_decode.py ... --device cuda          # on a GPU, if any
 
 A system is ``name=model_dir:search`` (model_dir relative to ``--exp_dir``; search as in
-``asr.Speech2Text``: greedy, beam, esa). Without ``--systems`` every trained model under
-``--exp_dir`` is benchmarked with each search its family has (AED beam 10; CTC greedy and prefix
+``asr.Speech2Text``: greedy, beam, esa) or ``name=model_dir:decode.yaml`` (a decode config of
+``asr.bin.decode``, e.g. CTC beam + n-gram LM with ``--ngram_file``). Without ``--systems``
+every trained model under ``--exp_dir`` is benchmarked with each search its family has (AED beam 10; CTC greedy and prefix
 beam 10; Paraformer; CASS-NAT greedy and ESA 16).
 
 For every batch of the data dir (utterances sorted by length, as ``asr.bin.decode`` batches
@@ -67,6 +68,22 @@ def median_seconds(fn, repeats: int, device: torch.device):
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def search_options(search: str, ngram_file: str | None = None) -> dict:
+    """Speech2Text options of a search name, or of a decode config (``*.yaml``)."""
+    if not search.endswith(".yaml"):
+        return dict(search=search, **SEARCH_OPTIONS[search])
+    from asr.bin.decode import load_decode_config
+
+    config = load_decode_config(search)
+    if config["ngram_weight"] is not None and config["ngram_file"] is None:
+        if not ngram_file:
+            raise ValueError(f"{search} sets ngram_weight: give --ngram_file")
+        config["ngram_file"] = ngram_file
+    for key in ("batch_seconds", "max_seconds", "overlap_seconds", "timestamps"):
+        config.pop(key)
+    return config
 
 
 def parse_system(spec: str, exp_dir: Path) -> tuple[str, Path, str]:
@@ -217,13 +234,14 @@ def plot(rows: list[dict], baseline: str | None, out: Path) -> list[Path]:
     return paths
 
 
-def long_worker(model_dir: str, search: str, wav_path: str, device: str, max_seconds, overlap_seconds) -> dict:
+def long_worker(model_dir: str, search: str, wav_path: str, device: str, max_seconds, overlap_seconds,
+                ngram_file: str | None = None) -> dict:
     """Decode one long file in this (fresh) process; report time and peak RSS (MB)."""
     from asr.audio import as_waveform
     from asr.inference import Speech2Text
 
-    s2t = Speech2Text(model_dir, device=device, search=search, max_seconds=max_seconds,
-                      overlap_seconds=overlap_seconds, **SEARCH_OPTIONS[search])
+    s2t = Speech2Text(model_dir, device=device, max_seconds=max_seconds,
+                      overlap_seconds=overlap_seconds, **search_options(search, ngram_file))
     wav = as_waveform(wav_path, s2t.sample_rate, name=wav_path)
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dev = torch.device(device)
@@ -270,7 +288,7 @@ def long_audio(specs, keys, wavs, refs, minutes: float, rate: int, out: Path, ar
         cmd = [sys.executable, str(Path(__file__).resolve()), "--long_worker", str(model_dir), search, str(path),
                "--device", args.device, "--threads", str(args.threads), "--long_max_seconds", str(args.long_max_seconds),
                "--long_overlap_seconds", str(args.long_overlap_seconds),
-               "--data_dir", str(args.data_dir)]
+               "--data_dir", str(args.data_dir)] + (["--ngram_file", args.ngram_file] if args.ngram_file else [])
         print(f"long audio ({audio / 60:.1f} min): {name} ...", file=sys.stderr)
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -321,6 +339,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max_utts", type=int, default=0, help="use only the N longest utterances (0: all)")
     parser.add_argument("--maxlenratio", type=float, default=0.0,
                         help="AED beam search: maximum output length / encoder frames (0: frames)")
+    parser.add_argument("--ngram_file", default=None, help="ARPA LM for decode configs that set ngram_weight")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path (.md beside it)")
     parser.add_argument("--plots", action="store_true", help="also write PNG plots beside --out (matplotlib)")
@@ -337,7 +356,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.long_worker:
         print(json.dumps(long_worker(*args.long_worker, args.device, args.long_max_seconds,
-                                     args.long_overlap_seconds)))
+                                     args.long_overlap_seconds, args.ngram_file)))
         return 0
 
     from asr.audio import as_waveform
@@ -359,8 +378,8 @@ def main(argv=None) -> int:
     if args.baseline and args.baseline not in names:
         parser.error(f"--baseline {args.baseline!r} is not one of the systems {names}")
     systems = [
-        (name, Speech2Text(path, device=args.device, search=search, timestamps=False,
-                           maxlenratio=args.maxlenratio, **SEARCH_OPTIONS[search]), search)
+        (name, Speech2Text(path, device=args.device, timestamps=False, **{
+            "maxlenratio": args.maxlenratio, **search_options(search, args.ngram_file)}), search)
         for name, path, search in specs
     ]
     rates = {s2t.sample_rate for _, s2t, _ in systems}

@@ -185,7 +185,8 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   log "Stage 6: decoding ${test_sets} with ${inference_configs} into ${asr_exp}/decode_<config>/<set>"
   # one process for every set and decode config: ESPnet is imported once, the model loaded once per config
   _lm=()
-  if [ "${use_ngram}" = true ]; then
+  # shellcheck disable=SC2086
+  if [ "${use_ngram}" = true ] && grep -qE "^ngram_weight:" ${inference_configs}; then
     [ -f "${ngram_file}" ] || { log "--use_ngram true but ${ngram_file} does not exist (run stage 3)"; exit 1; }
     _lm=(--ngram_file "${ngram_file}")
   fi

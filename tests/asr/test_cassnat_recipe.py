@@ -147,7 +147,7 @@ def test_aed_batch_equals_items_and_options_are_checked(aed_dir, tiny_aed_recipe
 
 
 # ---------------------------------------------------------------------------- benchmark
-def test_bench_compares_systems_side_by_side(tiny_aed_recipe, tiny_cassnat_recipe, tmp_path):
+def test_bench_compares_systems_side_by_side(tiny_recipe, tiny_aed_recipe, tiny_cassnat_recipe, tmp_path):
     import importlib.util
     from pathlib import Path
 
@@ -159,14 +159,16 @@ def test_bench_compares_systems_side_by_side(tiny_aed_recipe, tiny_cassnat_recip
     rc = bench.main([
         "--exp_dir", str(exp), "--data_dir", str(tiny_aed_recipe / "dump/raw/test"),
         "--systems", "ar=asr_train_tiny_aed_char:beam", "nat=asr_train_tiny_cassnat_char:greedy",
-        "esa=asr_train_tiny_cassnat_char:esa", "--baseline", "ar", "--batch_sizes", "1", "2", "--out", str(out), "--plots",
+        "esa=asr_train_tiny_cassnat_char:esa",
+        f"ctc_lm={tiny_recipe / 'exp/asr_train_tiny_char'}:{tiny_recipe / 'conf/decode_beam_ngram.yaml'}",
+        "--ngram_file", str(tiny_recipe / "exp/ngram_char/3gram.arpa"), "--baseline", "ar", "--batch_sizes", "1", "2", "--out", str(out), "--plots",
         "--maxlenratio", "0.1",  # the tiny AED barely learned <eos>: bound its search
         "--threads", "1",  # as every test process (conftest.TORCH_THREADS)
     ])
     assert rc == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["system"], r["batch_size"]) for r in rows] == [
-        (s, b) for b in (1, 2) for s in ("ar", "nat", "esa")]
+        (s, b) for b in (1, 2) for s in ("ar", "nat", "esa", "ctc_lm")]
     refs = (tiny_aed_recipe / "exp/asr_train_tiny_cassnat_char/decode_cassnat/test/scoring/scores.json")
     for r in rows:
         assert r["total_s"] > 0 and r["encoder_s"] > 0 and r["utterances"] == 4
@@ -175,6 +177,9 @@ def test_bench_compares_systems_side_by_side(tiny_aed_recipe, tiny_cassnat_recip
     # the bench's greedy CASS-NAT WER is the recipe's own scoring of the same decode
     nat = next(r for r in rows if r["system"] == "nat" and r["batch_size"] == 1)
     assert nat["wer"] == pytest.approx(json.loads(refs.read_text())["wer"], abs=0.01)
+    lm = next(r for r in rows if r["system"] == "ctc_lm" and r["batch_size"] == 2)  # a decode config as the search
+    lm_ref = tiny_recipe / "exp/asr_train_tiny_char/decode_beam_ngram/test/scoring/scores.json"
+    assert lm["wer"] == pytest.approx(json.loads(lm_ref.read_text())["wer"], abs=0.01)
     # the training column comes from the model's config.yaml (2 epochs in the tiny config)
     assert "| esa | 2 ep | 2 |" in out.with_suffix(".md").read_text()
     for png in ("bench_wer_speedup.png", "bench_time.png"):

@@ -1,5 +1,6 @@
 """asr.Speech2Text on the model of the tiny recipe run: batching, inputs, errors."""
 
+import json
 import logging
 import shutil
 
@@ -153,3 +154,24 @@ def test_ngram_fusion_batch_score_and_errors(tiny_recipe, model_dir, wavs, tmp_p
     other.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t</s>\n-99\t<s>\t-0.1\n-0.5\thello\n\n\\end\\\n")
     with pytest.raises(ValueError, match="words.arpa"):
         Speech2Text(model_dir, search="beam", ngram_file=other)
+
+
+def test_tune_ngram_grid(tiny_recipe, model_dir, tmp_path):
+    from asr.bin.tune_ngram import main as tune
+
+    out = tmp_path / "tune.json"
+    rows = tune(["--model_dir", str(model_dir), "--data_dir", str(tiny_recipe / "dump/raw/dev"),
+                 "--ngram_file", str(tiny_recipe / "exp/ngram_char/3gram.arpa"), "--weights", "0", "0.5",
+                 "--penalties", "0", "1", "--beam_sizes", "4", "--num_threads", "1", "--output", str(out)])
+    assert len(rows) == 3 and json.loads(out.read_text())["rows"] == rows  # no LM once, 2 fused points
+    assert [r["wer"] for r in rows] == sorted(r["wer"] for r in rows)
+    # each point is what Speech2Text decodes with the same options
+    point = next(r for r in rows if r["ngram_weight"] == 0.5 and r["penalty"] == 1.0)
+    s2t = Speech2Text(model_dir, search="beam", beam_size=4, ngram_file=tiny_recipe / "exp/ngram_char/3gram.arpa",
+                      ngram_weight=0.5, penalty=1.0, timestamps=False)
+    scp = read_kaldi_map(str(tiny_recipe / "dump/raw/dev/wav.scp"))
+    refs = read_kaldi_map(str(tiny_recipe / "dump/raw/dev/text"))
+    from asr.scoring import score
+
+    hyps = dict(zip(scp, (h.text for h in s2t(list(scp.values())))))
+    assert point["wer"] == pytest.approx(100 * score(refs, hyps)[0].wer, abs=0.01)

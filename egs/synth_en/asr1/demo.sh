@@ -41,9 +41,9 @@ ctc_ckpt=${ctc_dir}/valid.loss.ave.pth
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
   log "Demo stage 1: CTC from scratch (${ctc_epochs} epochs)"
   # shellcheck disable=SC2086
-  # greedy only here: demo stage 3 decodes test with CTC prefix beam too (saves ~65 s)
+  # greedy and beam + n-gram LM here: demo stage 3 decodes test with plain CTC prefix beam too
   ./run.sh --asr_config conf/train_ctc.yaml --asr_args "--max_epoch ${ctc_epochs}" \
-    --inference_configs conf/decode_greedy.yaml ${run_args}
+    --inference_configs "conf/decode_greedy.yaml conf/decode_beam_ngram.yaml" ${run_args}
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
@@ -98,6 +98,10 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   out=exp/compare_${bench_set}/asr_decode.json
   log "Demo stage 3: side-by-side decoding of ${bench_set} into ${out%.json}.{json,md,png}"
   systems=("ctc=${ctc_dir##*/}:greedy" "ctc_beam=${ctc_dir##*/}:beam")
+  lm=(); ngram=exp/ngram_char/8gram.arpa  # recipe stage 3 (run.sh --use_ngram true)
+  if [ -f "${ngram}" ]; then
+    systems+=("ctc_beam_lm=${ctc_dir##*/}:conf/decode_beam_ngram.yaml"); lm=(--ngram_file "${ngram}")
+  fi
   baseline=""
   for name in ${finetune_configs}; do
     case "${name}" in
@@ -108,7 +112,7 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   done
   # shellcheck disable=SC2086
   python ../../../bench/asr_decode.py --exp_dir exp --data_dir "dump/raw/${bench_set}" \
-    --systems "${systems[@]}" ${baseline:+--baseline ${baseline}} --batch_sizes ${bench_batch_sizes} \
+    --systems "${systems[@]}" "${lm[@]}" ${baseline:+--baseline ${baseline}} --batch_sizes ${bench_batch_sizes} \
     --out "${out}" --plots
 fi
 log "Demo finished in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
