@@ -35,7 +35,7 @@ def demo_dir(tmp_path):
     shutil.copy(ROOT / "egs/synth_en/asr1/demo.sh", recipe / "demo.sh")
     (recipe / "run.sh").write_text(STUB)
     (recipe / "run.sh").chmod(0o755)
-    ckpt = recipe / "exp" / "asr_train_ctc_char" / "valid.loss.ave.pth"
+    ckpt = recipe / "exp" / "asr_train_ctc_sp_char" / "valid.loss.ave.pth"  # the default --ctc_config
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"")
     return recipe
@@ -74,7 +74,8 @@ def test_concurrent_finetunings(demo_dir, jobs):
     assert _max_concurrent(starts, ends) == jobs
     for name, (_, args) in starts.items():
         assert f"--asr_tag ft_{name}_char" in args
-        assert "--init_param exp/asr_train_ctc_char/valid.loss.ave.pth:encoder:encoder" in args
+        assert "--init_param exp/asr_train_ctc_sp_char/valid.loss.ave.pth:encoder:encoder" in args
+        assert "--feats_normalize utterance_mvn" in args  # the CTC encoder's normalisation
         assert args.rstrip().endswith("--num_threads 1")
         assert (demo_dir / "exp" / f"demo_ft_{name}.log").exists()
 
