@@ -85,7 +85,7 @@ def main(argv=None) -> list[dict]:
     rows.sort(key=lambda r: (r["wer"], r["cer"]))
     lines = ["| LM | weight | penalty | beam | WER % | CER % | search s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lm = f"{r['order']}-gram" if r["ngram_file"] else "none"
+        lm = f"{r['ngram_file']} ({r['order']}-gram)" if r["ngram_file"] else "none"
         lines.append(f"| {lm} | {r['ngram_weight']} | {r['penalty']} | {r['beam_size']} | {r['wer']:.1f} | "
                      f"{r['cer']:.1f} | {r['search_seconds']:.1f} |")
     print("\n".join(lines))
