@@ -169,13 +169,14 @@ class NgramLM:
         if EOS not in self.vocab:
             raise ArpaError(f"{source}: no unigram {EOS!r}")
         self.index = {w: i for i, w in enumerate(self.vocab)}
-        self._successors: dict[tuple, tuple[Tensor, Tensor]] = {}
-        by_context: dict[tuple, list] = defaultdict(list)
+        # successors of each context as plain lists (tensors are made per context on first use)
+        self._successors: dict[tuple, tuple[list, list]] = {}
         for g, lp in logp.items():
-            by_context[g[:-1]].append((self.index[g[-1]], lp))
-        for h, pairs in by_context.items():
-            ids, lps = zip(*pairs)
-            self._successors[h] = (torch.tensor(ids), torch.tensor(lps, dtype=torch.float64))
+            succ = self._successors.get(g[:-1])
+            if succ is None:
+                succ = self._successors[g[:-1]] = ([], [])
+            succ[0].append(self.index[g[-1]])
+            succ[1].append(lp)
         self._cache: dict[tuple, Tensor] = {}
 
     # ------------------------------------------------------------------ scoring
@@ -196,7 +197,7 @@ class NgramLM:
             succ = self._successors.get(h)
             if succ is not None:
                 vec = vec.clone()
-                vec[succ[0]] = succ[1]
+                vec[torch.tensor(succ[0])] = torch.tensor(succ[1], dtype=torch.float64)
             self._cache[h] = vec
         return vec
 
