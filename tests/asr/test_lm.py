@@ -186,3 +186,26 @@ def test_train_ngram_cli(tmp_path, capsys):
     assert info["sentences"] == 4 and info["oov_tokens"] == 3 and info["dev"]["tokens"] == 2 + 1 + 7 + 1
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         train_ngram_main(["--token_list", str(tokens), "--text", str(tmp_path / "nope.txt"), "--output", str(out)])
+
+
+def test_train_ngram_cli_bpe(tmp_path):
+    import sentencepiece as spm
+
+    text = tmp_path / "train.txt"
+    text.write_text("\n".join(["the cat sat on the mat", "a cat and a hat", "the hat is on the cat"] * 20) + "\n")
+    spm.SentencePieceTrainer.train(input=str(text), vocab_size=20, model_type="unigram",
+                                   model_prefix=str(tmp_path / "bpe"), character_coverage=1.0, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "bpe.model"))
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if sp.id_to_piece(i) not in ("<unk>", "<s>", "</s>")]
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join(["<blank>", "<unk>", *pieces, "<sos/eos>"]) + "\n")
+    out = tmp_path / "2gram.arpa"
+    train_ngram_main(["--token_list", str(tokens), "--token_type", "bpe", "--bpemodel", str(tmp_path / "bpe.model"),
+                      "--text", str(text), "--order", "2", "--output", str(out)])
+    lm = NgramLM.load(str(out))
+    assert set(pieces) <= set(lm.vocab)  # the LM's words are the model's pieces
+    first = sp.encode("the cat", out_type=str)
+    assert lm.sentence_logprob(first) > lm.sentence_logprob(list(reversed(first)))
+    with pytest.raises(FileNotFoundError, match="bpemodel"):
+        train_ngram_main(["--token_list", str(tokens), "--token_type", "bpe", "--text", str(text),
+                          "--output", str(out)])
