@@ -183,7 +183,10 @@ class NgramLM:
     def logprob(self, context: Sequence[str], word: str) -> float:
         """Natural-log ``p(word | context)``; ``context`` starts with ``<s>`` at a sentence start.
         Unknown words score as ``<unk>``."""
-        return float(self.next_logprobs(context)[self.index.get(word, self.index.get(UNK, -1))])
+        index = self.index.get(word, self.index.get(UNK))
+        if index is None:
+            raise KeyError(f"{self.source}: {word!r} is not a word of this LM, which has no {UNK!r}")
+        return float(self.next_logprobs(context)[index])
 
     def next_logprobs(self, context: Sequence[str]) -> Tensor:
         """Natural-log ``p(. | context)`` over :attr:`vocab` (float64, (V_lm,)); cached."""

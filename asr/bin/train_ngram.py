@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from asr.lm import ASR_SPECIAL, NgramLM, train_ngram
+from asr.task import read_token_list
 
 
 def read_sentences(paths: list[str], kaldi: bool) -> list[str]:
@@ -53,16 +54,6 @@ def tokenize(lines: list[str], token_type: str, bpemodel: str | None) -> list[li
         raise FileNotFoundError(f"token_type bpe needs --bpemodel (a sentencepiece model), got {bpemodel!r}")
     tok = build_tokenizer(token_type, bpemodel=bpemodel if token_type == "bpe" else None, space_symbol="<space>")
     return [tok.text2tokens(line) for line in lines]
-
-
-def read_token_list(path: str) -> list[str]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"token list {path} does not exist (run the token list stage first)")
-    with open(path, encoding="utf-8") as f:
-        tokens = [line.rstrip("\n") for line in f if line.strip()]
-    if not tokens:
-        raise ValueError(f"token list {path} is empty")
-    return tokens
 
 
 def get_parser() -> argparse.ArgumentParser:

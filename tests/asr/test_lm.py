@@ -209,3 +209,12 @@ def test_train_ngram_cli_bpe(tmp_path):
     with pytest.raises(FileNotFoundError, match="bpemodel"):
         train_ngram_main(["--token_list", str(tokens), "--token_type", "bpe", "--text", str(text),
                           "--output", str(out)])
+
+
+def test_unknown_word_without_unk_is_an_error(tmp_path):
+    arpa = tmp_path / "words.arpa"
+    arpa.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t</s>\n-99\t<s>\t-0.1\n-0.5\thello\n\n\\end\\\n")
+    lm = NgramLM.load(str(arpa))
+    assert lm.logprob([BOS], "hello") == pytest.approx(-0.5 * math.log(10))  # a unigram model ignores context
+    with pytest.raises(KeyError, match="words.arpa"):
+        lm.logprob([BOS], "world")
