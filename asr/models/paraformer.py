@@ -460,10 +460,12 @@ class ParaformerModel(CTCModel):
         text = text[:, : int(text_lengths.max())]
         enc = self.encode(speech, speech_lengths)
         stats: dict = {}
-        loss_att, loss_pre, loss_mwer = self._decoder_losses(enc, text, text_lengths, stats)
+        # the reference's CTC forced alignment, computed once for CTC firing and the firing loss
+        path = self.forced_path(enc, text, text_lengths) if self.firing == "ctc" or self.align_weight > 0 else None
+        loss_att, loss_pre, loss_mwer = self._decoder_losses(enc, text, text_lengths, stats, path)
         loss = (1 - self.ctc_weight) * loss_att + self.predictor_weight * loss_pre
         if self.align_weight > 0:
-            loss_align = self.firing_alignment_loss(enc, text, text_lengths)
+            loss_align = self.firing_alignment_loss(enc, text, text_lengths, path)
             stats["loss_align"] = loss_align.detach()
             loss = loss + self.align_weight * loss_align
         if self.mwer_weight > 0:
@@ -476,12 +478,13 @@ class ParaformerModel(CTCModel):
         loss, stats, weight = force_gatherable((loss, stats, speech.size(0)), loss.device)
         return loss, stats, weight
 
-    def _decoder_losses(self, enc: EncoderOutput, text, text_lengths, stats: dict):
-        """Quantity loss, GLM two-pass cross-entropy and (optionally) MWER."""
+    def _decoder_losses(self, enc: EncoderOutput, text, text_lengths, stats: dict, path=None):
+        """Quantity loss, GLM two-pass cross-entropy and (optionally) MWER; ``path``: the
+        :meth:`forced_path` of the batch when already computed."""
         ys, ys_lengths = self._targets(text, text_lengths)
         out, alphas = self.predictor(enc.hidden, enc.lengths, target_lengths=ys_lengths)
         if self.firing == "ctc":  # the decoder learns on the segments it will decode from
-            fire = self.reference_firing_alphas(enc, text, text_lengths, ys_lengths, alphas.detach())
+            fire = self.reference_firing_alphas(enc, text, text_lengths, ys_lengths, alphas.detach(), path)
             out = cif(enc.hidden.float(), fire, enc.lengths, threshold=self.predictor.threshold,
                       target_lengths=ys_lengths)
         embeds = out.embeddings  # (B, L, D), exactly ys_lengths tokens each
@@ -541,11 +544,11 @@ class ParaformerModel(CTCModel):
         labels, _ = forced_align(log_probs, lengths, text.clamp(min=0), text_lengths, blank=self.blank_id)
         return ok, labels, lengths, text, text_lengths
 
-    def firing_alignment_loss(self, enc: EncoderOutput, text, text_lengths) -> torch.Tensor:
+    def firing_alignment_loss(self, enc: EncoderOutput, text, text_lengths, path=None) -> torch.Tensor:
         """Mean over tokens of ``|cumsum(alphas)[s_i] - (i + 1)|``, s_i = the last frame of token
         i's span in the CTC forced alignment of the reference (utterances whose reference does
-        not fit their frames are left out)."""
-        ok, labels, lengths, text, text_lengths = self.forced_path(enc, text, text_lengths)
+        not fit their frames are left out); ``path``: :meth:`forced_path`'s result if known."""
+        ok, labels, lengths, text, text_lengths = path or self.forced_path(enc, text, text_lengths)
         if labels is None:
             return enc.hidden.sum() * 0.0
         with torch.no_grad():
@@ -658,12 +661,12 @@ class ParaformerModel(CTCModel):
         """:meth:`segment_alphas` of the CTC greedy path (inference with ``firing: ctc``)."""
         return self.segment_alphas(self.ctc_log_probs(enc).argmax(-1), enc.lengths)
 
-    def reference_firing_alphas(self, enc: EncoderOutput, text, text_lengths, ys_lengths, fallback):
+    def reference_firing_alphas(self, enc: EncoderOutput, text, text_lengths, ys_lengths, fallback, path=None):
         """Training with ``firing: ctc``: :meth:`segment_alphas` of the reference force-aligned
         to the (detached) CTC posteriors; items that cannot be aligned, or whose segments do
         not give ``ys_lengths`` tokens (no frame left for the end token), keep ``fallback``."""
         alphas = fallback.clone()
-        ok, labels, lengths, _, _ = self.forced_path(enc, text, text_lengths)
+        ok, labels, lengths, _, _ = path or self.forced_path(enc, text, text_lengths)
         if labels is None:
             return alphas
         seg, counts = self.segment_alphas(labels, lengths)

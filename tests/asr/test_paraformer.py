@@ -457,3 +457,18 @@ def test_training_with_ctc_firing_uses_the_forced_alignment_segments(trained):
     loss, stats, _ = model(feats, feat_lens, text, text_lens)
     loss.backward()
     assert torch.isfinite(loss) and model.decoder.output_layer.weight.grad.abs().sum() > 0
+
+
+def test_ctc_firing_with_the_alignment_loss_shares_one_forced_alignment():
+    # forward aligns the reference once for both; the result equals each computed on its own
+    model = build(firing="ctc", align_weight=1.0).eval()
+    feats, feat_lens, text, text_lens = make_batch(4, torch.Generator().manual_seed(21))
+    calls = []
+    original = model.forced_path
+    model.forced_path = lambda *a: calls.append(1) or original(*a)
+    with torch.no_grad():
+        _, stats, _ = model(feats, feat_lens, text, text_lens)
+        assert len(calls) == 1
+        enc = model.encode(feats, feat_lens)
+        alone = model.firing_alignment_loss(enc, text[:, : int(text_lens.max())], text_lens)
+    assert float(stats["loss_align"]) == pytest.approx(float(alone), rel=1e-5)
