@@ -332,7 +332,8 @@ class Speech2Text:
         if not 0.0 <= ctc_weight <= 1.0 or maxlenratio < 0:
             raise ValueError(f"need 0 <= ctc_weight <= 1 and maxlenratio >= 0, got {ctc_weight}, {maxlenratio}")
         self.ctc_weight, self.penalty, self.maxlenratio = float(ctc_weight), float(penalty), float(maxlenratio)
-        self.lm_scorer, self.ngram_weight = self._load_ngram(ngram_file, ngram_weight)
+        self.lm_scorer, self.ngram_weight = None, 0.0
+        self._load_ngram(ngram_file, ngram_weight)
         self.num_samples, self.threshold, self.rank, self.seed = num_samples, threshold, rank, int(seed)
         if self.family == "cassnat":
             self.rank = self.model.check_inference_options(num_samples, threshold, rank)
@@ -348,15 +349,15 @@ class Speech2Text:
                 raise ValueError(f"rank_model_dir {rank_model_dir}: token list / sample rate differ from {self.model_dir}")
             self.ranker = ranker
 
-    def _load_ngram(self, ngram_file, ngram_weight):
-        """The n-gram scorer for CTC beam search, or (None, 0.0); clear errors for misuse."""
+    def _load_ngram(self, ngram_file, ngram_weight) -> None:
+        """Load and use the n-gram LM for CTC beam search, if any; clear errors for misuse."""
         if ngram_file is None:
             if ngram_weight:
                 raise ValueError(f"ngram_weight={ngram_weight} needs ngram_file (an ARPA LM over the "
                                  f"model's tokens, python -m asr.bin.train_ngram)")
             if self.penalty and self.family == "ctc":
                 raise ValueError("penalty (length bonus) of the CTC beam search needs an n-gram LM (ngram_file)")
-            return None, 0.0
+            return
         if self.family != "ctc" or self.search != "beam":
             raise ValueError(f"{self.model_dir}: ngram_file is used by the CTC prefix beam search only "
                              f"(search='beam' on a CTC model), got search={self.search!r} on a {self.family} model")
@@ -365,8 +366,18 @@ class Speech2Text:
             raise ValueError(f"ngram_weight must be > 0 with ngram_file, got {weight}")
         from asr.lm import NgramLM
 
-        lm = NgramLM.load(str(ngram_file))
-        return lm.scorer(self.token_list, length_bonus=self.penalty / weight), weight
+        self.use_ngram(NgramLM.load(str(ngram_file)), weight, self.penalty)
+
+    def use_ngram(self, lm, weight: float, penalty: float) -> None:
+        """Fuse ``lm`` (an :class:`asr.lm.NgramLM`; None: no LM) into the CTC beam search from now
+        on: rank by ``acoustic + weight * lm + penalty * tokens`` (``asr.bin.tune_ngram`` sweeps
+        these on one set of posteriors)."""
+        self.penalty = float(penalty)
+        if lm is None:
+            self.lm_scorer, self.ngram_weight = None, 0.0
+        else:  # the scorer's per-token bonus is in LM units: weight * (lm + penalty / weight)
+            self.lm_scorer = lm.scorer(self.token_list, length_bonus=self.penalty / weight)
+            self.ngram_weight = float(weight)
 
     @staticmethod
     def _build(config: dict[str, Any], model_file: Path, device: str) -> torch.nn.Module:

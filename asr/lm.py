@@ -95,7 +95,6 @@ def _adjusted_counts(sentences: Iterable[Sequence[str]], order: int) -> list[dic
     for n in range(order - 1, 0, -1):
         left = Counter(g[1:] for g in raw[n])  # distinct left extensions of each n-gram
         adjusted[n - 1] = {g: (c if g[0] == BOS else left.get(g, c)) for g, c in raw[n - 1].items()}
-    # <s> alone is a context (unigram level) but never predicted: keep it for its back-off only
     return adjusted
 
 

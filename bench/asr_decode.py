@@ -74,13 +74,9 @@ def search_options(search: str, ngram_file: str | None = None) -> dict:
     """Speech2Text options of a search name, or of a decode config (``*.yaml``)."""
     if not search.endswith(".yaml"):
         return dict(search=search, **SEARCH_OPTIONS[search])
-    from asr.bin.decode import load_decode_config
+    from asr.bin.decode import apply_ngram_file, load_decode_config
 
-    config = load_decode_config(search)
-    if config["ngram_weight"] is not None and config["ngram_file"] is None:
-        if not ngram_file:
-            raise ValueError(f"{search} sets ngram_weight: give --ngram_file")
-        config["ngram_file"] = ngram_file
+    config = apply_ngram_file(load_decode_config(search), ngram_file, search)
     for key in ("batch_seconds", "max_seconds", "overlap_seconds", "timestamps"):
         config.pop(key)
     return config

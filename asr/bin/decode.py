@@ -71,6 +71,16 @@ def load_decode_config(path: str | None) -> dict:
     return config
 
 
+def apply_ngram_file(config: dict, ngram_file: str | None, name: str) -> dict:
+    """Give ``ngram_file`` to a decode config that sets ``ngram_weight`` but names no LM (the
+    recipe's ``--use_ngram``); a config that sets a weight and still has no LM is an error."""
+    if ngram_file and config["ngram_weight"] is not None and config["ngram_file"] is None:
+        config["ngram_file"] = ngram_file
+    if config["ngram_weight"] is not None and config["ngram_file"] is None:
+        raise ValueError(f"{name} sets ngram_weight but no ngram_file is given (in the config or by --ngram_file)")
+    return config
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True)
@@ -99,10 +109,10 @@ def main(argv=None) -> None:
         parser.error(f"{len(args.data_dir)} --data_dir but {len(configs)} --config (give one, or one per data dir)")
     decode_configs = {path: load_decode_config(path) for path in configs}  # every config checked first
     for path, config in decode_configs.items():
-        if args.ngram_file and config["ngram_weight"] is not None and config["ngram_file"] is None:
-            config["ngram_file"] = args.ngram_file
-        if config["ngram_weight"] is not None and config["ngram_file"] is None:
-            parser.error(f"{path} sets ngram_weight but no ngram_file is given (in the config or by --ngram_file)")
+        try:
+            apply_ngram_file(config, args.ngram_file, path)
+        except ValueError as err:
+            parser.error(str(err))
     from asr.inference import Speech2Text
 
     torch.set_num_threads(args.num_threads)

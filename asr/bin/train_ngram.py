@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from asr.data.kaldi import read_kaldi_map
 from asr.lm import ASR_SPECIAL, NgramLM, train_ngram
 from asr.task import read_token_list
 
@@ -32,16 +33,11 @@ def read_sentences(paths: list[str], kaldi: bool) -> list[str]:
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"LM text {path} does not exist")
+        if kaldi:
+            out += [text for text in read_kaldi_map(path, allow_empty_value=True).values() if text]
+            continue
         with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                line = line.strip()
-                if kaldi:
-                    parts = line.split(maxsplit=1)
-                    if not parts:
-                        continue
-                    line = parts[1] if len(parts) > 1 else ""
-                if line:
-                    out.append(line)
+            out += [line.strip() for line in f if line.strip()]
     return out
 
 

@@ -71,8 +71,7 @@ def main(argv=None) -> list[dict]:
         if weight == 0 and (penalty != 0 or path != args.ngram_file[0]):
             continue  # no LM: one row per beam (a length bonus without an LM is not a CTC beam option)
         s2t.beam_size, s2t.nbest = beam, 1
-        s2t.lm_scorer = lms[path].scorer(s2t.token_list, length_bonus=penalty / weight) if weight else None
-        s2t.ngram_weight = weight
+        s2t.use_ngram(lms[path] if weight else None, weight, penalty)
         start, hyps = time.perf_counter(), {}
         for batch, log_probs, lengths in posteriors:
             for k, nbest in zip(batch, s2t.decode_log_probs(log_probs, lengths, timestamps=False)):

@@ -44,7 +44,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import soundfile as sf
 
-from asr.data.kaldi import validate_data_dir, write_data_dir
+from asr.data.kaldi import read_kaldi_map, validate_data_dir, write_data_dir
 from asr.data.text import MissingToolError, Sentence, load_sentences
 
 logger = logging.getLogger(__name__)
@@ -606,8 +606,7 @@ def write_lm_text(out: str, sentences: Sequence[Sentence]) -> int:
     """
     held_out = set()
     for split in ("dev", "test"):
-        with open(os.path.join(out, split, "text"), encoding="utf-8") as f:
-            held_out.update(line.split(maxsplit=1)[1].strip() for line in f if len(line.split(maxsplit=1)) == 2)
+        held_out.update(read_kaldi_map(os.path.join(out, split, "text")).values())
     lines = [s.text for s in sentences if s.text not in held_out]
     tmp = os.path.join(out, LM_TEXT + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
