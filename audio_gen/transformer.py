@@ -29,6 +29,42 @@ def sinusoid_positions(positions: Tensor, dim: int) -> Tensor:
     return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
 
+#: Position encodings accepted by :class:`BidirectionalTransformer`.
+POSITION_ENCODINGS = ("sin", "rope", "sin+rope", "alibi", "sin+alibi")
+
+
+def rotary_tables(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """(B, T) integer positions -> cos, sin tables (B, 1, T, head_dim / 2) for :func:`rotate`."""
+    if head_dim % 2:
+        raise ValueError(f"rotary positions need an even head dim, got {head_dim}")
+    half = head_dim // 2
+    freq = torch.exp(-math.log(base) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angle = positions.to(torch.float32)[:, None, :, None] * freq  # (B, 1, T, Dh/2)
+    return angle.cos(), angle.sin()
+
+
+def rotate(x: Tensor, tables: tuple[Tensor, Tensor]) -> Tensor:
+    """Rotary position embedding (Su et al., RoFormer) of (B, H, T, Dh) queries or keys: each pair
+    (x_i, x_{i + Dh/2}) is rotated by position x frequency_i, so a query-key dot product depends
+    on the positions only through their difference."""
+    cos, sin = tables
+    a, b = x.float().chunk(2, dim=-1)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1).to(x.dtype)
+
+
+def alibi_slopes(num_heads: int) -> Tensor:
+    """ALiBi's per-head slopes 2^(-8 h / H), h = 1..H (Press et al., 2022)."""
+    return torch.pow(2.0, -8.0 * torch.arange(1, num_heads + 1, dtype=torch.float32) / num_heads)
+
+
+def alibi_bias(query_pos: Tensor, key_pos: Tensor, num_heads: int) -> Tensor:
+    """Symmetric ALiBi attention bias -slope_h |q - k|: (B, Tq), (B, Tk) positions ->
+    (B, H, Tq, Tk) float. Every head starts out preferring near keys (the steep ones sharply,
+    the flat ones almost uniformly)."""
+    dist = (query_pos[:, :, None] - key_pos[:, None, :]).abs().to(torch.float32)  # (B, Tq, Tk)
+    return -alibi_slopes(num_heads).to(dist.device)[None, :, None, None] * dist[:, None]
+
+
 class Block(nn.Module):
     """Pre-LN self-attention (+ optional cross-attention) + GELU feed-forward block.
 
@@ -37,7 +73,7 @@ class Block(nn.Module):
     block fills: autoregressive decoding one position at a time)."""
 
     def __init__(self, d_model: int, num_heads: int, ff_mult: int = 4, dropout: float = 0.1,
-                 cross: bool = False):
+                 cross: bool = False, conv_kernel: int = 0):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
@@ -51,6 +87,14 @@ class Block(nn.Module):
             self.kv_x = nn.Linear(d_model, 2 * d_model)
             self.out_x = nn.Linear(d_model, d_model)
         self.cross = cross
+        if conv_kernel:
+            if conv_kernel < 0 or conv_kernel % 2 == 0:
+                raise ValueError(f"conv_kernel must be a positive odd int (or 0: off), got {conv_kernel}")
+            self.norm_c = nn.LayerNorm(d_model)
+            self.conv_in = nn.Linear(d_model, 2 * d_model)
+            self.conv = nn.Conv1d(d_model, d_model, conv_kernel, padding=conv_kernel // 2, groups=d_model)
+            self.conv_out = nn.Linear(d_model, d_model)
+        self.conv_kernel = conv_kernel
         self.norm2 = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(),
                                 nn.Dropout(dropout), nn.Linear(ff_mult * d_model, d_model))
@@ -72,12 +116,18 @@ class Block(nn.Module):
         return self._heads(k), self._heads(v)
 
     def forward(self, x: Tensor, attn_mask: Tensor, memory: Optional[tuple] = None,
-                memory_mask: Optional[Tensor] = None, cache: Optional[dict] = None) -> Tensor:
+                memory_mask: Optional[Tensor] = None, cache: Optional[dict] = None,
+                rotary: Optional[tuple] = None, valid: Optional[Tensor] = None) -> Tensor:
         """x (B, T, D); attn_mask bool broadcastable to (B, 1, T, T_keys), True = may be attended;
         memory: (keys, values) from :meth:`memory_kv` (cross blocks), memory_mask (B, 1, 1, S);
-        cache: dict holding this block's past keys/values ("k", "v"), extended in place."""
+        cache: dict holding this block's past keys/values ("k", "v"), extended in place (keys
+        cached after rotation); rotary: (cos, sin) tables of x's positions (:func:`rotary_tables`)
+        applied to the self-attention queries and keys; valid: (B, T) bool, needed by the
+        convolution sub-layer (padding is zeroed before it, so padding never leaks in)."""
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        if rotary is not None:
+            q, k = rotate(q, rotary), rotate(k, rotary)
         if cache is not None:
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
@@ -88,6 +138,12 @@ class Block(nn.Module):
                 raise ValueError("a cross-attention block needs memory")
             qx = self._heads(self.q_x(self.norm_x(x)))
             x = x + self.dropout(self.out_x(self._attend(qx, memory[0], memory[1], memory_mask)))
+        if self.conv_kernel:
+            if cache is not None or valid is None:
+                raise ValueError("the convolution sub-layer needs whole sequences (no cache) and valid")
+            h = F.glu(self.conv_in(self.norm_c(x)), dim=-1) * valid[..., None].to(x.dtype)
+            h = F.silu(self.conv(h.transpose(1, 2)).transpose(1, 2))
+            x = x + self.dropout(self.conv_out(h))
         return x + self.dropout(self.ff(self.norm2(x)))
 
 
@@ -97,18 +153,34 @@ class BidirectionalTransformer(nn.Module):
     Args:
         d_model: model dim D; num_layers: blocks; num_heads: attention heads;
         ff_mult: feed-forward width as a multiple of D; dropout: dropout rate;
-        cross: every block also cross-attends a memory (text conditioning).
+        cross: every block also cross-attends a memory (text conditioning);
+        position: "sin" (absolute sinusoids added to the input, as audiocraft), "rope" (rotary
+        positions in every self-attention, as the Llama blocks of Amphion's MaskGCT: attention
+        scores depend on relative offsets, so "attend to my neighbours" is directly expressible)
+        or "sin+rope" (both), "alibi" (symmetric linear distance biases per head, Press et al.)
+        or "sin+alibi";
+        conv_kernel: odd kernel of a Conformer-style convolution sub-layer in every block
+        (pointwise + GLU, depthwise conv, SiLU, pointwise; no batch norm, so an item's output
+        never depends on the batch), after the attention; 0 = off. Whole sequences only (no
+        incremental decoding). A local prior: a masked frame sees its neighbours from the first
+        step instead of waiting for attention to learn locality.
 
     Bidirectional by default; an explicit ``attn_mask`` (causal, banded) restricts it, and a
     ``cache`` list turns it into an incremental (autoregressive) decoder.
     """
 
     def __init__(self, d_model: int = 256, num_layers: int = 6, num_heads: int = 4, ff_mult: int = 4,
-                 dropout: float = 0.1, cross: bool = False):
+                 dropout: float = 0.1, cross: bool = False, position: str = "sin", conv_kernel: int = 0):
         super().__init__()
+        if position not in POSITION_ENCODINGS:
+            raise ValueError(f"position must be one of {POSITION_ENCODINGS}, got {position!r}")
         self.d_model = d_model
         self.cross = cross
-        self.blocks = nn.ModuleList(Block(d_model, num_heads, ff_mult, dropout, cross) for _ in range(num_layers))
+        self.position = position
+        self.head_dim = d_model // num_heads
+        self.num_heads = num_heads
+        self.blocks = nn.ModuleList(Block(d_model, num_heads, ff_mult, dropout, cross, conv_kernel)
+                                    for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
 
     def memory_kv(self, memory: Tensor) -> list:
@@ -136,13 +208,22 @@ class BidirectionalTransformer(nn.Module):
                              f"{valid.dtype} {tuple(valid.shape)}")
         if positions is None:
             positions = torch.arange(keys - x.shape[1], keys, device=x.device).expand(x.shape[:2])
-        x = x + sinusoid_positions(positions, self.d_model).to(x.dtype)
+        if "sin" in self.position:
+            x = x + sinusoid_positions(positions, self.d_model).to(x.dtype)
+        rotary = rotary_tables(positions, self.head_dim) if "rope" in self.position else None
+        key_pos = positions
+        if cache is not None and "alibi" in self.position:
+            if "pos" in cache[0]:
+                key_pos = torch.cat([cache[0]["pos"], positions], 1)
+            cache[0]["pos"] = key_pos
         # An item with no valid position would give NaN attention rows; let it attend to itself.
         attn = (valid | ~valid.any(1, keepdim=True))[:, None, None, :]  # (B, 1, 1, T_keys)
         if attn_mask is not None:
             attn = attn & (attn_mask[:, None] if attn_mask.dim() == 3 else attn_mask[None, None])
             # a query whose every key is excluded would be NaN: let it attend to everything valid
             attn = attn | ~attn.any(-1, keepdim=True)
+        if "alibi" in self.position:
+            attn = alibi_bias(positions, key_pos, self.num_heads).masked_fill(~attn, float("-inf"))
         mem_mask = None
         if self.cross:
             if memory is None or memory_valid is None:
@@ -152,6 +233,6 @@ class BidirectionalTransformer(nn.Module):
             mem_mask = (memory_valid | ~memory_valid.any(1, keepdim=True))[:, None, None, :]
         for i, block in enumerate(self.blocks):
             x = block(x, attn, memory[i] if self.cross else None, mem_mask,
-                      None if cache is None else cache[i])
+                      None if cache is None else cache[i], rotary, valid)
         out_valid = valid[:, -x.shape[1]:]
         return self.norm(x) * out_valid[..., None].to(x.dtype)

@@ -8,6 +8,17 @@ token) plus sinusoidal positions; captions reach every block through cross-atten
 caption encoder's memory (:mod:`audio_gen.conditioning`, with a learned null vector). One linear
 head per codebook.
 
+**Local priors** (options, off by default = audiocraft's model): ``input_conv`` (a convolution of
+that many frames over the summed embeddings, padding zeroed first), ``conv_kernel`` (a
+Conformer-style convolution sub-layer in every block), ``position`` (``"rope"``/``"alibi"``
+relative positions, see :class:`audio_gen.transformer.BidirectionalTransformer`) and
+``tie_embeddings`` (codebook k's output logits are the hidden state's dot products with its
+input embeddings, scaled by D^-1/2). With the paper's model a masked frame learns to use its
+neighbours only after a long plateau (thousands of steps: attention must first discover
+locality, and each of the K x V codes must learn its own output row); a convolution hands it the
+neighbours' codes at once and tying makes "copy that code" one shared skill. Measured in
+``egs/synth_music/gen1/RESULTS.md``.
+
 **Training** (per utterance, as audiocraft's MAGNeT solver but per item instead of per batch):
 a stage k ~ U{0..K-1}; codebooks < k clean, codebooks > k fully masked; in codebook k a mask rate
 ``cos(pi t / 2)``, t ~ U(0, 1), realised by span masking of ``span_len`` frames
@@ -113,7 +124,8 @@ class MAGNeT(AbsESPnetModel):
                  num_layers: int = 6, num_heads: int = 4, ff_mult: int = 4, dropout: float = 0.1,
                  text_encoder: str = "transformer", text_layers: int = 2, t5_dir: Optional[str] = None,
                  span_len: int = 3, cond_dropout: float = 0.2, band: int = 5, max_frames: int = 500,
-                 train_frames: int = 0, frame_rate: float = 50.0, sample_rate: int = 16000):
+                 train_frames: int = 0, frame_rate: float = 50.0, sample_rate: int = 16000,
+                 position: str = "sin", conv_kernel: int = 0, input_conv: int = 0, tie_embeddings: bool = False):
         super().__init__()
         if num_codebooks < 1 or codebook_size < 2:
             raise ValueError(f"need num_codebooks >= 1 and codebook_size >= 2, got {num_codebooks}, {codebook_size}")
@@ -123,9 +135,15 @@ class MAGNeT(AbsESPnetModel):
         self.max_frames, self.frame_rate, self.sample_rate = max_frames, frame_rate, sample_rate
         self.train_frames = train_frames
         self.embeds = nn.ModuleList(nn.Embedding(codebook_size + 1, d_model) for _ in range(num_codebooks))
+        if input_conv < 0 or (input_conv and input_conv % 2 == 0):
+            raise ValueError(f"input_conv must be a positive odd kernel (or 0: off), got {input_conv}")
+        self.input_conv = nn.Conv1d(d_model, d_model, input_conv, padding=input_conv // 2) if input_conv else None
         self.text = build_caption_encoder(text_encoder, d_model, vocab_size, text_layers, num_heads, dropout, t5_dir)
-        self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout, cross=True)
-        self.head_w = nn.Parameter(torch.randn(num_codebooks, codebook_size, d_model) * d_model ** -0.5)
+        self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout, cross=True,
+                                               position=position, conv_kernel=conv_kernel)
+        self.tie_embeddings = tie_embeddings
+        self.head_w = None if tie_embeddings else nn.Parameter(
+            torch.randn(num_codebooks, codebook_size, d_model) * d_model ** -0.5)
         self.head_b = nn.Parameter(torch.zeros(num_codebooks, codebook_size))
 
     # ----------------------------------------------------------------------------------------
@@ -140,12 +158,20 @@ class MAGNeT(AbsESPnetModel):
         """(B, K, T) codes (mask id where unknown) -> (B, T, D) hidden states for ``stage`` (B,)."""
         valid = torch.arange(codes.shape[2], device=codes.device) < lengths[:, None]
         x = _embed_codes(self.embeds, codes)
+        if self.input_conv is not None:  # padding zeroed first: an item never sees the batch's padding
+            x = x * valid[..., None].to(x.dtype)
+            x = x + self.input_conv(x.transpose(1, 2)).transpose(1, 2)
         return self.encoder(x, valid, attn_mask=self._attn_mask(stage, codes.shape[2]), memory=memory,
                             memory_valid=memory_valid)
 
     def logits(self, hidden: Tensor, stage: Tensor) -> Tensor:
         """(B, T, D) hidden states -> (B, T, V) logits of each item's codebook ``stage`` (B,)."""
-        return torch.einsum("btd,bvd->btv", hidden, self.head_w[stage]) + self.head_b[stage][:, None]
+        if self.tie_embeddings:  # the output rows of codebook k are its input embeddings (no mask row)
+            weight = torch.stack([emb.weight[:self.codebook_size] for emb in self.embeds])  # (K, V, D)
+            weight = weight * weight.shape[-1] ** -0.5  # unit-variance logits at initialisation
+        else:
+            weight = self.head_w
+        return torch.einsum("btd,bvd->btv", hidden, weight[stage]) + self.head_b[stage][:, None]
 
     # ----------------------------------------------------------------------------------------
     def forward(self, codes: Tensor, codes_lengths: Tensor, text: Optional[Tensor] = None,

@@ -92,9 +92,12 @@ def test_staged_decoding_keeps_earlier_codebooks_and_the_prompt():
     assert (out[0] < V).all() and (out[1, :, :16] < V).all() and (out[1, :, 16:] == V).all()
 
 
-@pytest.mark.parametrize("method", ["magnet", "rescore", "ar"])
+LOCAL = dict(input_conv=3, tie_embeddings=True, conv_kernel=3, position="sin+rope")  # every local option
+
+
+@pytest.mark.parametrize("method", ["magnet", "magnet_local", "rescore", "ar"])
 def test_a_batch_decodes_as_its_items(method):
-    model, ar = tiny(MAGNeT), tiny(DelayAR)
+    model, ar = tiny(MAGNeT, **(LOCAL if method == "magnet_local" else {})), tiny(DelayAR)
     text, tl = pad_ids([[2, 3, 4], [5], []])
     frames = torch.tensor([18, 11, 14])
     prompt, plen = torch.randint(0, V, (3, K, 4)), torch.tensor([4, 2, 0])
@@ -163,9 +166,9 @@ def _patterns(label: int, size: int) -> torch.Tensor:
     return torch.tensor([[1, 3], [4, 6]])[label][:, None].expand(K, size).clone()
 
 
-@pytest.mark.parametrize("cls", [MAGNeT, DelayAR])
-def test_a_tiny_model_learns_a_tiny_conditional_pattern(cls):
-    model = tiny(cls, cond_dropout=0.2, max_frames=16).train()
+@pytest.mark.parametrize("cls,kw", [(MAGNeT, {}), (MAGNeT, LOCAL), (DelayAR, {})])
+def test_a_tiny_model_learns_a_tiny_conditional_pattern(cls, kw):
+    model = tiny(cls, cond_dropout=0.2, max_frames=16, **kw).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
     for _ in range(80):
@@ -185,6 +188,40 @@ def test_a_tiny_model_learns_a_tiny_conditional_pattern(cls):
         out = model.generate(text, tl, frames, generator=gens([0, 1, 2, 3]))
     for i, label in enumerate((0, 1, 0, 1)):
         assert (out[i] == _patterns(label, 16)).float().mean() >= 0.9, (label, out[i])
+
+
+def test_tied_heads_score_by_the_input_embeddings():
+    model = tiny(MAGNeT, tie_embeddings=True)
+    assert model.head_w is None
+    hidden = torch.randn(2, 5, 32)
+    stage = torch.tensor([0, 1])
+    want = torch.stack([hidden[b] @ model.embeds[int(stage[b])].weight[:V].T / math.sqrt(32) + model.head_b[stage[b]]
+                        for b in range(2)])
+    assert torch.allclose(model.logits(hidden, stage), want, atol=1e-5)
+    with pytest.raises(ValueError, match="input_conv"):
+        tiny(MAGNeT, input_conv=4)
+
+
+def test_the_loss_is_the_cross_entropy_of_the_masked_frames_of_each_stage():
+    model = tiny(MAGNeT, cond_dropout=0.0, input_conv=3, tie_embeddings=True)
+    codes, lengths = torch.randint(0, V, (3, K, 10)), torch.tensor([10, 10, 7])
+    stage = torch.tensor([0, 1, 1])
+    masked = torch.zeros(3, 10, dtype=torch.bool)
+    masked[0, :8], masked[1, 2], masked[2, 3:6] = True, True, True  # 8, 1 and 3 masked frames
+    model.draw_masks = lambda lens, size: (stage, masked)
+    text, tl = pad_ids([[2], [3, 4], []])
+    loss, stats, _ = model(codes, lengths, text, tl)
+    inputs = codes.clone()
+    for b in range(3):
+        inputs[b, int(stage[b]) + 1:] = V
+        inputs[b, int(stage[b]), masked[b]] = V
+    logits = model.logits(model.hidden(inputs, lengths, stage, *model.text(text, tl)), stage)
+    ce = [torch.nn.functional.cross_entropy(logits[b, masked[b]], codes[b, int(stage[b]), masked[b]],
+                                            reduction="none") for b in range(3)]
+    want = torch.cat(ce).mean()  # every masked frame weighs the same
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    hits = torch.cat([logits[b, masked[b]].argmax(-1) == codes[b, int(stage[b]), masked[b]] for b in range(3)])
+    assert float(stats["acc"]) == pytest.approx(float(hits.float().mean()))
 
 
 def test_random_crop_and_length_errors():
