@@ -376,3 +376,14 @@ for m in ('magnet', 'ar'):
     res = subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
     assert "1 generated" in res.stdout  # resumed: only the missing one
     assert (out / "wav" / "dev000.wav").read_bytes() == first
+
+
+@pytest.mark.parametrize("name,cls", [("train_magnet", MAGNeT), ("train_ar", DelayAR)])
+def test_the_recipe_configs_build_their_models(name, cls):
+    import yaml
+    conf = yaml.safe_load((ROOT / "egs/synth_music/gen1/conf" / f"{name}.yaml").read_text())
+    assert conf["model"] == name.split("_")[1]
+    model = cls(4, 512, vocab_size=50, **conf["model_conf"])
+    codes = torch.randint(0, 512, (2, 4, 30))
+    loss, stats, _ = model(codes, torch.tensor([30, 20]), *pad_ids([[3, 4], [5]]))
+    assert torch.isfinite(loss)
