@@ -30,7 +30,7 @@ def sinusoid_positions(positions: Tensor, dim: int) -> Tensor:
 
 
 #: Position encodings accepted by :class:`BidirectionalTransformer`.
-POSITION_ENCODINGS = ("sin", "rope", "sin+rope", "alibi", "sin+alibi")
+POSITION_ENCODINGS = ("sin", "rope", "sin+rope")
 
 
 def rotary_tables(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
@@ -50,19 +50,6 @@ def rotate(x: Tensor, tables: tuple[Tensor, Tensor]) -> Tensor:
     cos, sin = tables
     a, b = x.float().chunk(2, dim=-1)
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1).to(x.dtype)
-
-
-def alibi_slopes(num_heads: int) -> Tensor:
-    """ALiBi's per-head slopes 2^(-8 h / H), h = 1..H (Press et al., 2022)."""
-    return torch.pow(2.0, -8.0 * torch.arange(1, num_heads + 1, dtype=torch.float32) / num_heads)
-
-
-def alibi_bias(query_pos: Tensor, key_pos: Tensor, num_heads: int) -> Tensor:
-    """Symmetric ALiBi attention bias -slope_h |q - k|: (B, Tq), (B, Tk) positions ->
-    (B, H, Tq, Tk) float. Every head starts out preferring near keys (the steep ones sharply,
-    the flat ones almost uniformly)."""
-    dist = (query_pos[:, :, None] - key_pos[:, None, :]).abs().to(torch.float32)  # (B, Tq, Tk)
-    return -alibi_slopes(num_heads).to(dist.device)[None, :, None, None] * dist[:, None]
 
 
 class Block(nn.Module):
@@ -157,8 +144,7 @@ class BidirectionalTransformer(nn.Module):
         position: "sin" (absolute sinusoids added to the input, as audiocraft), "rope" (rotary
         positions in every self-attention, as the Llama blocks of Amphion's MaskGCT: attention
         scores depend on relative offsets, so "attend to my neighbours" is directly expressible)
-        or "sin+rope" (both), "alibi" (symmetric linear distance biases per head, Press et al.)
-        or "sin+alibi";
+        or "sin+rope" (both);
         conv_kernel: odd kernel of a Conformer-style convolution sub-layer in every block
         (pointwise + GLU, depthwise conv, SiLU, pointwise; no batch norm, so an item's output
         never depends on the batch), after the attention; 0 = off. Whole sequences only (no
@@ -178,7 +164,6 @@ class BidirectionalTransformer(nn.Module):
         self.cross = cross
         self.position = position
         self.head_dim = d_model // num_heads
-        self.num_heads = num_heads
         self.blocks = nn.ModuleList(Block(d_model, num_heads, ff_mult, dropout, cross, conv_kernel)
                                     for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
@@ -211,19 +196,12 @@ class BidirectionalTransformer(nn.Module):
         if "sin" in self.position:
             x = x + sinusoid_positions(positions, self.d_model).to(x.dtype)
         rotary = rotary_tables(positions, self.head_dim) if "rope" in self.position else None
-        key_pos = positions
-        if cache is not None and "alibi" in self.position:
-            if "pos" in cache[0]:
-                key_pos = torch.cat([cache[0]["pos"], positions], 1)
-            cache[0]["pos"] = key_pos
         # An item with no valid position would give NaN attention rows; let it attend to itself.
         attn = (valid | ~valid.any(1, keepdim=True))[:, None, None, :]  # (B, 1, 1, T_keys)
         if attn_mask is not None:
             attn = attn & (attn_mask[:, None] if attn_mask.dim() == 3 else attn_mask[None, None])
             # a query whose every key is excluded would be NaN: let it attend to everything valid
             attn = attn | ~attn.any(-1, keepdim=True)
-        if "alibi" in self.position:
-            attn = alibi_bias(positions, key_pos, self.num_heads).masked_fill(~attn, float("-inf"))
         mem_mask = None
         if self.cross:
             if memory is None or memory_valid is None:

@@ -10,7 +10,7 @@ head per codebook.
 
 **Local priors** (options, off by default = audiocraft's model): ``input_conv`` (a convolution of
 that many frames over the summed embeddings, padding zeroed first), ``conv_kernel`` (a
-Conformer-style convolution sub-layer in every block), ``position`` (``"rope"``/``"alibi"``
+Conformer-style convolution sub-layer in every block), ``position`` (``"rope"``
 relative positions, see :class:`audio_gen.transformer.BidirectionalTransformer`) and
 ``tie_embeddings`` (codebook k's output logits are the hidden state's dot products with its
 input embeddings, scaled by D^-1/2). With the paper's model a masked frame learns to use its

@@ -1,17 +1,14 @@
-"""The shared bidirectional transformer's position encodings (sinusoids, rotary, ALiBi) and its
+"""The shared bidirectional transformer's position encodings (sinusoids, rotary) and its
 convolution sub-layer: rotary against complex multiplication, relative encodings invariant to a
 shift of every position, incremental decoding equal to a causal forward, padding never leaking
 through the convolution (a batch computes as its items)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from audio_gen.transformer import (BidirectionalTransformer, alibi_bias, alibi_slopes, rotary_tables,
-                                   rotate)
+from audio_gen.transformer import BidirectionalTransformer, rotary_tables, rotate
 
 D, H = 16, 2
 
@@ -39,18 +36,7 @@ def test_rotary_equals_complex_rotation_and_depends_on_offsets_only():
     assert score(3, 7) != pytest.approx(score(3, 8), abs=1e-3)
 
 
-def test_alibi_bias_is_minus_slope_times_distance():
-    slopes = alibi_slopes(4)
-    assert torch.allclose(slopes, torch.tensor([2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8]))
-    qp, kp = torch.tensor([[0, 3]]), torch.tensor([[1, 5, 3]])
-    bias = alibi_bias(qp, kp, 4)
-    for h in range(4):
-        for i in range(2):
-            for j in range(3):
-                assert bias[0, h, i, j] == pytest.approx(-float(slopes[h]) * abs(int(qp[0, i]) - int(kp[0, j])))
-
-
-@pytest.mark.parametrize("position,invariant", [("rope", True), ("alibi", True), ("sin", False), ("sin+rope", False)])
+@pytest.mark.parametrize("position,invariant", [("rope", True), ("sin", False), ("sin+rope", False)])
 def test_relative_encodings_are_invariant_to_shifting_every_position(position, invariant):
     model = stack(position=position)
     x = torch.randn(2, 9, D)
@@ -60,7 +46,7 @@ def test_relative_encodings_are_invariant_to_shifting_every_position(position, i
     assert torch.allclose(a, b, atol=1e-4) == invariant
 
 
-@pytest.mark.parametrize("position", ["sin", "rope", "alibi", "sin+alibi"])
+@pytest.mark.parametrize("position", ["sin", "rope", "sin+rope"])
 def test_incremental_decoding_equals_the_causal_forward(position):
     model = stack(position=position)
     x = torch.randn(2, 7, D)
@@ -75,7 +61,7 @@ def test_incremental_decoding_equals_the_causal_forward(position):
     assert torch.allclose(full[1, :5], inc[1, :5], atol=1e-5)
 
 
-@pytest.mark.parametrize("position", ["sin", "rope", "alibi"])
+@pytest.mark.parametrize("position", ["sin", "rope"])
 def test_convolution_layer_a_batch_computes_as_its_items(position):
     model = stack(position=position, conv_kernel=5)
     lengths = [9, 4, 6]
