@@ -19,13 +19,19 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def sinusoid_positions(positions: Tensor, dim: int) -> Tensor:
-    """(B, T) integer positions -> (B, T, ``dim``) sinusoidal encodings (sin | cos halves)."""
+def position_angles(positions: Tensor, dim: int, what: str = "sinusoidal positions") -> Tensor:
+    """(B, T) integer positions -> (B, T, ``dim`` / 2) angles position x 10000^(-i / (dim / 2)),
+    the frequencies shared by the sinusoidal and the rotary encodings."""
     if dim % 2:
-        raise ValueError(f"dim must be even for sinusoidal positions, got {dim}")
+        raise ValueError(f"dim must be even for {what}, got {dim}")
     half = dim // 2
     freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
-    angle = positions.to(torch.float32)[..., None] * freq  # (B, T, D/2)
+    return positions.to(torch.float32)[..., None] * freq
+
+
+def sinusoid_positions(positions: Tensor, dim: int) -> Tensor:
+    """(B, T) integer positions -> (B, T, ``dim``) sinusoidal encodings (sin | cos halves)."""
+    angle = position_angles(positions, dim)
     return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
 
@@ -33,13 +39,9 @@ def sinusoid_positions(positions: Tensor, dim: int) -> Tensor:
 POSITION_ENCODINGS = ("sin", "rope", "sin+rope")
 
 
-def rotary_tables(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+def rotary_tables(positions: Tensor, head_dim: int) -> tuple[Tensor, Tensor]:
     """(B, T) integer positions -> cos, sin tables (B, 1, T, head_dim / 2) for :func:`rotate`."""
-    if head_dim % 2:
-        raise ValueError(f"rotary positions need an even head dim, got {head_dim}")
-    half = head_dim // 2
-    freq = torch.exp(-math.log(base) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
-    angle = positions.to(torch.float32)[:, None, :, None] * freq  # (B, 1, T, Dh/2)
+    angle = position_angles(positions, head_dim, "rotary positions")[:, None]  # (B, 1, T, Dh/2)
     return angle.cos(), angle.sin()
 
 
