@@ -25,16 +25,23 @@ def sampling(mask_id, steps, guidance="hidden"):
                              cfg_scale=2.5, cfg_rescale=0.75, confidence_noise=1.0)
 
 
-@pytest.fixture(scope="module")
-def t2s():
+#: the paper's model and every local prior at once (module docstring of tts.models.maskgct)
+LOCAL = dict(input_conv=3, tie_embeddings=True, position="sin+rope", conv_kernel=3)
+
+
+@pytest.fixture(scope="module", params=["paper", "local"])
+def t2s(request):
     torch.manual_seed(0)
-    return T2SModel(20, 16, d_model=32, num_layers=2, num_heads=4).eval()
+    opts = LOCAL if request.param == "local" else {}
+    return T2SModel(20, 16, d_model=32, num_layers=2, num_heads=4, **opts).eval()
 
 
-@pytest.fixture(scope="module")
-def s2a():
+@pytest.fixture(scope="module", params=["paper", "local"])
+def s2a(request):
     torch.manual_seed(1)
-    return S2AModel(16, 3, 12, semantic_rate=25, acoustic_rate=50, d_model=32, num_layers=2, num_heads=4).eval()
+    opts = LOCAL if request.param == "local" else {}
+    return S2AModel(16, 3, 12, semantic_rate=25, acoustic_rate=50, d_model=32, num_layers=2, num_heads=4,
+                    **opts).eval()
 
 
 # --------------------------------------------------------------------------------- decoding
@@ -105,6 +112,49 @@ def test_losses_are_finite_and_only_on_masked_positions(s2a):
             torch.tensor([10]))
 
 
+def test_tied_heads_are_the_input_embeddings():
+    """tie_embeddings: logits = hidden . (embedding rows of the real tokens) / sqrt(D) + bias."""
+    torch.manual_seed(0)
+    t2s = T2SModel(10, 8, d_model=16, num_layers=1, num_heads=2, tie_embeddings=True)
+    h = torch.randn(2, 5, 16)
+    want = h @ t2s.sem_emb.weight[:8].T / 4 + t2s.out_bias
+    assert torch.allclose(t2s.head(h), want, atol=1e-6)
+    assert t2s.out is None  # no separate output rows
+    s2a = S2AModel(16, 3, 12, semantic_rate=25, acoustic_rate=50, d_model=16, num_layers=1, num_heads=2,
+                   tie_embeddings=True)
+    stage = torch.tensor([2, 0])
+    rows = s2a.code_emb.weight.view(3, 13, 16)
+    for b in range(2):  # codebook k's rows are k * (V + 1) .. k * (V + 1) + V - 1 (the mask row excluded)
+        want = h[b] @ rows[int(stage[b]), :12].T / 4 + s2a.head_bias[stage[b]]
+        assert torch.allclose(s2a.head(h, stage)[b], want, atol=1e-6)
+    assert s2a.head_weight is None
+
+
+def test_t2s_rope_numbers_phones_and_semantic_as_one_sequence():
+    """With rotary positions, shifting every position by the same offset changes nothing: the
+    semantic frames must sit right after each item's own phones (not after the batch's padded
+    phone width), which the batch = items test checks; here: padding the phones changes nothing."""
+    torch.manual_seed(0)
+    model = T2SModel(10, 8, d_model=16, num_layers=2, num_heads=2, dropout=0.0, position="rope").eval()
+    phones, sem = torch.randint(1, 10, (1, 4)), torch.randint(0, 8, (1, 6))
+    a = model.hidden(phones, torch.tensor([4]), sem, torch.tensor([6]))
+    padded = torch.cat([phones, torch.zeros(1, 3, dtype=torch.long)], 1)
+    b = model.hidden(padded, torch.tensor([4]), sem, torch.tensor([6]))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ["t2s", "s2a"])
+def test_bad_local_options(cls):
+    for bad in (2, -1):
+        with pytest.raises(ValueError, match="input_conv"):
+            if cls == "t2s":
+                T2SModel(10, 8, d_model=16, num_layers=1, num_heads=2, input_conv=bad)
+            else:
+                S2AModel(16, 3, 12, 25, 50, d_model=16, num_layers=1, num_heads=2, input_conv=bad)
+    with pytest.raises(ValueError, match="position"):
+        T2SModel(10, 8, d_model=16, num_layers=1, num_heads=2, position="alibi")
+
+
 def test_collate_pads_the_time_axis_of_each_name():
     import numpy as np
 
@@ -118,11 +168,15 @@ def test_collate_pads_the_time_axis_of_each_name():
 
 
 # --------------------------------------------------------------------------------- learning
-def test_tiny_t2s_learns_a_copy_task():
+@pytest.mark.parametrize("local, steps, floor", [(False, 200, 0.95), (True, 400, 0.9)])
+def test_tiny_t2s_learns_a_copy_task(local, steps, floor):
     """Semantic token = phone id, each phone lasting 2 frames: after training, greedy decoding
-    without a prompt must reproduce it (the model has to learn the monotonic alignment)."""
+    without a prompt must reproduce it (the model has to learn the monotonic alignment). The
+    local priors fit a copy-from-neighbours task, not this alignment: with all of them the model
+    learns it more slowly (0.93 at 200 steps, 0.96 at 400 when written), hence more steps."""
     torch.manual_seed(0)
-    model = T2SModel(8, 8, d_model=32, num_layers=2, num_heads=4, dropout=0.0, prompt_prob=0.5, uncond_prob=0.0)
+    model = T2SModel(8, 8, d_model=32, num_layers=2, num_heads=4, dropout=0.0, prompt_prob=0.5, uncond_prob=0.0,
+                     **(LOCAL if local else {}))
     opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
     g = torch.Generator().manual_seed(0)
 
@@ -131,7 +185,7 @@ def test_tiny_t2s_learns_a_copy_task():
         phones = torch.randint(1, 8, (n, 6), generator=g) * (torch.arange(6) < lens[:, None])
         return phones, lens, phones.repeat_interleave(2, dim=1), 2 * lens
 
-    for _ in range(200):
+    for _ in range(steps):
         loss = model(*batch(16))[0].sum()
         opt.zero_grad()
         loss.backward()
@@ -142,7 +196,7 @@ def test_tiny_t2s_learns_a_copy_task():
     out, _ = model.generate(phones, lens, sem[:, :0], torch.zeros(64, dtype=torch.long), sem_lens, cfg)
     valid = torch.arange(out.shape[1]) < sem_lens[:, None]
     acc = float((out == sem[:, : out.shape[1]])[valid].float().mean())
-    assert acc > 0.95, acc  # chance level is about 1/7
+    assert acc > floor, acc  # chance level is about 1/7
 
 
 # --------------------------------------------------------------------------------- the API

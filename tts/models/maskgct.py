@@ -22,6 +22,15 @@ where the codebook is not known yet); each codebook has its own output head. Tra
 with weights ``K - k`` (low, coarse codebooks more often, as Amphion's "linear" weighting) and a
 prompt of ``U[min(T // 4, 5), T // 2)`` frames with probability ``prompt_prob``.
 
+**Local priors** (options of both models, off by default = the description above): ``input_conv``
+(an odd convolution over the embedded token frames, padding zeroed first), ``conv_kernel`` (a
+Conformer-style convolution sub-layer in every block), ``position`` (``"rope"`` relative
+positions as Amphion's Llama blocks; T2S then numbers ``[phones | semantic]`` as one sequence per
+item, ``"sin"`` keeps each segment's own positions) and ``tie_embeddings`` (the output logits of a
+codebook are the hidden state's dot products with that codebook's input embeddings, scaled by
+D^-1/2, instead of separate output rows). They are the fixes measured for MAGNeT's training
+plateau (``egs/synth_music/gen1/RESULTS.md``); for MaskGCT see ``egs/synth_en/tts1/RESULTS.md``.
+
 **Inference** decodes in true batches: every item has its own prompt length, target length and
 (optionally) random generator, and the unconditional pass of guidance is a separate forward over
 each item's target frames alone (no prompt; T2S also without phones), so an item decodes the same
@@ -79,6 +88,20 @@ def _choose_masked(prompt: Tensor, lengths: Tensor, ratio: Tensor, size: int) ->
     return (ranks < count[:, None]) & region
 
 
+def _check_local_options(input_conv: int) -> None:
+    if input_conv < 0 or (input_conv and input_conv % 2 == 0):
+        raise ValueError(f"input_conv must be a positive odd kernel (or 0: off), got {input_conv}")
+
+
+def _apply_input_conv(conv: Optional[nn.Conv1d], x: Tensor, valid: Tensor) -> Tensor:
+    """x + conv(x) over (B, T, D) with the padding zeroed first (an item never sees the batch's
+    padding); x unchanged when conv is None."""
+    if conv is None:
+        return x
+    x = x * valid[..., None].to(x.dtype)
+    return x + conv(x.transpose(1, 2)).transpose(1, 2)
+
+
 def _lengths_valid(lengths: Tensor, size: int) -> Tensor:
     return torch.arange(size, device=lengths.device) < lengths[:, None]
 
@@ -129,13 +152,16 @@ class T2SModel(AbsESPnetModel):
         num_phones: phone vocabulary size (padding id 0); num_semantic: semantic codebook size
             (the mask id is ``num_semantic``); d_model, num_layers, num_heads, ff_mult, dropout:
             the transformer; prompt_prob, uncond_prob, min_mask_ratio, prompt_max_ratio: training
-            (see the module docstring).
+            (see the module docstring); position, conv_kernel, input_conv, tie_embeddings: local
+            priors (module docstring).
     """
 
     def __init__(self, num_phones: int, num_semantic: int, d_model: int = 256, num_layers: int = 6,
                  num_heads: int = 4, ff_mult: int = 4, dropout: float = 0.1, prompt_prob: float = 0.8,
-                 uncond_prob: float = 0.1, min_mask_ratio: float = 0.2, prompt_max_ratio: float = 0.4):
+                 uncond_prob: float = 0.1, min_mask_ratio: float = 0.2, prompt_max_ratio: float = 0.4,
+                 position: str = "sin", conv_kernel: int = 0, input_conv: int = 0, tie_embeddings: bool = False):
         super().__init__()
+        _check_local_options(input_conv)
         if not 0 <= prompt_prob + uncond_prob <= 1:
             raise ValueError(f"prompt_prob + uncond_prob must be in [0, 1], got {prompt_prob} + {uncond_prob}")
         self.num_phones, self.num_semantic, self.mask_id = num_phones, num_semantic, num_semantic
@@ -144,17 +170,33 @@ class T2SModel(AbsESPnetModel):
         self.phone_emb = nn.Embedding(num_phones, d_model)
         self.sem_emb = nn.Embedding(num_semantic + 1, d_model)
         self.segment_emb = nn.Embedding(2, d_model)
-        self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout)
-        self.head = nn.Linear(d_model, num_semantic)
+        self.input_conv = nn.Conv1d(d_model, d_model, input_conv, padding=input_conv // 2) if input_conv else None
+        self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout,
+                                               position=position, conv_kernel=conv_kernel)
+        self.tie_embeddings = tie_embeddings
+        self.out = None if tie_embeddings else nn.Linear(d_model, num_semantic)
+        self.out_bias = nn.Parameter(torch.zeros(num_semantic)) if tie_embeddings else None
+
+    def head(self, h: Tensor) -> Tensor:
+        """(B, T, D) hidden states -> (B, T, V) semantic logits."""
+        if self.tie_embeddings:  # output rows = input embeddings of the real tokens (no mask row)
+            weight = self.sem_emb.weight[:self.num_semantic] * self.sem_emb.weight.shape[1] ** -0.5
+            return F.linear(h, weight, self.out_bias)
+        return self.out(h)
 
     def hidden(self, phones: Tensor, phone_lens: Tensor, semantic: Tensor, sem_lens: Tensor) -> Tensor:
         """(B, T, D) hidden states of the semantic positions of ``[phones | semantic]``."""
         b, n_ph = phones.shape
         size = semantic.shape[1]
+        sem_valid = _lengths_valid(sem_lens, size)
+        sem_x = _apply_input_conv(self.input_conv, self.sem_emb(semantic), sem_valid)
         x = torch.cat([self.phone_emb(phones.clamp(min=0)) + self.segment_emb.weight[0],
-                       self.sem_emb(semantic) + self.segment_emb.weight[1]], dim=1)
-        valid = torch.cat([_lengths_valid(phone_lens, n_ph), _lengths_valid(sem_lens, size)], dim=1)
-        pos = torch.cat([_arange(n_ph, phones).expand(b, n_ph), _arange(size, semantic).expand(b, size)], dim=1)
+                       sem_x + self.segment_emb.weight[1]], dim=1)
+        valid = torch.cat([_lengths_valid(phone_lens, n_ph), sem_valid], dim=1)
+        sem_pos = _arange(size, semantic).expand(b, size)
+        if "rope" in self.encoder.position:  # one sequence per item: semantic frame j is at L_b + j
+            sem_pos = sem_pos + phone_lens[:, None]
+        pos = torch.cat([_arange(n_ph, phones).expand(b, n_ph), sem_pos], dim=1)
         return self.encoder(x, valid, pos)[:, n_ph:]
 
     def forward(self, phones: Tensor, phones_lengths: Tensor, semantic: Tensor, semantic_lengths: Tensor,
@@ -226,14 +268,17 @@ class S2AModel(AbsESPnetModel):
         num_semantic: semantic vocabulary; num_codebooks (K), codebook_size (V; the mask id of
             every codebook is V); semantic_rate, acoustic_rate: frame rates (Hz) of the two token
             streams; d_model, num_layers, num_heads, ff_mult, dropout: the transformer;
-            prompt_prob, min_mask_ratio, prompt_max_ratio: training (module docstring).
+            prompt_prob, min_mask_ratio, prompt_max_ratio: training (module docstring);
+            position, conv_kernel, input_conv, tie_embeddings: local priors (module docstring).
     """
 
     def __init__(self, num_semantic: int, num_codebooks: int, codebook_size: int, semantic_rate: float,
                  acoustic_rate: float, d_model: int = 256, num_layers: int = 6, num_heads: int = 4,
                  ff_mult: int = 4, dropout: float = 0.1, prompt_prob: float = 0.85,
-                 min_mask_ratio: float = 0.2, prompt_max_ratio: float = 0.5):
+                 min_mask_ratio: float = 0.2, prompt_max_ratio: float = 0.5, position: str = "sin",
+                 conv_kernel: int = 0, input_conv: int = 0, tie_embeddings: bool = False):
         super().__init__()
+        _check_local_options(input_conv)
         self.num_semantic, self.num_codebooks, self.codebook_size = num_semantic, num_codebooks, codebook_size
         self.mask_id = codebook_size
         self.semantic_rate, self.acoustic_rate = float(semantic_rate), float(acoustic_rate)
@@ -241,21 +286,32 @@ class S2AModel(AbsESPnetModel):
         self.sem_emb = nn.Embedding(num_semantic, d_model)
         self.code_emb = nn.Embedding(num_codebooks * (codebook_size + 1), d_model)
         self.stage_emb = nn.Embedding(num_codebooks, d_model)
-        self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout)
-        self.head_weight = nn.Parameter(torch.randn(num_codebooks, codebook_size, d_model) * d_model ** -0.5)
+        self.input_conv = nn.Conv1d(d_model, d_model, input_conv, padding=input_conv // 2) if input_conv else None
+        self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout,
+                                               position=position, conv_kernel=conv_kernel)
+        self.tie_embeddings = tie_embeddings
+        self.head_weight = None if tie_embeddings else nn.Parameter(
+            torch.randn(num_codebooks, codebook_size, d_model) * d_model ** -0.5)
         self.head_bias = nn.Parameter(torch.zeros(num_codebooks, codebook_size))
         self.register_buffer("code_offset", torch.arange(num_codebooks) * (codebook_size + 1), persistent=False)
 
     def hidden(self, sem_frames: Tensor, tokens: Tensor, lengths: Tensor, stage: Tensor) -> Tensor:
         """sem_frames (B, T) aligned semantic tokens, tokens (B, K, T) codes (mask id where
         unknown), lengths (B,), stage (B,) codebook being predicted -> (B, T, D)."""
-        x = (self.sem_emb(sem_frames) + self.stage_emb(stage)[:, None]
-             + self.code_emb(tokens + self.code_offset[None, :, None]).sum(1))
-        return self.encoder(x, _lengths_valid(lengths, tokens.shape[-1]))
+        valid = _lengths_valid(lengths, tokens.shape[-1])
+        x = self.sem_emb(sem_frames) + self.code_emb(tokens + self.code_offset[None, :, None]).sum(1)
+        x = _apply_input_conv(self.input_conv, x, valid) + self.stage_emb(stage)[:, None]
+        return self.encoder(x, valid)
 
     def head(self, h: Tensor, stage: Tensor) -> Tensor:
         """(B, T, D) hidden states -> (B, T, V) logits of codebook ``stage`` (B,)."""
-        return torch.einsum("btd,bvd->btv", h, self.head_weight[stage]) + self.head_bias[stage][:, None]
+        if self.tie_embeddings:  # codebook k's output rows are its input embeddings (no mask row)
+            d = self.code_emb.weight.shape[1]
+            weight = self.code_emb.weight.view(self.num_codebooks, self.codebook_size + 1, d)[:, :self.codebook_size]
+            weight = weight * d ** -0.5
+        else:
+            weight = self.head_weight
+        return torch.einsum("btd,bvd->btv", h, weight[stage]) + self.head_bias[stage][:, None]
 
     def forward(self, semantic: Tensor, semantic_lengths: Tensor, codes: Tensor, codes_lengths: Tensor, **kwargs):
         """Masked-token loss of one random codebook per item. semantic (B, Ts); codes (B, K, T)."""
