@@ -155,6 +155,23 @@ def test_bad_local_options(cls):
         T2SModel(10, 8, d_model=16, num_layers=1, num_heads=2, position="alibi")
 
 
+@pytest.mark.parametrize("name", ["train_t2s", "train_s2a"])
+def test_the_recipe_configs_build_their_models(name):
+    from pathlib import Path
+    conf = yaml.safe_load((Path(__file__).parents[2] / "egs/synth_en/tts1/conf" / f"{name}.yaml").read_text())
+    torch.manual_seed(0)
+    if conf["model"] == "t2s":
+        model = T2SModel(40, 512, **conf["model_conf"])
+        loss, _, _ = model(torch.randint(1, 40, (2, 6)), torch.tensor([6, 4]), torch.randint(0, 512, (2, 12)),
+                           torch.tensor([12, 7]))
+    else:
+        assert conf["model"] == "s2a"
+        model = S2AModel(512, 8, 1024, 25, 50, **conf["model_conf"])
+        loss, _, _ = model(torch.randint(0, 512, (2, 6)), torch.tensor([6, 4]), torch.randint(0, 1024, (2, 8, 12)),
+                           torch.tensor([12, 8]))
+    assert torch.isfinite(loss)
+
+
 def test_collate_pads_the_time_axis_of_each_name():
     import numpy as np
 
