@@ -49,6 +49,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_utts", type=int, default=0, help="first N utterances with a prompt (0: all)")
     p.add_argument("--t2s_steps", type=int, default=None, help="T2S mask-predict steps (default 25)")
+    p.add_argument("--t2s_temperature", type=float, default=None, help="T2S sampling temperature (default 0.9)")
+    p.add_argument("--t2s_cfg_scale", type=float, default=None, help="T2S guidance scale (default 2.5; 0: off)")
+    p.add_argument("--s2a_steps", default=None,
+                   help="S2A steps per codebook, comma-separated, one per codebook (default 25,10,1,...)")
+    p.add_argument("--s2a_temperature", type=float, default=None, help="S2A sampling temperature (default 1.5)")
+    p.add_argument("--s2a_cfg_scale", type=float, default=None, help="S2A guidance scale (default 2.5; 0: off)")
     p.add_argument("--oracle_semantic", action="store_true",
                    help="diagnostic: skip T2S, use the semantic tokens of the reference recording of each sentence")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + its index")
@@ -69,6 +75,27 @@ def plan(data_dir: Path, max_utts: int) -> list[tuple[str, str]]:
     if not pairs:
         raise ValueError(f"{data_dir}: no speaker has two utterances, so there is no prompt for any sentence")
     return pairs[:max_utts] if max_utts > 0 else pairs
+
+
+def decoding_configs(args: argparse.Namespace, t2s, s2a) -> tuple:
+    """The T2S and S2A :class:`~nar.mask_predict.MaskPredictConfig` with the command line's
+    overrides (options left at None keep the API's defaults)."""
+    from dataclasses import replace
+
+    t2s_over = dict(steps=args.t2s_steps, temperature=args.t2s_temperature, cfg_scale=args.t2s_cfg_scale)
+    s2a_over = dict(temperature=args.s2a_temperature, cfg_scale=args.s2a_cfg_scale)
+    if args.s2a_steps:
+        try:
+            steps = tuple(int(x) for x in args.s2a_steps.split(","))
+        except ValueError:
+            raise SystemExit(f"--s2a_steps must be comma-separated integers, got {args.s2a_steps!r}")
+        n = len(s2a.steps) if isinstance(s2a.steps, tuple) else None
+        if n is not None and len(steps) != n:
+            raise SystemExit(f"--s2a_steps needs one value per codebook ({n}), got {len(steps)}")
+        s2a_over["steps"] = steps
+    t2s = replace(t2s, **{k: v for k, v in t2s_over.items() if v is not None})
+    s2a = replace(s2a, **{k: v for k, v in s2a_over.items() if v is not None})
+    return t2s, s2a
 
 
 def main(argv=None) -> int:
@@ -97,10 +124,7 @@ def main(argv=None) -> int:
         tts = Text2Speech(args.t2s_dir, args.s2a_dir, duration=args.duration, duration_model=args.duration_model,
                           device=args.device, semantic_tokenizer=args.semantic_tokenizer,
                           acoustic_tokenizer=args.acoustic_tokenizer)
-        if args.t2s_steps:
-            from dataclasses import replace
-
-            tts.t2s_config = replace(tts.t2s_config, steps=args.t2s_steps)
+        tts.t2s_config, tts.s2a_config = decoding_configs(args, tts.t2s_config, tts.s2a_config)
         sample_rate = tts.sample_rate
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
