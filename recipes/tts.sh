@@ -43,8 +43,10 @@ opt s2a_config conf/train_s2a.yaml "S2A training config"
 opt t2s_args "" "extra options for T2S training (python -m tts.bin.train)"
 opt s2a_args "" "extra options for S2A training"
 opt duration rule "target length at synthesis: rule (prompt speaking rate) or model (trained per-phone model)"
-opt synth_opts "" "extra options for python -m tts.bin.synthesize (e.g. --max_utts 100 --t2s_steps 25)"
+opt synth_opts "" "extra options for python -m tts.bin.synthesize (e.g. --max_utts 100)"
+opt decode_opts "" "MaskGCT decoding options of stage 7 (python -m tts.bin.synthesize --t2s_*/--s2a_*: steps, temperature, cfg_scale)"
 opt batch_size 16 "synthesis batch size"
+opt synth_tag "" "name of the synthesis run under exp/synth (default maskgct_<duration>; give another when synth_opts or decode_opts change, since synthesis resumes)"
 opt asr_model_dir "" "trained ASR model dir (our ASR for the WER of stage 8)"
 opt judges "pocketsphinx,asr,distillmos,sim" "stage 8 judges (python -m tts.evaluate)"
 opt dumpdir dump "directory for formatted data and tokens"
@@ -62,7 +64,7 @@ codes_dir=${dumpdir}/codes
 t2s_exp=${expdir}/t2s_$(basename "${t2s_config}" .yaml)
 s2a_exp=${expdir}/s2a_$(basename "${s2a_config}" .yaml)
 dur_dir=${expdir}/duration
-synth_tag="maskgct_${duration}"
+[ -n "${synth_tag}" ] || synth_tag="maskgct_${duration}"
 run_command="$0$(printf " %q" "$@")"
 all_sets=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 
@@ -158,7 +160,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     # shellcheck disable=SC2086
     python -m tts.bin.synthesize --t2s_dir "${t2s_exp}" --s2a_dir "${s2a_exp}" --data_dir "${data_feats}/${dset}" \
       --out_dir "${expdir}/synth/${synth_tag}/${dset}" --batch_size "${batch_size}" --device "${device}" \
-      "${_dur[@]}" ${synth_opts}
+      "${_dur[@]}" ${synth_opts} ${decode_opts}
     log "Stage 7: codec resynthesis of ${dset} (the reference) into ${expdir}/synth/resynth/${dset}"
     # shellcheck disable=SC2086
     python -m tts.bin.synthesize --resynth --acoustic_tokenizer "${acoustic_tokenizer}" --data_dir "${data_feats}/${dset}" \
@@ -188,7 +190,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         --judges "${_judges}" "${_asr[@]}" --out_dir "${expdir}/eval/${dset}/${sys}"
       results+=("${expdir}/eval/${dset}/${sys}/result.json")
     done
-    python -m tts.evaluate table --results "${results[@]}" --names "ground truth,codec resynthesis,MaskGCT (${duration})" \
+    python -m tts.evaluate table --results "${results[@]}" --names "ground truth,codec resynthesis,MaskGCT (${synth_tag})" \
       --out "${expdir}/eval/${dset}/table.md"
     {
       echo "## MaskGCT on ${dset}"

@@ -6,6 +6,8 @@
 # The corpus is the asr1 recipe's (same options, so the same audio). Needs, in this order:
 #   cd ../asr1 && ./run.sh        # the ASR model (semantic features, WER judge)
 #   cd ../codec1 && ./run.sh      # the tokenizers
+# S2A decodes greedily without guidance (a dev sweep, RESULTS.md: better for these small models
+# than Amphion's temperature 1.5 + guidance 2.5, which stay the API's defaults).
 # Options: ./run.sh --help
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,4 +23,5 @@ asr_model_dir=""
     --semantic_tokenizer ../codec1/exp/semantic_l-1_k512 \
     --acoustic_tokenizer ../codec1/exp/tokenizer_mel_rvq \
     --asr_model_dir "${asr_model_dir}" \
+    --decode_opts "--s2a_temperature 0 --s2a_cfg_scale 0" \
     "$@"
