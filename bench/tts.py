@@ -3,7 +3,8 @@ batch of B over B single calls, measured side by side in one run.
 
 Usage:
     python bench/tts.py --t2s_dir egs/synth_en/tts1/exp/t2s_train_t2s --s2a_dir egs/synth_en/tts1/exp/s2a_train_s2a \
-        --data_dir egs/synth_en/tts1/dump/raw/test [--batch_size 16] [--repeats 2] [--threads 2] [--device cpu]
+        --data_dir egs/synth_en/tts1/dump/raw/test [--batch_size 16] [--repeats 2] [--threads 2] [--device cpu] \
+        [--s2a_temperature 0 --s2a_cfg_scale 0 ...: the decoding options of python -m tts.bin.synthesize]
 
 The B items are the first B (sentence, prompt) pairs of the data dir (prompt: another utterance
 of the same speaker, as the recipe's synthesis stage). Each repeat times the B single calls and
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from asr.data.kaldi import read_kaldi_map  # noqa: E402
 from audio_gen.data import load_item, read_audio_list  # noqa: E402
-from tts.bin.synthesize import plan  # noqa: E402
+from tts.bin.synthesize import add_decoding_args, decoding_configs, plan  # noqa: E402
 from tts.inference import Text2Speech  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "tts.json"
@@ -62,11 +63,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_decoding_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
 
     tts = Text2Speech(args.t2s_dir, args.s2a_dir, device=args.device)
+    tts.t2s_config, tts.s2a_config = decoding_configs(args, tts.t2s_config, tts.s2a_config)
     pairs = plan(args.data_dir, args.batch_size)
     if len(pairs) < args.batch_size:
         raise SystemExit(f"{args.data_dir}: only {len(pairs)} sentences with a prompt; lower --batch_size")
@@ -127,6 +130,8 @@ def main(argv=None) -> int:
         "rtf_batch1": ts / audio, f"rtf_batch{len(pairs)}": tb / audio, "speedup": ts / tb,
         "batch_stage_seconds": stages, "same_lengths_single_vs_batch": same,
         "t2s_steps": tts.t2s_config.steps, "s2a_steps": tts.s2a_config.steps,
+        "t2s_temperature": tts.t2s_config.temperature, "t2s_cfg_scale": tts.t2s_config.cfg_scale,
+        "s2a_temperature": tts.s2a_config.temperature, "s2a_cfg_scale": tts.s2a_config.cfg_scale,
         "t2s_dir": str(args.t2s_dir), "s2a_dir": str(args.s2a_dir), "data_dir": str(args.data_dir),
         "cpu_threads_torch": torch.get_num_threads(),
     }

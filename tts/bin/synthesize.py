@@ -35,6 +35,17 @@ from tts.duration import same_speaker_pairs
 logger = logging.getLogger("tts.bin.synthesize")
 
 
+def add_decoding_args(p: argparse.ArgumentParser) -> None:
+    """The MaskGCT decoding options (None: the API's default), read by :func:`decoding_configs`."""
+    p.add_argument("--t2s_steps", type=int, default=None, help="T2S mask-predict steps (default 25)")
+    p.add_argument("--t2s_temperature", type=float, default=None, help="T2S sampling temperature (default 0.9)")
+    p.add_argument("--t2s_cfg_scale", type=float, default=None, help="T2S guidance scale (default 2.5; 0: off)")
+    p.add_argument("--s2a_steps", default=None,
+                   help="S2A steps per codebook, comma-separated, one per codebook (default 25,10,1,...)")
+    p.add_argument("--s2a_temperature", type=float, default=None, help="S2A sampling temperature (default 1.5)")
+    p.add_argument("--s2a_cfg_scale", type=float, default=None, help="S2A guidance scale (default 2.5; 0: off)")
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", required=True, help="data dir with wav.scp, text, utt2spk")
@@ -48,13 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--semantic_tokenizer", help="semantic tokenizer dir (overrides the T2S config's)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_utts", type=int, default=0, help="first N utterances with a prompt (0: all)")
-    p.add_argument("--t2s_steps", type=int, default=None, help="T2S mask-predict steps (default 25)")
-    p.add_argument("--t2s_temperature", type=float, default=None, help="T2S sampling temperature (default 0.9)")
-    p.add_argument("--t2s_cfg_scale", type=float, default=None, help="T2S guidance scale (default 2.5; 0: off)")
-    p.add_argument("--s2a_steps", default=None,
-                   help="S2A steps per codebook, comma-separated, one per codebook (default 25,10,1,...)")
-    p.add_argument("--s2a_temperature", type=float, default=None, help="S2A sampling temperature (default 1.5)")
-    p.add_argument("--s2a_cfg_scale", type=float, default=None, help="S2A guidance scale (default 2.5; 0: off)")
+    add_decoding_args(p)
     p.add_argument("--oracle_semantic", action="store_true",
                    help="diagnostic: skip T2S, use the semantic tokens of the reference recording of each sentence")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + its index")
