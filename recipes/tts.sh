@@ -64,6 +64,7 @@ codes_dir=${dumpdir}/codes
 t2s_exp=${expdir}/t2s_$(basename "${t2s_config}" .yaml)
 s2a_exp=${expdir}/s2a_$(basename "${s2a_config}" .yaml)
 dur_dir=${expdir}/duration
+synth_name="MaskGCT (${synth_tag:-${duration}})"  # its row in the results table
 [ -n "${synth_tag}" ] || synth_tag="maskgct_${duration}"
 run_command="$0$(printf " %q" "$@")"
 all_sets=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
@@ -190,7 +191,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         --judges "${_judges}" "${_asr[@]}" --out_dir "${expdir}/eval/${dset}/${sys}"
       results+=("${expdir}/eval/${dset}/${sys}/result.json")
     done
-    python -m tts.evaluate table --results "${results[@]}" --names "ground truth,codec resynthesis,MaskGCT (${synth_tag})" \
+    python -m tts.evaluate table --results "${results[@]}" --names "ground truth,codec resynthesis,${synth_name}" \
       --out "${expdir}/eval/${dset}/table.md"
     {
       echo "## MaskGCT on ${dset}"
