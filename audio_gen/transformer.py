@@ -54,6 +54,23 @@ def rotate(x: Tensor, tables: tuple[Tensor, Tensor]) -> Tensor:
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1).to(x.dtype)
 
 
+def make_input_conv(d_model: int, kernel: int) -> Optional[nn.Conv1d]:
+    """A same-length convolution of ``kernel`` frames over (embedded) input frames, or None for
+    kernel 0: the ``input_conv`` local prior of MAGNeT and MaskGCT (see :func:`apply_input_conv`)."""
+    if kernel < 0 or (kernel and kernel % 2 == 0):
+        raise ValueError(f"input_conv must be a positive odd kernel (or 0: off), got {kernel}")
+    return nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2) if kernel else None
+
+
+def apply_input_conv(conv: Optional[nn.Conv1d], x: Tensor, valid: Tensor) -> Tensor:
+    """x + conv(x) over (B, T, D) with the padding zeroed first (an item never sees the batch's
+    padding); x unchanged when conv is None. valid: (B, T) bool."""
+    if conv is None:
+        return x
+    x = x * valid[..., None].to(x.dtype)
+    return x + conv(x.transpose(1, 2)).transpose(1, 2)
+
+
 class Block(nn.Module):
     """Pre-LN self-attention (+ optional cross-attention) + GELU feed-forward block.
 

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from audio_gen.conditioning import build_caption_encoder
-from audio_gen.transformer import BidirectionalTransformer
+from audio_gen.transformer import BidirectionalTransformer, apply_input_conv, make_input_conv
 from nar.mask_predict import MaskPredictConfig, mask_predict
 from nar.masking import Generators, span_mask
 
@@ -135,9 +135,7 @@ class MAGNeT(AbsESPnetModel):
         self.max_frames, self.frame_rate, self.sample_rate = max_frames, frame_rate, sample_rate
         self.train_frames = train_frames
         self.embeds = nn.ModuleList(nn.Embedding(codebook_size + 1, d_model) for _ in range(num_codebooks))
-        if input_conv < 0 or (input_conv and input_conv % 2 == 0):
-            raise ValueError(f"input_conv must be a positive odd kernel (or 0: off), got {input_conv}")
-        self.input_conv = nn.Conv1d(d_model, d_model, input_conv, padding=input_conv // 2) if input_conv else None
+        self.input_conv = make_input_conv(d_model, input_conv)
         self.text = build_caption_encoder(text_encoder, d_model, vocab_size, text_layers, num_heads, dropout, t5_dir)
         self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout, cross=True,
                                                position=position, conv_kernel=conv_kernel)
@@ -157,10 +155,7 @@ class MAGNeT(AbsESPnetModel):
     def hidden(self, codes: Tensor, lengths: Tensor, stage: Tensor, memory, memory_valid: Tensor) -> Tensor:
         """(B, K, T) codes (mask id where unknown) -> (B, T, D) hidden states for ``stage`` (B,)."""
         valid = torch.arange(codes.shape[2], device=codes.device) < lengths[:, None]
-        x = _embed_codes(self.embeds, codes)
-        if self.input_conv is not None:  # padding zeroed first: an item never sees the batch's padding
-            x = x * valid[..., None].to(x.dtype)
-            x = x + self.input_conv(x.transpose(1, 2)).transpose(1, 2)
+        x = apply_input_conv(self.input_conv, _embed_codes(self.embeds, codes), valid)
         return self.encoder(x, valid, attn_mask=self._attn_mask(stage, codes.shape[2]), memory=memory,
                             memory_valid=memory_valid)
 

@@ -49,7 +49,7 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from audio_gen.transformer import BidirectionalTransformer
+from audio_gen.transformer import BidirectionalTransformer, apply_input_conv, make_input_conv
 from nar.mask_predict import MaskPredictConfig, mask_predict
 from nar.masking import Generators
 
@@ -86,20 +86,6 @@ def _choose_masked(prompt: Tensor, lengths: Tensor, ratio: Tensor, size: int) ->
     noise = _rand(region.shape, lengths.device).masked_fill(~region, 2.0)
     ranks = noise.argsort(1).argsort(1)
     return (ranks < count[:, None]) & region
-
-
-def _check_local_options(input_conv: int) -> None:
-    if input_conv < 0 or (input_conv and input_conv % 2 == 0):
-        raise ValueError(f"input_conv must be a positive odd kernel (or 0: off), got {input_conv}")
-
-
-def _apply_input_conv(conv: Optional[nn.Conv1d], x: Tensor, valid: Tensor) -> Tensor:
-    """x + conv(x) over (B, T, D) with the padding zeroed first (an item never sees the batch's
-    padding); x unchanged when conv is None."""
-    if conv is None:
-        return x
-    x = x * valid[..., None].to(x.dtype)
-    return x + conv(x.transpose(1, 2)).transpose(1, 2)
 
 
 def _lengths_valid(lengths: Tensor, size: int) -> Tensor:
@@ -161,7 +147,6 @@ class T2SModel(AbsESPnetModel):
                  uncond_prob: float = 0.1, min_mask_ratio: float = 0.2, prompt_max_ratio: float = 0.4,
                  position: str = "sin", conv_kernel: int = 0, input_conv: int = 0, tie_embeddings: bool = False):
         super().__init__()
-        _check_local_options(input_conv)
         if not 0 <= prompt_prob + uncond_prob <= 1:
             raise ValueError(f"prompt_prob + uncond_prob must be in [0, 1], got {prompt_prob} + {uncond_prob}")
         self.num_phones, self.num_semantic, self.mask_id = num_phones, num_semantic, num_semantic
@@ -170,7 +155,7 @@ class T2SModel(AbsESPnetModel):
         self.phone_emb = nn.Embedding(num_phones, d_model)
         self.sem_emb = nn.Embedding(num_semantic + 1, d_model)
         self.segment_emb = nn.Embedding(2, d_model)
-        self.input_conv = nn.Conv1d(d_model, d_model, input_conv, padding=input_conv // 2) if input_conv else None
+        self.input_conv = make_input_conv(d_model, input_conv)
         self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout,
                                                position=position, conv_kernel=conv_kernel)
         self.tie_embeddings = tie_embeddings
@@ -189,7 +174,7 @@ class T2SModel(AbsESPnetModel):
         b, n_ph = phones.shape
         size = semantic.shape[1]
         sem_valid = _lengths_valid(sem_lens, size)
-        sem_x = _apply_input_conv(self.input_conv, self.sem_emb(semantic), sem_valid)
+        sem_x = apply_input_conv(self.input_conv, self.sem_emb(semantic), sem_valid)
         x = torch.cat([self.phone_emb(phones.clamp(min=0)) + self.segment_emb.weight[0],
                        sem_x + self.segment_emb.weight[1]], dim=1)
         valid = torch.cat([_lengths_valid(phone_lens, n_ph), sem_valid], dim=1)
@@ -278,7 +263,6 @@ class S2AModel(AbsESPnetModel):
                  min_mask_ratio: float = 0.2, prompt_max_ratio: float = 0.5, position: str = "sin",
                  conv_kernel: int = 0, input_conv: int = 0, tie_embeddings: bool = False):
         super().__init__()
-        _check_local_options(input_conv)
         self.num_semantic, self.num_codebooks, self.codebook_size = num_semantic, num_codebooks, codebook_size
         self.mask_id = codebook_size
         self.semantic_rate, self.acoustic_rate = float(semantic_rate), float(acoustic_rate)
@@ -286,7 +270,7 @@ class S2AModel(AbsESPnetModel):
         self.sem_emb = nn.Embedding(num_semantic, d_model)
         self.code_emb = nn.Embedding(num_codebooks * (codebook_size + 1), d_model)
         self.stage_emb = nn.Embedding(num_codebooks, d_model)
-        self.input_conv = nn.Conv1d(d_model, d_model, input_conv, padding=input_conv // 2) if input_conv else None
+        self.input_conv = make_input_conv(d_model, input_conv)
         self.encoder = BidirectionalTransformer(d_model, num_layers, num_heads, ff_mult, dropout,
                                                position=position, conv_kernel=conv_kernel)
         self.tie_embeddings = tie_embeddings
@@ -300,7 +284,7 @@ class S2AModel(AbsESPnetModel):
         unknown), lengths (B,), stage (B,) codebook being predicted -> (B, T, D)."""
         valid = _lengths_valid(lengths, tokens.shape[-1])
         x = self.sem_emb(sem_frames) + self.code_emb(tokens + self.code_offset[None, :, None]).sum(1)
-        x = _apply_input_conv(self.input_conv, x, valid) + self.stage_emb(stage)[:, None]
+        x = apply_input_conv(self.input_conv, x, valid) + self.stage_emb(stage)[:, None]
         return self.encoder(x, valid)
 
     def head(self, h: Tensor, stage: Tensor) -> Tensor:
