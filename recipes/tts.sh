@@ -42,6 +42,8 @@ opt t2s_config conf/train_t2s.yaml "T2S training config"
 opt s2a_config conf/train_s2a.yaml "S2A training config"
 opt t2s_args "" "extra options for T2S training (python -m tts.bin.train)"
 opt s2a_args "" "extra options for S2A training"
+opt t2s_tag "" "T2S experiment name: exp/t2s_<tag> (default: the config name)"
+opt s2a_tag "" "S2A experiment name: exp/s2a_<tag> (default: the config name)"
 opt duration rule "target length at synthesis: rule (prompt speaking rate) or model (trained per-phone model)"
 opt synth_opts "" "extra options for python -m tts.bin.synthesize (e.g. --max_utts 100)"
 opt decode_opts "" "MaskGCT decoding options of stage 7 (python -m tts.bin.synthesize --t2s_*/--s2a_*: steps, temperature, cfg_scale)"
@@ -61,8 +63,8 @@ data_feats=${dumpdir}/raw
 phones_dir=${dumpdir}/phones
 sem_dir=${dumpdir}/semantic
 codes_dir=${dumpdir}/codes
-t2s_exp=${expdir}/t2s_$(basename "${t2s_config}" .yaml)
-s2a_exp=${expdir}/s2a_$(basename "${s2a_config}" .yaml)
+t2s_exp=${expdir}/t2s_${t2s_tag:-$(basename "${t2s_config}" .yaml)}
+s2a_exp=${expdir}/s2a_${s2a_tag:-$(basename "${s2a_config}" .yaml)}
 dur_dir=${expdir}/duration
 synth_name="MaskGCT (${synth_tag:-${duration}})"  # its row in the results table
 [ -n "${synth_tag}" ] || synth_tag="maskgct_${duration}"

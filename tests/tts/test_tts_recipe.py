@@ -40,7 +40,7 @@ def test_tts_recipe_on_the_tiny_tree(tiny_recipe, tiny_codec_recipe):
     # the tiny test set has one utterance per voice; the training set gives same-speaker prompts
     cmd = ["./run.sh", "--stage", "3", "--valid_set", "test", "--test_sets", "train",
            "--semantic_tokenizer", "../codec1/exp/semantic_l-1_k4",
-           "--t2s_config", "conf/t2s_tiny.yaml", "--s2a_config", "conf/s2a_tiny.yaml",
+           "--t2s_config", "conf/t2s_tiny.yaml", "--s2a_config", "conf/s2a_tiny.yaml", "--s2a_tag", "tiny",
            "--synth_opts", "--max_utts 2 --t2s_steps 3", "--batch_size", "2",
            "--judges", "sim", "--asr_model_dir", "", "--num_threads", str(TORCH_THREADS)]
     r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=900)
@@ -49,7 +49,8 @@ def test_tts_recipe_on_the_tiny_tree(tiny_recipe, tiny_codec_recipe):
     n_train = len((tiny_recipe / "dump/raw/train/wav.scp").read_text().splitlines())
     assert len((recipe / "dump/phones/train/phones_int").read_text().splitlines()) == n_train
     assert len((recipe / "dump/semantic/train/semantic.scp").read_text().splitlines()) == n_train
-    assert (recipe / "exp/t2s_t2s_tiny/1epoch.pth").is_file() and (recipe / "exp/s2a_s2a_tiny/1epoch.pth").is_file()
+    assert (recipe / "exp/t2s_t2s_tiny/1epoch.pth").is_file()  # default name: from the config
+    assert (recipe / "exp/s2a_tiny/1epoch.pth").is_file() and (recipe / "exp/s2a_tiny/train.log").is_file()  # --s2a_tag
     assert json.loads((recipe / "exp/duration/duration.json").read_text())
     synth = recipe / "exp/synth/maskgct_rule/train"
     utts = [line.split()[0] for line in (synth / "wav.scp").read_text().splitlines()]
