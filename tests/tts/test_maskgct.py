@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from nar.mask_predict import MaskPredictConfig
+from tests.conftest import ROOT
 from tts.models.maskgct import S2AModel, T2SModel, align_frames
 from tts.task import collate
 
@@ -157,8 +158,7 @@ def test_bad_local_options(cls):
 
 @pytest.mark.parametrize("name", ["train_t2s", "train_s2a"])
 def test_the_recipe_configs_build_their_models(name):
-    from pathlib import Path
-    conf = yaml.safe_load((Path(__file__).parents[2] / "egs/synth_en/tts1/conf" / f"{name}.yaml").read_text())
+    conf = yaml.safe_load((ROOT / "egs/synth_en/tts1/conf" / f"{name}.yaml").read_text())
     torch.manual_seed(0)
     if conf["model"] == "t2s":
         model = T2SModel(40, 512, **conf["model_conf"])
