@@ -320,3 +320,34 @@ def test_text2speech_oracle_semantic_replaces_t2s(tts, tts_dirs):
     assert out[0].numel() == 5 * 2 * 320  # 5 semantic frames -> 10 acoustic frames of 320 samples
     with pytest.raises(ValueError, match="target_semantic has 2 items"):
         tts.batch(["a dog"], [wavs[0]], ["the cat"], target_semantic=[torch.tensor([1]), torch.tensor([2])])
+
+
+@needs_espeak
+def test_synthesize_cli_oracle_duration_takes_the_reference_length(tts_dirs, tmp_path):
+    """--oracle_duration: each output is as long as its reference recording (in semantic frames),
+    whatever the prompt's speaking rate says; without it the length follows the rule."""
+    import soundfile as sf
+
+    from tts.bin.synthesize import main
+
+    root, wavs = tts_dirs
+    data = tmp_path / "data"
+    data.mkdir()
+    utts = {f"spk{i % 2}-{i:03d}": w for i, w in enumerate(wavs[:4])}
+    texts = ["a big dog", "she had a cat", "the bed is red", "this is it"]
+    for name, lines in (("wav.scp", [f"{u} {tmp_path / u}.wav" for u in utts]),
+                        ("text", [f"{u} {t}" for u, t in zip(utts, texts)]),
+                        ("utt2spk", [f"{u} {u.split('-')[0]}" for u in utts])):
+        (data / name).write_text("\n".join(sorted(lines)) + "\n")
+    for u, w in utts.items():
+        sf.write(tmp_path / f"{u}.wav", w.numpy(), 16000)
+    common = ["--data_dir", str(data), "--t2s_dir", str(root / "t2s"), "--s2a_dir", str(root / "s2a"),
+              "--t2s_steps", "2", "--s2a_steps", "2,1", "--batch_size", "2"]
+    assert main([*common, "--out_dir", str(tmp_path / "oracle"), "--oracle_duration"]) == 0
+    assert main([*common, "--out_dir", str(tmp_path / "rule")]) == 0
+    differs = 0
+    for u, w in utts.items():
+        got = sf.info(str(tmp_path / "oracle" / "wav" / f"{u}.wav")).frames
+        assert got == round(w.numel() / 16000 * 25) * 640  # 25 semantic frames/s, 640 samples each
+        differs += sf.info(str(tmp_path / "rule" / "wav" / f"{u}.wav")).frames != got
+    assert differs > 0  # the option changed something: the rule's lengths are not the references'

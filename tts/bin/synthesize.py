@@ -62,6 +62,8 @@ def get_parser() -> argparse.ArgumentParser:
     add_decoding_args(p)
     p.add_argument("--oracle_semantic", action="store_true",
                    help="diagnostic: skip T2S, use the semantic tokens of the reference recording of each sentence")
+    p.add_argument("--oracle_duration", action="store_true",
+                   help="diagnostic: the target length is the reference recording's (not --duration's estimate)")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + its index")
     p.add_argument("--device", default="cpu")
     return p
@@ -157,8 +159,11 @@ def main(argv=None) -> int:
                     refs = [load_item(items[u], tts.semantic.sample_rate) for u, _ in chunk]
                     codes, code_lens = tts.semantic.encode_list(refs)
                     oracle = [codes[i, : int(code_lens[i])] for i in range(len(refs))]
+                seconds = None
+                if args.oracle_duration:
+                    seconds = [load_item(items[u], sample_rate).numel() / sample_rate for u, _ in chunk]
                 outs = tts.batch([texts[u] for u, _ in chunk], prompts, [texts[p] for _, p in chunk],
-                                 prompt_sr=sample_rate, seeds=[args.seed + index[u] for u, _ in chunk],
+                                 prompt_sr=sample_rate, seconds=seconds, seeds=[args.seed + index[u] for u, _ in chunk],
                                  names=[u for u, _ in chunk], target_semantic=oracle)
             busy += time.perf_counter() - t0
             for (u, _), w in zip(chunk, outs):
