@@ -44,6 +44,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import soundfile as sf
 
+from asr.data.formant import warp_formants
 from asr.data.kaldi import read_kaldi_map, validate_data_dir, write_data_dir
 from asr.data.text import MissingToolError, Sentence, load_sentences
 
@@ -56,6 +57,10 @@ ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbc
                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
                    "klatt", "klatt2", "klatt3", "croak")
+#: engines whose voices get formant-warped variants (--formant_warps): espeak has 128 voices
+#: already, flite and festival three and two
+WARP_ENGINES = ("flite", "festival")
+MIN_WARP, MAX_WARP = 0.7, 1.4
 FLITE_F0 = {"kal16": 95.0, "awb": 125.0, "slt": 165.0}  # voices whose f0 flite can set
 FESTIVAL_VOICES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
                    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
@@ -73,19 +78,25 @@ SILENT_PEAK = 1e-3
 
 @dataclass(frozen=True)
 class Voice:
-    """A synthesis voice: ``engine`` and its voice ``name`` (espeak: ``accent+variant``)."""
+    """A synthesis voice: ``engine`` and its voice ``name`` (espeak: ``accent+variant``).
+
+    ``warp`` != 1 makes a variant with another vocal tract: the engine's output with its formants
+    scaled by ``warp`` (:func:`asr.data.formant.warp_formants`), spec ``engine:name@warp``.
+    """
 
     engine: str
     name: str
+    warp: float = 1.0
 
     @property
     def speaker(self) -> str:
         """Speaker id: ``[a-z0-9_]`` only, so ``<spk>-<index>`` ids sort with their speakers."""
-        return re.sub(r"[^a-z0-9]+", "_", f"{self.engine}_{self.name}".lower())
+        base = re.sub(r"[^a-z0-9]+", "_", f"{self.engine}_{self.name}".lower())
+        return base if self.warp == 1.0 else f"{base}_w{round(self.warp * 100):03d}"
 
     @property
     def spec(self) -> str:
-        return f"{self.engine}:{self.name}"
+        return f"{self.engine}:{self.name}" + ("" if self.warp == 1.0 else f"@{self.warp:g}")
 
 
 @dataclass(frozen=True)
@@ -103,16 +114,42 @@ class Utterance:
     pitch_st: float    # pitch shift in semitones
     gain_db: float     # peak level of the output, dBFS
     est_dur: float     # estimated seconds (planning only)
+    warp: float = 1.0  # formant warp of the voice variant (1: the engine's own voice)
 
 
 def parse_voice(spec: str) -> Voice:
-    """``"espeak:en-us+f3"`` → ``Voice("espeak", "en-us+f3")``; validates the form."""
+    """``"espeak:en-us+f3"`` → ``Voice("espeak", "en-us+f3")``; ``"flite:slt@0.88"`` → the
+    formant-warped variant ``Voice("flite", "slt", 0.88)``; validates the form."""
     engine, sep, name = spec.partition(":")
+    name, at, warp_text = name.partition("@")
     if not sep or engine not in ENGINES or not name:
-        raise ValueError(f"voice {spec!r} must be '<engine>:<name>' with engine in {ENGINES}")
+        raise ValueError(f"voice {spec!r} must be '<engine>:<name>[@<warp>]' with engine in {ENGINES}")
     if engine == "espeak" and "+" not in name:
         raise ValueError(f"espeak voice {spec!r} must be 'espeak:<accent>+<variant>'")
-    return Voice(engine, name)
+    warp = 1.0
+    if at:
+        try:
+            warp = float(warp_text)
+        except ValueError:
+            raise ValueError(f"voice {spec!r}: formant warp {warp_text!r} is not a number") from None
+        _check_warp(warp, spec)
+    return Voice(engine, name, warp)
+
+
+def _check_warp(warp: float, what: str) -> None:
+    if not MIN_WARP <= warp <= MAX_WARP:
+        raise ValueError(f"{what}: formant warp {warp} outside [{MIN_WARP}, {MAX_WARP}]")
+
+
+def warp_variants(voices: Sequence[Voice], warps: Sequence[float],
+                  engines: Sequence[str] = WARP_ENGINES) -> list[Voice]:
+    """``voices`` plus, for each unwarped voice of ``engines``, its variant at every warp."""
+    for w in warps:
+        _check_warp(w, "--formant_warps")
+    extra = [Voice(v.engine, v.name, float(w)) for v in voices
+             if v.engine in engines and v.warp == 1.0 for w in warps if w != 1.0]
+    known = {v.spec for v in voices}
+    return list(voices) + [v for v in extra if v.spec not in known]
 
 
 def default_voices() -> tuple[list[Voice], list[Voice]]:
@@ -210,7 +247,8 @@ def _make_utt(seed: int, voice: Voice, index: int, sent: Sentence) -> Utterance:
                      source=sent.source, rate=rate,
                      pitch_st=round(pitch_c + rng.uniform(-1.0, 1.0), 2),
                      gain_db=round(rng.uniform(-12.0, -1.0), 1),
-                     est_dur=estimate_duration(sent.speakable, voice.engine, rate))
+                     est_dur=estimate_duration(sent.speakable, voice.engine, rate),
+                     warp=voice.warp)
 
 
 def estimate_duration(speakable: str, engine: str, rate: float) -> float:
@@ -254,9 +292,12 @@ def plan_corpus(sentences: Sequence[Sentence], train_voices: Sequence[Voice],
     ids are unique across splits and a larger ``train_hours`` only appends utterances.
     ``test_shares`` defaults to equal shares of the engines present in ``test_voices``.
     """
-    overlap = {v.spec for v in train_voices} & {v.spec for v in test_voices}
+    # a held-out voice stays held out in every variant: compared without the formant warp
+    overlap = ({f"{v.engine}:{v.name}" for v in train_voices}
+               & {f"{v.engine}:{v.name}" for v in test_voices})
     if overlap:
-        raise ValueError(f"held-out test voices also in the training voices: {sorted(overlap)}")
+        raise ValueError(f"held-out test voices also in the training voices "
+                         f"(formant-warped variants included): {sorted(overlap)}")
     if train_hours < 0 or dev_utts < 0 or test_utts < 0:
         raise ValueError(f"sizes must be >= 0: train_hours={train_hours}, "
                          f"dev_utts={dev_utts}, test_utts={test_utts}")
@@ -352,6 +393,9 @@ def _finish(utt: Utterance, raw: str, out: str) -> str | None:
     effects += ["gain", "-n", f"{utt.gain_db:.1f}", "rate", "-h", str(SAMPLE_RATE)]
     _run(["sox", "-R", raw, "-t", "wav", "-e", "signed-integer", "-b", "16", "-c", "1",
           part, *effects])
+    if utt.warp != 1.0:  # the variant's vocal tract, at the level sox set
+        audio, sr = sf.read(part, dtype="float32")
+        sf.write(part, warp_formants(audio, utt.warp), sr, subtype="PCM_16", format="WAV")
     os.replace(part, final)  # atomic: a wav that exists is complete
     return None
 
@@ -541,12 +585,16 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
                  shares: Mapping[str, float] | None = None,
                  test_shares: Mapping[str, float] | None = None,
                  text_sources: Sequence[str] = ("fortunes", "bible"),
-                 sentences: Sequence[Sentence] | None = None, max_vocab: int = 0) -> dict:
+                 sentences: Sequence[Sentence] | None = None, max_vocab: int = 0,
+                 formant_warps: Sequence[float] = ()) -> dict:
     """Build (or finish, or leave alone if complete) the corpus in ``out``; return its stats.
 
     ``voices``/``test_voices`` are specs like ``"espeak:en-us+f3"`` (default: the
     catalogue of :func:`default_voices`); ``sentences`` overrides ``text_sources``;
-    ``max_vocab > 0`` keeps only sentences within that many most frequent words.
+    ``max_vocab > 0`` keeps only sentences within that many most frequent words;
+    ``formant_warps`` adds, for every train/dev voice of flite and festival, a variant per factor
+    with its formants scaled by it (more vocal tracts for the engines with few voices; the
+    engine's share of the audio is spread over its voices and their variants).
 
     Raises:
         ValueError: ``out`` was built with other options, or invalid options.
@@ -555,6 +603,7 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
     default_train, default_test = default_voices()
     train_v = [parse_voice(v) for v in voices] if voices else default_train
     test_v = [parse_voice(v) for v in test_voices] if test_voices else default_test
+    train_v = warp_variants(train_v, formant_warps)
     config = {"train_hours": train_hours, "dev_utts": dev_utts, "test_utts": test_utts,
               "seed": seed, "voices": [v.spec for v in train_v],
               "test_voices": [v.spec for v in test_v], "shares": dict(shares or DEFAULT_SHARES),
@@ -563,6 +612,8 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
               [len(sentences), sentences[0].text if sentences else ""]}
     if max_vocab > 0:  # recorded only when used, so existing corpora keep their config
         config["max_vocab"] = max_vocab
+    if formant_warps:
+        config["formant_warps"] = [float(w) for w in formant_warps]
     state = os.path.join(out, ".state")
     _check_config(out, config)
     if all(os.path.exists(os.path.join(state, f"{s}.done")) for s in SPLITS):
@@ -685,6 +736,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text_sources", nargs="+", default=["fortunes", "bible"])
     parser.add_argument("--max_vocab", type=int, default=0,
                         help="keep only sentences within the N most frequent words (0: all)")
+    parser.add_argument("--formant_warps", type=float, nargs="+", default=[],
+                        help="formant warp factors: each flite/festival train voice gets a variant "
+                        "per factor (e.g. 0.88 1.12; <1: longer vocal tract)")
     parser.add_argument("--list_voices", action="store_true", help="print the voices and exit")
     return parser
 
@@ -694,6 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     if args.list_voices:
         train, test = default_voices()
+        train = warp_variants(train, args.formant_warps)
         for split, vs in (("train/dev", train), ("test", test)):
             print(f"# {split}: {len(vs)} voices")
             print("\n".join(f"{v.spec}\t{v.speaker}" for v in vs))
@@ -704,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = build_corpus(args.out, args.train_hours, args.dev_utts, args.test_utts, args.nj,
                              args.seed, args.voices, args.test_voices, args.engine_shares,
                              args.test_engine_shares, args.text_sources,
-                             max_vocab=args.max_vocab)
+                             max_vocab=args.max_vocab, formant_warps=args.formant_warps)
     except (MissingToolError, ValueError) as e:
         logger.error("%s", e)
         return 1

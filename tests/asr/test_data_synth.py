@@ -190,7 +190,7 @@ def test_voice_catalogue_heldout_combos():
 
 def test_bad_options():
     train_v, test_v = se.default_voices()
-    with pytest.raises(ValueError, match="must be '<engine>:<name>'"):
+    with pytest.raises(ValueError, match=r"must be '<engine>:<name>\[@<warp>\]'"):
         se.parse_voice("mbrola:us1")
     with pytest.raises(ValueError, match="held-out test voices also in the training voices"):
         se.plan_corpus(_sentences(), train_v, train_v[:1], 0.001, 1, 1, seed=0)
@@ -246,3 +246,69 @@ def test_cli(tmp_path, capsys):
         header = f.readline().split("\t")
     assert header[:3] == ["utt_id", "speaker", "engine"]
     assert se.main(["--out", out, "--seed", "5", "--text_sources", "fortunes"]) == 1
+
+
+def test_formant_warped_voice_variants_parse_and_stay_held_out():
+    v = se.parse_voice("flite:slt@0.88")
+    assert (v.engine, v.name, v.warp) == ("flite", "slt", 0.88)
+    assert v.spec == "flite:slt@0.88" and se.parse_voice(v.spec) == v
+    assert v.speaker == "flite_slt_w088" and se.parse_voice("flite:slt").speaker == "flite_slt"
+    for bad, match in (("flite:slt@x", "not a number"), ("flite:slt@3", "outside")):
+        with pytest.raises(ValueError, match=match):
+            se.parse_voice(bad)
+    train_v, test_v = se.default_voices()
+    more = se.warp_variants(train_v, [0.88, 1.0, 1.12])
+    added = more[len(train_v):]
+    base = [x for x in train_v if x.engine in se.WARP_ENGINES]
+    assert len(added) == 2 * len(base) == 10  # 3 flite + 2 festival voices, 1.0 adds nothing
+    assert {(x.engine, x.name) for x in added} == {(x.engine, x.name) for x in base}
+    assert se.warp_variants(more, [0.88]) == more  # no duplicates
+    assert len({x.speaker for x in more + test_v}) == len(more) + len(test_v)
+    with pytest.raises(ValueError, match="outside"):
+        se.warp_variants(train_v, [0.5])
+    # a warped copy of a held-out voice would leak it into training
+    with pytest.raises(ValueError, match="formant-warped variants included"):
+        se.plan_corpus(_sentences(), train_v + [se.parse_voice("flite:rms@0.9")], test_v,
+                       0.001, 1, 1, seed=0)
+    sents = [Sentence(f"sentence number {w} is here", f"sentence number {w} is here.", "x")
+             for w in map(_word, range(3000))]
+    plan = se.plan_corpus(sents, more, test_v, 0.5, 50, 60, seed=3)
+    warped = [u for u in plan["train"] if u.warp != 1.0]
+    assert warped and all(u.engine in se.WARP_ENGINES and u.speaker.endswith(
+        f"_w{round(u.warp * 100):03d}") for u in warped)
+    secs = {e: sum(u.est_dur for u in plan["train"] if u.engine == e) for e in se.ENGINES}
+    assert abs(secs["flite"] / sum(secs.values()) - se.DEFAULT_SHARES["flite"]) < 0.01  # shares kept
+
+
+@needs_tools
+def test_formant_warp_applied_to_the_engine_output(tmp_path):
+    """The variant is the same utterance (length, f0) with its spectral envelope moved down."""
+    import librosa
+
+    sent = _sentences()[0]
+    utt = se._make_utt(0, se.parse_voice("flite:slt@0.85"), 3, sent)
+    plain = se.Utterance(**{**utt.__dict__, "warp": 1.0})
+    audio = {}
+    for u, sub in ((utt, "w"), (plain, "p")):
+        raw = str(tmp_path / f"{sub}.wav")
+        se._run(se._engine_command(u, raw))
+        assert se._finish(u, raw, str(tmp_path / sub)) is None
+        audio[sub], sr = sf.read(se.wav_path(str(tmp_path / sub), u), dtype="float32")
+    assert audio["w"].shape == audio["p"].shape and sr == se.SAMPLE_RATE
+    f0 = {k: np.nanmedian(librosa.pyin(a, fmin=80, fmax=400, sr=sr)[0]) for k, a in audio.items()}
+    assert f0["w"] == pytest.approx(f0["p"], rel=0.03)
+    centroid = {k: float(np.median(librosa.feature.spectral_centroid(y=a, sr=sr)))
+                for k, a in audio.items()}
+    assert 0.8 < centroid["w"] / centroid["p"] < 0.95
+
+
+@needs_tools
+def test_formant_warps_recorded_in_the_corpus_config(tmp_path):
+    out = str(tmp_path / "w")
+    opts = dict(TINY, voices=["espeak:en-us+m1", "flite:kal16"], test_voices=["espeak:en-gb+f2"])
+    se.build_corpus(out, nj=1, sentences=_sentences(), formant_warps=[0.9], **opts)
+    speakers = set(read_kaldi_map(os.path.join(out, "train", "utt2spk")).values()) | set(
+        read_kaldi_map(os.path.join(out, "dev", "utt2spk")).values())
+    assert "flite_kal16_w090" in speakers
+    with pytest.raises(ValueError, match="formant_warps"):
+        se.build_corpus(out, nj=1, sentences=_sentences(), **opts)

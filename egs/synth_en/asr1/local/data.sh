@@ -24,6 +24,7 @@ opt nj 2 "parallel synthesis workers"
 opt seed 0 "random seed: same seed, same corpus (byte-identical audio)"
 opt max_vocab 0 "keep only sentences within the N most frequent words (0: open vocabulary)"
 opt test_engine_shares "" "engine shares of the test audio, e.g. espeak=0.6,flite=0.25,festival=0.15 (default: equal)"
+opt formant_warps "" "formant warp factors of flite/festival voice variants, comma-separated, e.g. 0.88,1.12 (default: none)"
 opt synth_dir "" "where the corpus is synthesised (default downloads/synth_en/<options>)"
 opt synth_opts "" "extra options for python -m asr.data.synth_en (e.g. --voices ...)"
 opt datadir data "where the data dirs are written"
@@ -34,10 +35,13 @@ if [ -z "${synth_dir}" ]; then
   synth_dir=downloads/synth_en/h${train_hours}_dev${dev_utts}_test${test_utts}_seed${seed}
   [ "${max_vocab}" != 0 ] && synth_dir+="_vocab${max_vocab}"
   [ -n "${test_engine_shares}" ] && synth_dir+="_test${test_engine_shares//[=,]/}"
+  [ -n "${formant_warps}" ] && synth_dir+="_warp${formant_warps}"
 fi
 extra=()
 [ "${max_vocab}" != 0 ] && extra+=(--max_vocab "${max_vocab}")
 [ -n "${test_engine_shares}" ] && extra+=(--test_engine_shares "${test_engine_shares}")
+# shellcheck disable=SC2206
+[ -n "${formant_warps}" ] && extra+=(--formant_warps ${formant_warps//,/ })
 
 log "Synthesising into ${synth_dir} (train ${train_hours} h, dev ${dev_utts}, test ${test_utts}, seed ${seed}, nj ${nj})"
 # shellcheck disable=SC2086
