@@ -36,9 +36,15 @@ from espnet2.tasks.asr import ASRTask
 from espnet2.train.class_choices import ClassChoices
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
+from espnet2.layers import augmentation as espnet_augmentation
+
+from asr.data.formant import formant_warp_effect
 from asr.models.cassnat import CassNATDecoder, CassNATModel
 from asr.models.ctc import CTCModel
 from asr.models.paraformer import CIFPredictor, ParaformerDecoder, ParaformerModel
+
+# preprocessor_conf.data_aug_effects may name our effect: [w, formant_warp, {min_alpha, max_alpha}]
+espnet_augmentation.effects_dict.setdefault("formant_warp", formant_warp_effect)
 
 #: our model classes; the keys are the YAML ``model:`` names
 NAR_MODELS: dict[str, type] = {"ctc": CTCModel, "paraformer": ParaformerModel, "cassnat": CassNATModel}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["warp_formants", "spectral_envelope"]
+__all__ = ["warp_formants", "spectral_envelope", "formant_warp_effect"]
 
 
 def _smooth(log_mag: np.ndarray, lifter: int) -> np.ndarray:
@@ -60,10 +60,12 @@ def spectral_envelope(audio: np.ndarray, n_fft: int = 1024, lifter: int = 30) ->
 
 
 def warp_formants(audio: np.ndarray, alpha: float, n_fft: int = 1024, hop_length: int = 256,
-                  lifter: int = 30) -> np.ndarray:
+                  lifter: int = 30, iterations: int = 24) -> np.ndarray:
     """``audio`` (1-D float) with its spectral envelope scaled in frequency by ``alpha``.
 
     The output has the input's length, dtype and peak level. ``alpha == 1`` returns a copy.
+    ``iterations`` of the true-envelope estimate: 12 cost half of 24 and move a synthetic vowel's
+    F2 to within 1.5 % of 24's (the online augmentation effect uses 12).
 
     Raises:
         ValueError: ``alpha`` outside (0.5, 2), a non-1-D or non-finite signal, or a lifter that
@@ -85,7 +87,7 @@ def warp_formants(audio: np.ndarray, alpha: float, n_fft: int = 1024, hop_length
     xf = x.astype(np.float64)
     pad = max(0, n_fft - xf.size)  # librosa needs at least one full frame
     spec = librosa.stft(np.pad(xf, (0, pad)), n_fft=n_fft, hop_length=hop_length, window="hann")
-    env = _frames_envelope(np.log(np.abs(spec) + 1e-8), lifter)
+    env = _frames_envelope(np.log(np.abs(spec) + 1e-8), lifter, iterations)
     bins = np.arange(env.shape[0], dtype=np.float64)
     source = np.minimum(bins / alpha, bins[-1])  # E'(f) = E(f / alpha); past Nyquist: the edge
     lo = np.floor(source).astype(int)
@@ -99,3 +101,25 @@ def warp_formants(audio: np.ndarray, alpha: float, n_fft: int = 1024, hop_length
     if peak_out > 0:
         y *= peak_in / peak_out
     return y.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32)
+
+
+def formant_warp_effect(waveform, sample_rate: int, alpha: float | None = None,
+                        min_alpha: float = 0.85, max_alpha: float = 1.15, iterations: int = 12):
+    """ESPnet data-augmentation effect ``formant_warp`` (registered by :mod:`asr.task`).
+
+    ``alpha`` fixed, or drawn uniformly from ``[min_alpha, max_alpha]`` per call with numpy's
+    global RNG (the one ESPnet's ``DataAugmentation`` draws its effects with). Takes and returns
+    a 1-D ``torch.Tensor`` like ESPnet's own effects; ``sample_rate`` is unused (the warp is
+    relative to Nyquist).
+    """
+    import torch
+
+    if alpha is None:
+        if not 0.5 < min_alpha <= max_alpha < 2.0:
+            raise ValueError(f"formant_warp: need 0.5 < min_alpha <= max_alpha < 2, got "
+                             f"{min_alpha}, {max_alpha}")
+        alpha = float(np.random.uniform(min_alpha, max_alpha))
+    x = waveform.detach().cpu().numpy() if isinstance(waveform, torch.Tensor) else np.asarray(waveform)
+    y = warp_formants(x.astype(np.float32, copy=False), alpha, iterations=iterations)
+    out = torch.from_numpy(np.ascontiguousarray(y))
+    return out.to(waveform.dtype) if isinstance(waveform, torch.Tensor) else out

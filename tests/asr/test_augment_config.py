@@ -15,8 +15,8 @@ from asr.task import NARASRTask
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _preprocessor(train: bool):
-    conf = yaml.safe_load((ROOT / "egs/synth_en/asr1/conf/train_ctc_sp.yaml").read_text())
+def _preprocessor(train: bool, config: str = "train_ctc_sp.yaml"):
+    conf = yaml.safe_load((ROOT / "egs/synth_en/asr1/conf" / config).read_text())
     args = argparse.Namespace(use_preprocessor=True, preprocessor="default",
                               preprocessor_conf=conf["preprocessor_conf"], token_type="char",
                               token_list=["<blank>", "<unk>", "a", "b", "<sos/eos>"], bpemodel=None,
@@ -47,3 +47,30 @@ def test_validation_audio_is_not_perturbed():
     x = np.random.default_rng(1).standard_normal(8000).astype(np.float32)
     out = fn("v", {"speech": x.copy(), "text": "ab"})
     assert np.array_equal(out["speech"], x)
+
+
+def test_formant_warp_config_warps_without_changing_length():
+    """conf/train_ctc_sp_fw.yaml: ESPnet's preprocessor applies our registered formant_warp effect.
+
+    Truth: an utterance that kept its length was not speed-perturbed, so if it changed, the warp
+    did it, and it must then equal asr.data.formant.warp_formants at some factor in the config's
+    range (found by matching the output against a grid of factors).
+    """
+    from asr.data.formant import warp_formants
+    from tests.asr.test_formant import _vowel
+
+    fn, factors, conf = _preprocessor(train=True, config="train_ctc_sp_fw.yaml")
+    warp = [e for e in conf["data_aug_effects"] if e[1] == "formant_warp"][0][2]
+    x = _vowel(seconds=0.5)
+    np.random.seed(3)
+    warped = 0
+    grid = np.linspace(warp["min_alpha"], warp["max_alpha"], 41)
+    for i in range(30):
+        out = fn(f"u{i}", {"speech": x.copy(), "text": "ab"})["speech"]
+        expected = {x.size} | {round(x.size / f) for f in factors}
+        assert min(abs(out.size - e) for e in expected) <= 2
+        if out.size == x.size and not np.array_equal(out, x):
+            warped += 1
+            err = [np.abs(out - warp_formants(x, a, iterations=12)).max() for a in grid]
+            assert min(err) < 0.02 * np.abs(x).max(), min(err)
+    assert warped >= 3

@@ -69,3 +69,22 @@ def test_bad_inputs():
         warp_formants(x, 3.0)
     with pytest.raises(ValueError, match="lifter"):
         warp_formants(x, 0.9, n_fft=64, lifter=40)
+
+
+def test_espnet_effect_draws_alpha_in_range_and_is_registered():
+    import torch
+    from espnet2.layers import augmentation
+
+    import asr.task  # noqa: F401  (registers the effect)
+    from asr.data.formant import formant_warp_effect
+
+    assert augmentation.effects_dict["formant_warp"] is formant_warp_effect
+    x = torch.from_numpy(_vowel(seconds=0.3))
+    fixed = formant_warp_effect(x, SR, alpha=0.9)
+    assert isinstance(fixed, torch.Tensor) and fixed.dtype == x.dtype and fixed.shape == x.shape
+    np.testing.assert_allclose(fixed.numpy(), warp_formants(x.numpy(), 0.9, iterations=12))
+    np.random.seed(0)
+    drawn = formant_warp_effect(x, SR, min_alpha=0.95, max_alpha=0.95)  # a range of one value
+    np.testing.assert_allclose(drawn.numpy(), warp_formants(x.numpy(), 0.95, iterations=12))
+    with pytest.raises(ValueError, match="min_alpha"):
+        formant_warp_effect(x, SR, min_alpha=1.2, max_alpha=0.9)
