@@ -10,16 +10,19 @@ Method (source-filter split per STFT frame): the smooth envelope ``E(f)`` is the
 envelope" of the log-magnitude spectrum, cepstral smoothing to the first ``lifter`` coefficients
 iterated until the curve rests on the harmonic peaks (for a 16 kHz signal and the default 30
 coefficients, structure finer than ~530 Hz, i.e. the harmonics of any f0 below that, is left
-out); the frame is multiplied by ``E(f / alpha) /
-E(f)`` and resynthesised by overlap-add. The synthetic corpus (``asr.data.synth_en``,
-``--formant_warps``) uses it to make voice variants of the few flite and festival voices.
+out); the frame is multiplied by ``E(f / alpha) / E(f)`` and resynthesised by overlap-add.
+
+Used twice: the synthetic corpus (``asr.data.synth_en --formant_warps``) makes voice variants of
+its few flite and festival voices, and :func:`formant_warp_effect` is an ESPnet data-augmentation
+effect (``formant_warp`` in ``preprocessor_conf.data_aug_effects``) that warps training audio
+online by a random factor.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["warp_formants", "spectral_envelope", "formant_warp_effect"]
+__all__ = ["warp_formants", "formant_warp_effect"]
 
 
 def _smooth(log_mag: np.ndarray, lifter: int) -> np.ndarray:
@@ -45,18 +48,6 @@ def _frames_envelope(log_mag: np.ndarray, lifter: int, iterations: int = 24) -> 
         env = _smooth(target, lifter)
         target = np.maximum(target, env)
     return _smooth(target, lifter)
-
-
-def spectral_envelope(audio: np.ndarray, n_fft: int = 1024, lifter: int = 30) -> np.ndarray:
-    """Mean smooth log-magnitude envelope of ``audio`` over its voiced-energy frames (bins,)."""
-    import librosa
-
-    spec = np.abs(librosa.stft(np.asarray(audio, dtype=np.float64), n_fft=n_fft,
-                               hop_length=n_fft // 4, window="hann"))
-    energy = (spec ** 2).sum(axis=0)
-    keep = energy >= 0.1 * energy.max() if energy.size and energy.max() > 0 else slice(None)
-    env = _frames_envelope(np.log(spec[:, keep] + 1e-8), lifter)
-    return env.mean(axis=1)
 
 
 def warp_formants(audio: np.ndarray, alpha: float, n_fft: int = 1024, hop_length: int = 256,
