@@ -30,7 +30,7 @@ esac
     --train_set train \
     --valid_set dev \
     --test_sets "dev test test_real" \
-    --local_data_opts "--train_hours 2.0 --max_vocab 1000 --test_engine_shares espeak=0.6,flite=0.25,festival=0.15" \
+    --local_data_opts "--train_hours 2.0 --max_vocab 1000 --test_engine_shares espeak=0.6,flite=0.25,festival=0.15 --formant_warps 0.8,0.9,1.1,1.2,1.3" \
     --token_type char \
     --use_ngram true \
     --lm_train_text data/lm_train.txt \
