@@ -15,8 +15,8 @@
 #   3  bench/asr_decode.py on the --bench_set: every system on the same batches, same threads;
 #      WER, CER, times, real-time factor, speed-up over AR beam 10; table, JSON and plots
 #
-# Time budget (2 CPU cores): a CTC epoch takes ~2.9 min, a frozen-encoder fine-tuning epoch 1.3-1.9
-# min; the defaults took 36.5 min in all, install included (README). Less time: --ctc_epochs 4 --finetune_epochs 1.
+# Time budget (2 CPU cores): a CTC epoch takes ~1.65 min here (~2.4 on a slower machine), a fine-tuning epoch ~2
+# min (three at once); the defaults took 32.7 min in all, install included (README). Less time: --ctc_epochs 6.
 # Everything resumes: a finished stage is skipped on a rerun (training resumes mid-way).
 set -euo pipefail
 cd "$(dirname "$0")"
