@@ -31,12 +31,11 @@ import torch
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.abs_decoder import AbsDecoder
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.layers import augmentation as espnet_augmentation
 from espnet2.tasks import asr as espnet_asr
 from espnet2.tasks.asr import ASRTask
 from espnet2.train.class_choices import ClassChoices
 from espnet2.train.abs_espnet_model import AbsESPnetModel
-
-from espnet2.layers import augmentation as espnet_augmentation
 
 from asr.data.formant import formant_warp_effect
 from asr.models.cassnat import CassNATDecoder, CassNATModel
