@@ -206,6 +206,11 @@ class Speech2Text:
             (shallow fusion): hypotheses rank by ``acoustic + ngram_weight * lm + penalty *
             tokens``, the LM's end-of-sentence probability included after the last frame.
         ngram_weight: weight of that LM (None: 0.5 when ``ngram_file`` is given).
+        ngram_unit: ``"token"`` (the LM is over the model's tokens) or ``"word"`` (a word LM,
+            ``train_ngram --token_type word``, for a character model: the search spells only
+            words of the LM's vocabulary, scored with look-ahead; :mod:`asr.wordlm`).
+        oov_penalty: ``ngram_unit="word"`` only: None keeps the vocabulary closed; a number lets
+            the search spell other words, scored as ``<unk>`` plus this (log) penalty.
         num_samples, threshold, rank: CASS-NAT ``esa`` only: alignment copies (default 16),
             CTC probability below which a frame is resampled (default 0.9), ranker ``"ar"``
             or ``"nar"`` (default: ``"ar"`` if the model has an AR head).
@@ -249,6 +254,8 @@ class Speech2Text:
         maxlenratio: float = 0.0,
         ngram_file: Union[str, Path, None] = None,
         ngram_weight: float | None = None,
+        ngram_unit: str = "token",
+        oov_penalty: float | None = None,
         num_samples: int = 16,
         threshold: float = 0.9,
         rank: str | None = None,
@@ -333,6 +340,11 @@ class Speech2Text:
             raise ValueError(f"need 0 <= ctc_weight <= 1 and maxlenratio >= 0, got {ctc_weight}, {maxlenratio}")
         self.ctc_weight, self.penalty, self.maxlenratio = float(ctc_weight), float(penalty), float(maxlenratio)
         self.lm_scorer, self.ngram_weight = None, 0.0
+        if ngram_unit not in ("token", "word"):
+            raise ValueError(f"ngram_unit must be 'token' or 'word', got {ngram_unit!r}")
+        if oov_penalty is not None and ngram_unit != "word":
+            raise ValueError(f"oov_penalty={oov_penalty} is an option of ngram_unit='word' (a word LM)")
+        self.ngram_unit, self.oov_penalty = ngram_unit, oov_penalty
         self._load_ngram(ngram_file, ngram_weight)
         self.num_samples, self.threshold, self.rank, self.seed = num_samples, threshold, rank, int(seed)
         if self.family == "cassnat":
@@ -364,17 +376,29 @@ class Speech2Text:
         weight = 0.5 if ngram_weight is None else float(ngram_weight)
         if weight <= 0:
             raise ValueError(f"ngram_weight must be > 0 with ngram_file, got {weight}")
-        from asr.lm import NgramLM
+        from asr.lm import ArpaError, NgramLM
 
-        self.use_ngram(NgramLM.load(str(ngram_file)), weight, self.penalty)
+        lm = NgramLM.load(str(ngram_file))
+        try:
+            self.use_ngram(lm, weight, self.penalty, self.ngram_unit, self.oov_penalty)
+        except ArpaError as err:
+            raise ArpaError(f"{self.model_dir}: ngram_unit {self.ngram_unit!r}: {err}") from None
 
-    def use_ngram(self, lm, weight: float, penalty: float) -> None:
+    def use_ngram(self, lm, weight: float, penalty: float, unit: str = "token",
+                  oov_penalty: float | None = None) -> None:
         """Fuse ``lm`` (an :class:`asr.lm.NgramLM`; None: no LM) into the CTC beam search from now
         on: rank by ``acoustic + weight * lm + penalty * tokens`` (``asr.bin.tune_ngram`` sweeps
-        these on one set of posteriors)."""
+        these on one set of posteriors). ``unit="word"``: ``lm`` is a word LM used through the
+        lexicon of :class:`asr.wordlm.WordLMScorer`."""
         self.penalty = float(penalty)
         if lm is None:
             self.lm_scorer, self.ngram_weight = None, 0.0
+        elif unit == "word":
+            from asr.wordlm import WordLMScorer
+
+            self.lm_scorer = WordLMScorer(lm, self.token_list, length_bonus=self.penalty / weight,
+                                          oov_penalty=oov_penalty)
+            self.ngram_weight = float(weight)
         else:  # the scorer's per-token bonus is in LM units: weight * (lm + penalty / weight)
             self.lm_scorer = lm.scorer(self.token_list, length_bonus=self.penalty / weight)
             self.ngram_weight = float(weight)

@@ -10,6 +10,7 @@
 # Stages:
 #   1 data preparation (local/data.sh)      2 format/dump: validate, absolute paths, durations
 #   3 token list (char or BPE); with --use_ngram true also a token n-gram LM (asr.bin.train_ngram)
+#     and, for char models, a word n-gram LM (--word_ngram_order) for ngram_unit: word decoding
 #   4 statistics collection (shapes, feats mean/var)
 #   5 training (python -m asr.bin.train)   6 decoding of every test set and decode config
 #   7 scoring (WER/CER) and RESULTS.md
@@ -36,6 +37,7 @@ opt nbpe 300 "BPE vocabulary size (token_type bpe)"
 opt bpemode unigram "sentencepiece model type: unigram or bpe"
 opt use_ngram false "stage 3 also trains a token n-gram LM; stage 6 gives it to decode configs that set ngram_weight"
 opt ngram_order 8 "order of that n-gram LM"
+opt word_ngram_order 3 "with --use_ngram true and a char model, stage 3 also trains a word n-gram LM of this order (0: none) for decode configs with ngram_unit: word"
 opt lm_train_text "" "plain text (one sentence per line) for the n-gram LM (default: the training transcripts)"
 opt asr_config "" "training config (YAML)" required
 opt asr_tag "" "experiment name (default: from the config name and token type)"
@@ -70,6 +72,7 @@ asr_stats_dir=${expdir}/asr_stats_${token_type}
 ngram_file=${expdir}/ngram_${token_type}
 [ "${token_type}" = bpe ] && ngram_file+="${nbpe}"
 ngram_file+=/${ngram_order}gram.arpa
+word_ngram_file=${expdir}/ngram_word/${word_ngram_order}gram.arpa
 case "${use_ngram}" in true|false) ;; *) log "--use_ngram must be true or false, got '${use_ngram}'"; exit 2 ;; esac
 # The command line that reproduces this run, for RESULTS.md.
 run_command="$0$(printf " %q" "$@")"
@@ -115,6 +118,11 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     python -m asr.bin.train_ngram --token_list "${token_list}" --token_type "${token_type}" \
       --bpemodel "${bpemodel}" "${_lm_text[@]}" --dev_kaldi_text "${data_feats}/${valid_set}/text" \
       --order "${ngram_order}" --output "${ngram_file}"
+    if [ "${token_type}" = char ] && [ "${word_ngram_order}" -gt 0 ]; then
+      log "Stage 3: word ${word_ngram_order}-gram LM (lexicon: its words) into ${word_ngram_file}"
+      python -m asr.bin.train_ngram --token_type word "${_lm_text[@]}" \
+        --dev_kaldi_text "${data_feats}/${valid_set}/text" --order "${word_ngram_order}" --output "${word_ngram_file}"
+    fi
   fi
 fi
 
@@ -189,6 +197,11 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   if [ "${use_ngram}" = true ] && grep -qE "^ngram_weight:" ${inference_configs}; then
     [ -f "${ngram_file}" ] || { log "--use_ngram true but ${ngram_file} does not exist (run stage 3)"; exit 1; }
     _lm=(--ngram_file "${ngram_file}")
+    # shellcheck disable=SC2086
+    if grep -qE "^ngram_unit: *word" ${inference_configs}; then
+      [ -f "${word_ngram_file}" ] || { log "a decode config uses a word LM but ${word_ngram_file} does not exist (stage 3 with --word_ngram_order > 0 and --token_type char)"; exit 1; }
+      _lm+=(--word_ngram_file "${word_ngram_file}")
+    fi
   fi
   python -m asr.bin.decode --model_dir "${asr_exp}" --config "${_conf[@]}" --data_dir "${_in[@]}" "${_lm[@]}" \
     --output_dir "${_out[@]}" --batch_size "${inference_batch_size}" --device "${decode_device}" \

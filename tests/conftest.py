@@ -248,7 +248,8 @@ def tiny_recipe(tmp_path_factory) -> Path:
         cmd = [
             "./run.sh", "--asr_config", "conf/train_tiny.yaml",
             "--local_data_opts", "--train_hours 0.01 --dev_utts 4 --test_utts 4",
-            "--inference_configs", "conf/decode_greedy.yaml conf/decode_beam.yaml conf/decode_beam_ngram.yaml",
+            "--inference_configs", "conf/decode_greedy.yaml conf/decode_beam.yaml conf/decode_beam_ngram.yaml "
+            "conf/decode_beam_wordlm.yaml",
             "--ngram_order", "3",  # the open-vocabulary LM text of a tiny corpus: a small order is quick
             "--inference_batch_size", "3", "--num_threads", str(TORCH_THREADS),
         ]

@@ -47,6 +47,8 @@ DECODE_DEFAULTS = {
     "maxlenratio": 0.0,  # AED beam search: max output length / encoder frames (0: frames)
     "ngram_file": None,  # CTC beam: ARPA n-gram LM over the model's tokens (asr.bin.train_ngram)
     "ngram_weight": None,  # CTC beam: its weight (None: 0.5 with ngram_file; --ngram_file fills configs that set it)
+    "ngram_unit": "token",  # CTC beam: "token" LM, or "word" LM through a lexicon (char models; --word_ngram_file)
+    "oov_penalty": None,  # word LM: None = closed vocabulary; else log penalty of a word outside it
     "num_samples": 16,  # CASS-NAT esa: alignment copies
     "threshold": 0.9,  # CASS-NAT esa: resample frames whose CTC probability is below this
     "rank": None,  # CASS-NAT esa: "ar" (AR head) or "nar" (None: "ar" if the model has one)
@@ -71,13 +73,16 @@ def load_decode_config(path: str | None) -> dict:
     return config
 
 
-def apply_ngram_file(config: dict, ngram_file: str | None, name: str) -> dict:
-    """Give ``ngram_file`` to a decode config that sets ``ngram_weight`` but names no LM (the
-    recipe's ``--use_ngram``); a config that sets a weight and still has no LM is an error."""
-    if ngram_file and config["ngram_weight"] is not None and config["ngram_file"] is None:
-        config["ngram_file"] = ngram_file
+def apply_ngram_file(config: dict, ngram_file: str | None, name: str, word_ngram_file: str | None = None) -> dict:
+    """Give ``ngram_file`` (``word_ngram_file`` if the config says ``ngram_unit: word``) to a
+    decode config that sets ``ngram_weight`` but names no LM (the recipe's ``--use_ngram``); a
+    config that sets a weight and still has no LM is an error."""
+    word = config.get("ngram_unit") == "word"
+    given, option = (word_ngram_file, "--word_ngram_file") if word else (ngram_file, "--ngram_file")
+    if given and config["ngram_weight"] is not None and config["ngram_file"] is None:
+        config["ngram_file"] = given
     if config["ngram_weight"] is not None and config["ngram_file"] is None:
-        raise ValueError(f"{name} sets ngram_weight but no ngram_file is given (in the config or by --ngram_file)")
+        raise ValueError(f"{name} sets ngram_weight but no ngram_file is given (in the config or by {option})")
     return config
 
 
@@ -91,6 +96,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="decode YAML, one for every data dir or one per data dir; keys: " + ", ".join(DECODE_DEFAULTS))
     p.add_argument("--ngram_file", default=None,
                    help="ARPA n-gram LM for every decode config that sets ngram_weight (the recipe's --use_ngram)")
+    p.add_argument("--word_ngram_file", default=None,
+                   help="ARPA word LM for decode configs with ngram_unit: word that set ngram_weight")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=2)
@@ -110,7 +117,7 @@ def main(argv=None) -> None:
     decode_configs = {path: load_decode_config(path) for path in configs}  # every config checked first
     for path, config in decode_configs.items():
         try:
-            apply_ngram_file(config, args.ngram_file, path)
+            apply_ngram_file(config, args.ngram_file, path, args.word_ngram_file)
         except ValueError as err:
             parser.error(str(err))
     from asr.inference import Speech2Text

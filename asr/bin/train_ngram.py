@@ -9,6 +9,12 @@ Usage:
         --text data/lm_train.txt --kaldi_text dump/raw/train/text --dev_kaldi_text dump/raw/dev/text \
         --order 6 --output exp/ngram_char/6gram.arpa
 
+A word LM for character models (``--token_type word``; decode with ``ngram_unit: word``, whose
+lexicon is the LM's vocabulary: every word of the LM text)::
+
+    python -m asr.bin.train_ngram --token_type word --text data/lm_train.txt \
+        --dev_kaldi_text dump/raw/dev/text --order 3 --output exp/ngram_word/3gram.arpa
+
 Writes the ARPA file and ``<output>.json`` (order, sentences, tokens, n-gram counts, dev
 perplexity per token, ``</s>`` included).
 """
@@ -42,20 +48,24 @@ def read_sentences(paths: list[str], kaldi: bool) -> list[str]:
 
 
 def tokenize(lines: list[str], token_type: str, bpemodel: str | None) -> list[list[str]]:
-    from espnet2.text.build_tokenizer import build_tokenizer
-
+    if token_type == "word":
+        return [line.split() for line in lines]
     if token_type not in ("char", "bpe"):
-        raise ValueError(f"token_type must be char or bpe, got {token_type!r}")
+        raise ValueError(f"token_type must be char, bpe or word, got {token_type!r}")
     if token_type == "bpe" and (not bpemodel or not os.path.isfile(bpemodel)):
         raise FileNotFoundError(f"token_type bpe needs --bpemodel (a sentencepiece model), got {bpemodel!r}")
+    from espnet2.text.build_tokenizer import build_tokenizer
+
     tok = build_tokenizer(token_type, bpemodel=bpemodel if token_type == "bpe" else None, space_symbol="<space>")
     return [tok.text2tokens(line) for line in lines]
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--token_list", required=True, help="the ASR model's token list (one token per line)")
-    p.add_argument("--token_type", default="char", choices=["char", "bpe"])
+    p.add_argument("--token_list", default=None,
+                   help="the ASR model's token list (one token per line); char and bpe LMs only")
+    p.add_argument("--token_type", default="char", choices=["char", "bpe", "word"],
+                   help="LM units: the model's char or bpe tokens, or words (vocabulary: the LM text's words)")
     p.add_argument("--bpemodel", default=None, help="sentencepiece model (token_type bpe)")
     p.add_argument("--text", nargs="*", default=[], help="plain text files, one sentence per line")
     p.add_argument("--kaldi_text", nargs="*", default=[], help="Kaldi text files (utterance id first)")
@@ -70,18 +80,24 @@ def main(argv=None) -> None:
     if not args.text and not args.kaldi_text:
         raise SystemExit("give --text and/or --kaldi_text (the LM training text)")
     start = time.perf_counter()
-    token_list = read_token_list(args.token_list)
+    if args.token_type != "word" and not args.token_list:
+        raise SystemExit(f"--token_type {args.token_type} needs --token_list (the ASR model's tokens)")
     bpemodel = None if args.bpemodel in (None, "none") else args.bpemodel
     lines = read_sentences(args.text, kaldi=False) + read_sentences(args.kaldi_text, kaldi=True)
     if not lines:
         raise SystemExit(f"no sentences in {args.text + args.kaldi_text}")
     sents = tokenize(lines, args.token_type, bpemodel)
-    vocab = [t for t in token_list if t not in ASR_SPECIAL]
+    if args.token_type == "word":
+        vocab = sorted({w for s in sents for w in s})
+        known = set(vocab)
+    else:
+        token_list = read_token_list(args.token_list)
+        vocab = [t for t in token_list if t not in ASR_SPECIAL]
+        known = set(token_list)
     lm = train_ngram(sents, args.order, vocab)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     lm.write_arpa(args.output)
     lm = NgramLM.load(args.output)  # report what decoding will read
-    known = set(token_list)
     info = {
         "order": args.order,
         "token_type": args.token_type,

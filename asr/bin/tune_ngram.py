@@ -34,6 +34,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.8, 1.0])
     p.add_argument("--penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0])
     p.add_argument("--beam_sizes", type=int, nargs="+", default=[10])
+    p.add_argument("--ngram_unit", default="token", choices=["token", "word"],
+                   help="token: LMs over the model's tokens; word: word LMs through a lexicon (asr.wordlm)")
+    p.add_argument("--oov_penalties", type=float, nargs="+", default=None,
+                   help="ngram_unit word: also sweep these OOV penalties (default: closed vocabulary only)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--num_threads", type=int, default=2)
     p.add_argument("--output", default=None, help="JSON file for the table")
@@ -66,12 +70,15 @@ def main(argv=None) -> list[dict]:
             [as_waveform(utts[k], s2t.sample_rate, name=f"{data}/wav.scp:{k}") for k in batch])))
     lms = {path: NgramLM.load(path) for path in args.ngram_file}
     rows = []
-    grid = list(itertools.product(args.ngram_file, args.weights, args.penalties, args.beam_sizes))
-    for path, weight, penalty, beam in tqdm(grid, desc="grid", leave=False):
-        if weight == 0 and (penalty != 0 or path != args.ngram_file[0]):
+    if args.oov_penalties and args.ngram_unit != "word":
+        raise SystemExit("--oov_penalties needs --ngram_unit word")
+    oovs = [None] + list(args.oov_penalties or [])
+    grid = list(itertools.product(args.ngram_file, args.weights, args.penalties, args.beam_sizes, oovs))
+    for path, weight, penalty, beam, oov in tqdm(grid, desc="grid", leave=False):
+        if weight == 0 and (penalty != 0 or path != args.ngram_file[0] or oov is not None):
             continue  # no LM: one row per beam (a length bonus without an LM is not a CTC beam option)
         s2t.beam_size, s2t.nbest = beam, 1
-        s2t.use_ngram(lms[path] if weight else None, weight, penalty)
+        s2t.use_ngram(lms[path] if weight else None, weight, penalty, args.ngram_unit, oov)
         start, hyps = time.perf_counter(), {}
         for batch, log_probs, lengths in posteriors:
             for k, nbest in zip(batch, s2t.decode_log_probs(log_probs, lengths, timestamps=False)):
@@ -79,13 +86,16 @@ def main(argv=None) -> list[dict]:
         seconds = time.perf_counter() - start
         report, _ = score({k: refs[k] for k in keys}, hyps)
         rows.append(dict(ngram_file=path if weight else None, order=lms[path].order if weight else None,
-                         ngram_weight=weight, penalty=penalty, beam_size=beam, wer=round(100 * report.wer, 2),
+                         ngram_unit=args.ngram_unit, ngram_weight=weight, penalty=penalty, oov_penalty=oov,
+                         beam_size=beam, wer=round(100 * report.wer, 2),
                          cer=round(100 * report.cer, 2), search_seconds=round(seconds, 2)))
     rows.sort(key=lambda r: (r["wer"], r["cer"]))
-    lines = ["| LM | weight | penalty | beam | WER % | CER % | search s |", "|---|---|---|---|---|---|---|"]
+    lines = ["| LM | weight | penalty | OOV penalty | beam | WER % | CER % | search s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lm = f"{r['ngram_file']} ({r['order']}-gram)" if r["ngram_file"] else "none"
-        lines.append(f"| {lm} | {r['ngram_weight']} | {r['penalty']} | {r['beam_size']} | {r['wer']:.1f} | "
+        oov = "closed" if r["oov_penalty"] is None else r["oov_penalty"]
+        lines.append(f"| {lm} | {r['ngram_weight']} | {r['penalty']} | {oov} | {r['beam_size']} | {r['wer']:.1f} | "
                      f"{r['cer']:.1f} | {r['search_seconds']:.1f} |")
     print("\n".join(lines))
     if args.output:

@@ -175,3 +175,27 @@ def test_tune_ngram_grid(tiny_recipe, model_dir, tmp_path):
 
     hyps = dict(zip(scp, (h.text for h in s2t(list(scp.values())))))
     assert point["wer"] == pytest.approx(100 * score(refs, hyps)[0].wer, abs=0.01)
+
+
+def test_word_lm_fusion_batch_and_errors(tiny_recipe, model_dir, wavs):
+    from asr.lm import ArpaError, NgramLM
+
+    word_lm = tiny_recipe / "exp/ngram_word/3gram.arpa"  # the recipe's stage 3 (--word_ngram_order 3)
+    s2t = Speech2Text(model_dir, search="beam", beam_size=4, ngram_file=word_lm, ngram_unit="word",
+                      ngram_weight=0.8, penalty=1.0)
+    lexicon = {w for w in NgramLM.load(str(word_lm)).vocab if not w.startswith("<")}
+    batch = s2t(wavs)
+    for path, hyp in zip(wavs, batch):
+        alone = s2t(path)
+        assert alone.token_ids == hyp.token_ids and alone.score == pytest.approx(hyp.score, abs=1e-3)
+        assert set(hyp.text.split()) <= lexicon
+    opened = Speech2Text(model_dir, search="beam", beam_size=4, ngram_file=word_lm, ngram_unit="word",
+                         ngram_weight=0.8, oov_penalty=-5.0)
+    assert len(opened(wavs)) == len(wavs)
+    with pytest.raises(ArpaError, match="token LM"):  # a char LM given as a word LM
+        Speech2Text(model_dir, search="beam", ngram_file=tiny_recipe / "exp/ngram_char/3gram.arpa",
+                    ngram_unit="word")
+    with pytest.raises(ValueError, match="ngram_unit"):
+        Speech2Text(model_dir, search="beam", ngram_file=word_lm, ngram_unit="phone")
+    with pytest.raises(ValueError, match="oov_penalty"):
+        Speech2Text(model_dir, search="beam", ngram_file=word_lm, oov_penalty=-1.0)

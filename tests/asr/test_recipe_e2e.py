@@ -26,7 +26,17 @@ def test_every_stage_leaves_its_output(tiny_recipe):
     assert lm_text and not (lm_text & (dev_text | test_text))  # no evaluation sentence in the LM text
     assert json.loads((exp / "decode_beam_ngram/dev/rtf.json").read_text())["config"]["ngram_file"] == str(
         lm.relative_to(r))
-    for dec in ("decode_greedy", "decode_beam", "decode_beam_ngram"):
+    word_lm = r / "exp/ngram_word/3gram.arpa"  # --word_ngram_order 3 (the default), for ngram_unit: word
+    word_info = json.loads((r / "exp/ngram_word/3gram.arpa.json").read_text())
+    assert word_info["token_type"] == "word" and word_info["sentences"] == len(
+        [line for line in (r / "data/lm_train.txt").read_text().splitlines() if line.strip()])
+    config = json.loads((exp / "decode_beam_wordlm/dev/rtf.json").read_text())["config"]
+    assert config["ngram_file"] == str(word_lm.relative_to(r)) and config["ngram_unit"] == "word"
+    lexicon = {w for line in lm_text for w in line.split()}
+    for dset in ("dev", "test"):  # closed vocabulary: every decoded word is a word of the LM text
+        for line in (exp / "decode_beam_wordlm" / dset / "text").read_text().splitlines():
+            assert set(line.split()[1:]) <= lexicon, line
+    for dec in ("decode_greedy", "decode_beam", "decode_beam_ngram", "decode_beam_wordlm"):
         for dset in ("dev", "test", "test_real"):
             out = exp / dec / dset
             utts = (r / "dump/raw" / dset / "text").read_text().splitlines()
@@ -41,7 +51,7 @@ def test_results_md_has_the_table_and_command(tiny_recipe):
     text = (tiny_recipe / "RESULTS.md").read_text()
     assert "--asr_config conf/train_tiny.yaml" in text
     rows = [line for line in text.splitlines() if line.startswith("| asr_train_tiny_char")]
-    assert len(rows) == 3  # greedy, beam, beam + n-gram
+    assert len(rows) == 4  # greedy, beam, beam + n-gram, beam + word n-gram
     assert all(len(re.findall(r"\d+\.\d / \d+\.\d", row)) == 3 for row in rows)  # dev, test, test_real
 
 
