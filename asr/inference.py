@@ -433,6 +433,21 @@ class Speech2Text:
             return [nbest[0] for nbest in self.recognize_nbest(inputs, sample_rate)]
         return self.recognize_nbest([inputs], sample_rate)[0][0]
 
+    def recognize_speaker(
+        self, inputs: Sequence[AudioInput], sample_rate: int | None = None, factors: Sequence[float] | None = None
+    ):
+        """Test-time VTLN for one speaker's recordings (:mod:`asr.speaker_warp`): decode them
+        with their formants warped by each factor (default 0.85-1.25 in steps of 0.05) and keep
+        the factor whose hypotheses score best. Returns a :class:`asr.speaker_warp.WarpChoice`
+        (``alpha``, ``hyps``: n-best lists in input order, ``criterion`` per factor)."""
+        from asr.speaker_warp import DEFAULT_WARPS, choose_speaker_warp
+
+        if len(inputs) == 0:
+            raise ValueError("inputs is empty: give the speaker's recordings (paths, arrays or tensors)")
+        wavs = [as_waveform(x, self.sample_rate, sample_rate, name=f"inputs[{i}]") for i, x in enumerate(inputs)]
+        return choose_speaker_warp(self.recognize_nbest, wavs, self.sample_rate,
+                                   DEFAULT_WARPS if factors is None else factors)
+
     @torch.no_grad()
     def recognize_nbest(
         self, inputs: Sequence[AudioInput], sample_rate: int | None = None

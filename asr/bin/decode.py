@@ -32,6 +32,7 @@ import yaml
 from asr.audio import as_waveform
 from asr.data.kaldi import read_kaldi_map
 from asr.longform import DEFAULT_BATCH_SECONDS
+from asr.speaker_warp import check_warps
 
 #: keys a decode config may set, and their defaults
 DECODE_DEFAULTS = {
@@ -54,6 +55,8 @@ DECODE_DEFAULTS = {
     "rank": None,  # CASS-NAT esa: "ar" (AR head) or "nar" (None: "ar" if the model has one)
     "seed": 0,  # CASS-NAT esa: seed of each utterance's sampling generator
     "rank_model_dir": None,  # CASS-NAT esa: rank with this AED model dir (the AR baseline)
+    "speaker_warps": None,  # test-time VTLN: per speaker (utt2spk) the formant-warp factor of this list
+    # whose decoding scores best (asr.speaker_warp; e.g. [0.85, 0.9, ..., 1.25]); chosen factors in spk2warp
     "batch_seconds": DEFAULT_BATCH_SECONDS,  # padded seconds per batch (duration batching)
     "max_seconds": "auto",  # longer inputs are cut into overlapping windows and stitched
     # ("auto": the longest training utterance; null: never cut; see asr.longform.resolve_window)
@@ -118,8 +121,10 @@ def main(argv=None) -> None:
     for path, config in decode_configs.items():
         try:
             apply_ngram_file(config, args.ngram_file, path, args.word_ngram_file)
+            if config["speaker_warps"] is not None:
+                config["speaker_warps"] = list(check_warps(config["speaker_warps"]))
         except ValueError as err:
-            parser.error(str(err))
+            parser.error(f"{path}: {err}" if path and path not in str(err) else str(err))
     from asr.inference import Speech2Text
 
     torch.set_num_threads(args.num_threads)
@@ -127,7 +132,8 @@ def main(argv=None) -> None:
     for path, group in itertools.groupby(jobs, key=lambda job: job[0]):  # consecutive sets share a model
         config = decode_configs[path]
         s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
-                          batch_size=args.batch_size, progress=True, **config)
+                          batch_size=args.batch_size, progress=True,
+                          **{k: v for k, v in config.items() if k != "speaker_warps"})
         print(s2t.window_summary(), file=sys.stderr)
         for _, data_dir, output_dir in group:
             decode_set(s2t, Path(data_dir), Path(output_dir), config, args)
@@ -141,8 +147,11 @@ def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Name
     keys = list(utts)
     wavs = {k: as_waveform(utts[k], s2t.sample_rate, name=f"{wav_scp}:{k}") for k in keys}
     start = time.perf_counter()
-    hyps = s2t.recognize_nbest([wavs[k] for k in keys])
-    results = {k: h[0] for k, h in zip(keys, hyps)}
+    if config.get("speaker_warps"):
+        results = decode_speaker_warped(s2t, data_dir, out, keys, wavs, config["speaker_warps"])
+    else:
+        hyps = s2t.recognize_nbest([wavs[k] for k in keys])
+        results = {k: h[0] for k, h in zip(keys, hyps)}
     elapsed = time.perf_counter() - start
     audio_seconds = sum(w.numel() for w in wavs.values()) / s2t.sample_rate
     out.mkdir(parents=True, exist_ok=True)
@@ -169,6 +178,46 @@ def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Name
     (out / "rtf.json").write_text(json.dumps(rtf, indent=2))
     print(f"{data_dir}: decoded {len(keys)} utterances ({audio_seconds:.1f} s of audio) in {elapsed:.1f} s, "
           f"RTF {rtf['rtf']:.4f}")
+
+
+def decode_speaker_warped(s2t, data_dir: Path, out: Path, keys: list, wavs: dict, factors: list) -> dict:
+    """Test-time VTLN (:mod:`asr.speaker_warp`): per speaker of ``utt2spk`` the warp factor whose
+    decoding scores best; its hypotheses are the result. Writes ``spk2warp`` and
+    ``speaker_warps.json`` (the criterion of every factor) into ``out``. Without ``utt2spk``
+    every utterance is its own speaker (said on stderr)."""
+    from tqdm import tqdm
+
+    from asr.speaker_warp import choose_speaker_warp
+
+    utt2spk_file = data_dir / "utt2spk"
+    if utt2spk_file.is_file():
+        utt2spk = read_kaldi_map(str(utt2spk_file))
+        missing = [k for k in keys if k not in utt2spk]
+        if missing:
+            raise ValueError(f"{utt2spk_file}: no speaker for utterances {missing[:5]} of {data_dir / 'wav.scp'}")
+    else:
+        print(f"{data_dir}: no utt2spk; speaker_warps chooses a factor per utterance", file=sys.stderr)
+        utt2spk = {k: k for k in keys}
+    speakers: dict = {}
+    for k in keys:
+        speakers.setdefault(utt2spk[k], []).append(k)
+    results, chosen = {}, {}
+    progress, s2t.progress = s2t.progress, False
+    bar = tqdm(total=len(speakers) * len(factors), desc=f"speaker warps {data_dir}", unit="decode")
+    try:
+        for spk, utts in speakers.items():
+            choice = choose_speaker_warp(s2t.recognize_nbest, [wavs[k] for k in utts], s2t.sample_rate, factors,
+                                         progress=lambda alpha: bar.update(1))
+            results.update({k: h[0] for k, h in zip(utts, choice.hyps)})
+            chosen[spk] = dict(alpha=choice.alpha, utterances=len(utts),
+                               criterion={str(a): round(v, 5) for a, v in choice.criterion.items()})
+    finally:
+        bar.close()
+        s2t.progress = progress
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spk2warp").write_text("".join(f"{spk} {c['alpha']:g}\n" for spk, c in sorted(chosen.items())))
+    (out / "speaker_warps.json").write_text(json.dumps(dict(factors=factors, speakers=chosen), indent=2) + "\n")
+    return results
 
 
 if __name__ == "__main__":
