@@ -67,6 +67,56 @@ def warp_waveform(wav: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(out)).to(wav.dtype)
 
 
+def choose_warps(
+    recognize_nbest: Callable[[list], list],
+    wavs: Sequence[torch.Tensor],
+    speakers: Sequence,
+    sample_rate: int,
+    factors: Sequence[float] = DEFAULT_WARPS,
+    warp: Callable[[torch.Tensor, float], torch.Tensor] = warp_waveform,
+    progress: Optional[Callable[[float], None]] = None,
+) -> dict:
+    """Per speaker, the factor whose decoding of that speaker's waveforms scores best.
+
+    Every factor is one decoding pass over all waveforms (batched across speakers, which leaves
+    each result unchanged: a batch decodes as its items); the choice for a speaker looks only at
+    its own utterances. Returns ``{speaker: WarpChoice}`` with the hypotheses in input order.
+
+    Args:
+        recognize_nbest: decodes a list of waveforms to n-best lists of hypotheses with a
+            ``score`` (:meth:`asr.Speech2Text.recognize_nbest`).
+        wavs: 1-D waveforms at ``sample_rate``; ``speakers``: the speaker of each.
+        factors: candidate warp factors; ties go to the one closest to 1 (no warp), then the
+            first listed.
+        warp: the warp function (``warp_waveform``; replaceable for tests).
+        progress: called with each factor before it is decoded.
+    """
+    factors = check_warps(list(factors))
+    if not wavs:
+        raise ValueError("choose_warps: no utterances")
+    if len(speakers) != len(wavs):
+        raise ValueError(f"choose_warps: {len(wavs)} waveforms but {len(speakers)} speakers")
+    groups: dict = {}
+    for i, spk in enumerate(speakers):
+        groups.setdefault(spk, []).append(i)
+    seconds = [max(w.numel() / sample_rate, 1e-3) for w in wavs]
+    criterion = {spk: {} for spk in groups}
+    best: dict = {}
+    for alpha in factors:
+        if progress is not None:
+            progress(alpha)
+        hyps = recognize_nbest([warp(w, alpha) for w in wavs])
+        for spk, idx in groups.items():
+            value = float(np.mean([hyps[i][0].score / seconds[i] for i in idx]))
+            criterion[spk][alpha] = value
+            old = best.get(spk)
+            if old is None or (value, -abs(alpha - 1.0)) > (criterion[spk][old.alpha], -abs(old.alpha - 1.0)):
+                best[spk] = WarpChoice(alpha, [hyps[i] for i in idx])
+    for spk, choice in best.items():
+        choice.criterion = criterion[spk]
+    return best
+
+
 def choose_speaker_warp(
     recognize_nbest: Callable[[list], list],
     wavs: Sequence[torch.Tensor],
@@ -75,33 +125,10 @@ def choose_speaker_warp(
     warp: Callable[[torch.Tensor, float], torch.Tensor] = warp_waveform,
     progress: Optional[Callable[[float], None]] = None,
 ) -> WarpChoice:
-    """Decode one speaker's waveforms at every factor; keep the factor with the best mean score.
-
-    Args:
-        recognize_nbest: decodes a list of waveforms to n-best lists of hypotheses with a
-            ``score`` (:meth:`asr.Speech2Text.recognize_nbest`).
-        wavs: the speaker's 1-D waveforms at ``sample_rate``.
-        factors: candidate warp factors; ties go to the one closest to 1 (no warp), then the
-            first listed.
-        warp: the warp function (``warp_waveform``; replaceable for tests).
-        progress: called with each factor before it is decoded.
-    """
-    factors = check_warps(list(factors))
+    """:func:`choose_warps` for the waveforms of one speaker."""
     if not wavs:
         raise ValueError("choose_speaker_warp: the speaker has no utterances")
-    seconds = [max(w.numel() / sample_rate, 1e-3) for w in wavs]
-    best: Optional[WarpChoice] = None
-    criterion = {}
-    for alpha in factors:
-        if progress is not None:
-            progress(alpha)
-        hyps = recognize_nbest([warp(w, alpha) for w in wavs])
-        value = float(np.mean([h[0].score / s for h, s in zip(hyps, seconds)]))
-        criterion[alpha] = value
-        if best is None or (value, -abs(alpha - 1.0)) > (criterion[best.alpha], -abs(best.alpha - 1.0)):
-            best = WarpChoice(alpha, hyps)
-    best.criterion = criterion
-    return best
+    return choose_warps(recognize_nbest, wavs, [0] * len(wavs), sample_rate, factors, warp, progress)[0]
 
 
-__all__ = ["DEFAULT_WARPS", "WarpChoice", "check_warps", "choose_speaker_warp", "warp_waveform"]
+__all__ = ["DEFAULT_WARPS", "WarpChoice", "check_warps", "choose_speaker_warp", "choose_warps", "warp_waveform"]

@@ -187,7 +187,7 @@ def decode_speaker_warped(s2t, data_dir: Path, out: Path, keys: list, wavs: dict
     every utterance is its own speaker (said on stderr)."""
     from tqdm import tqdm
 
-    from asr.speaker_warp import choose_speaker_warp
+    from asr.speaker_warp import choose_warps
 
     utt2spk_file = data_dir / "utt2spk"
     if utt2spk_file.is_file():
@@ -198,22 +198,21 @@ def decode_speaker_warped(s2t, data_dir: Path, out: Path, keys: list, wavs: dict
     else:
         print(f"{data_dir}: no utt2spk; speaker_warps chooses a factor per utterance", file=sys.stderr)
         utt2spk = {k: k for k in keys}
+    bar = tqdm(total=len(factors), desc=f"speaker warps {data_dir}", unit="factor")
+    try:  # one decoding pass per factor over the whole set (batched across speakers)
+        choices = choose_warps(s2t.recognize_nbest, [wavs[k] for k in keys], [utt2spk[k] for k in keys],
+                               s2t.sample_rate, factors, progress=lambda alpha: bar.update(1))
+    finally:
+        bar.close()
     speakers: dict = {}
     for k in keys:
         speakers.setdefault(utt2spk[k], []).append(k)
     results, chosen = {}, {}
-    progress, s2t.progress = s2t.progress, False
-    bar = tqdm(total=len(speakers) * len(factors), desc=f"speaker warps {data_dir}", unit="decode")
-    try:
-        for spk, utts in speakers.items():
-            choice = choose_speaker_warp(s2t.recognize_nbest, [wavs[k] for k in utts], s2t.sample_rate, factors,
-                                         progress=lambda alpha: bar.update(1))
-            results.update({k: h[0] for k, h in zip(utts, choice.hyps)})
-            chosen[spk] = dict(alpha=choice.alpha, utterances=len(utts),
-                               criterion={str(a): round(v, 5) for a, v in choice.criterion.items()})
-    finally:
-        bar.close()
-        s2t.progress = progress
+    for spk, utts in speakers.items():
+        choice = choices[spk]
+        results.update({k: h[0] for k, h in zip(utts, choice.hyps)})
+        chosen[spk] = dict(alpha=choice.alpha, utterances=len(utts),
+                           criterion={str(a): round(v, 5) for a, v in choice.criterion.items()})
     out.mkdir(parents=True, exist_ok=True)
     (out / "spk2warp").write_text("".join(f"{spk} {c['alpha']:g}\n" for spk, c in sorted(chosen.items())))
     (out / "speaker_warps.json").write_text(json.dumps(dict(factors=factors, speakers=chosen), indent=2) + "\n")

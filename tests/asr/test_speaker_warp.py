@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from asr.speaker_warp import DEFAULT_WARPS, check_warps, choose_speaker_warp, warp_waveform
+from asr.speaker_warp import DEFAULT_WARPS, check_warps, choose_speaker_warp, choose_warps, warp_waveform
 from tests.asr.test_formant import SR, _vowel
 
 
@@ -42,6 +42,30 @@ def test_the_search_undoes_a_known_warp(applied):
     assert set(choice.criterion) == set(DEFAULT_WARPS) and calls == [2] * len(DEFAULT_WARPS)
     assert choice.criterion[choice.alpha] == max(choice.criterion.values())
     assert len(choice.hyps) == 2
+
+
+def test_speakers_are_chosen_independently_in_one_pass():
+    clean = [_vowel(f0=f0) for f0 in (100.0, 150.0, 210.0)]
+    applied = {0: 0.85, 1: 1.15, 2: 0.85}  # utterance -> its speaker's vocal tract
+    speakers = ["a", "b", "a"]
+    voice = [warp_waveform(torch.from_numpy(x), applied[i]) for i, x in enumerate(clean)]
+    targets = {id(v): _centroid(x) for v, x in zip(voice, clean)}
+    passes = []
+
+    def recognize(wavs):
+        passes.append(len(wavs))
+        return [[SimpleNamespace(score=-abs(_centroid(w.numpy()) - t) * w.numel() / SR)]
+                for w, t in zip(wavs, current)]
+
+    current = [targets[id(v)] for v in voice]
+    both = choose_warps(recognize, voice, speakers, SR)
+    assert passes == [3] * len(DEFAULT_WARPS)  # one pass per factor over every speaker
+    assert abs(both["a"].alpha - 1 / 0.85) <= 0.05 + 1e-9 and abs(both["b"].alpha - 1 / 1.15) <= 0.05 + 1e-9
+    current = [targets[id(voice[1])]]
+    alone = choose_speaker_warp(recognize, [voice[1]], SR)
+    assert alone.alpha == both["b"].alpha and alone.criterion == pytest.approx(both["b"].criterion)
+    with pytest.raises(ValueError, match="speakers"):
+        choose_warps(recognize, voice, ["a"], SR)
 
 
 def test_ties_go_to_no_warp_and_input_checks():
