@@ -32,6 +32,7 @@ opt finetune_epochs 3 "fine-tuning epochs of each other family (equal budgets)"
 opt finetune_freeze "encoder ctc" "parameters kept frozen while fine-tuning (ESPnet --freeze_param)"
 opt finetune_configs "paraformer_ctcfire cassnat aed" "families fine-tuned from the CTC encoder (conf/train_<name>.yaml)"
 opt finetune_jobs 3 "fine-tunings run at once (1: one after another with the recipe's threads; more: one thread each)"
+opt ctc_decode_configs "conf/decode_greedy.yaml conf/decode_beam_ngram.yaml conf/decode_beam_wordlm.yaml conf/decode_beam_wordlm_vtln.yaml" "decode configs of the CTC model (stage 1)"
 opt bench_set test "data set of the comparison (dump/raw/<set>)"
 opt bench_batch_sizes "1" "batch sizes of the comparison (e.g. \"1 16\")"
 opt run_args "" "extra options for every ./run.sh call"
@@ -45,9 +46,11 @@ ctc_ckpt=${ctc_dir}/valid.loss.ave.pth
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
   log "Demo stage 1: CTC from scratch (${ctc_epochs} epochs)"
   # shellcheck disable=SC2086
-  # greedy and beam + n-gram LM here: demo stage 3 decodes test with plain CTC prefix beam too
+  # greedy, beam + character 8-gram LM, beam + word 3-gram LM (lexicon), and the latter with
+  # test-time VTLN (a warp factor per speaker, nine passes); demo stage 3 decodes test with
+  # plain CTC prefix beam too
   ./run.sh --asr_config "${ctc_config}" --feats_normalize "${feats_normalize}" --asr_args "--max_epoch ${ctc_epochs}" \
-    --inference_configs "conf/decode_greedy.yaml conf/decode_beam_ngram.yaml" ${run_args}
+    --inference_configs "${ctc_decode_configs}" ${run_args}
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
