@@ -77,6 +77,9 @@ def search_options(search: str, ngram_file: str | None = None) -> dict:
     from asr.bin.decode import apply_ngram_file, load_decode_config
 
     config = apply_ngram_file(load_decode_config(search), ngram_file, search)
+    if config.pop("speaker_warps") is not None:
+        raise ValueError(f"{search}: speaker_warps (per-speaker VTLN, asr.bin.decode) is not a system this "
+                         f"benchmark times; use the config without it")
     for key in ("batch_seconds", "max_seconds", "overlap_seconds", "timestamps"):
         config.pop(key)
     return config

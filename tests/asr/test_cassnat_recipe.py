@@ -174,6 +174,9 @@ def test_bench_compares_systems_side_by_side(tiny_recipe, tiny_aed_recipe, tiny_
         assert r["total_s"] > 0 and r["encoder_s"] > 0 and r["utterances"] == 4
         assert r["speedup"] == pytest.approx(
             next(b for b in rows if b["system"] == "ar" and b["batch_size"] == r["batch_size"])["total_s"] / r["total_s"])
+    with pytest.raises(ValueError, match="speaker_warps"):  # per-speaker VTLN is not a timed system
+        bench.search_options(str(tiny_recipe / "conf/decode_beam_ngram_vtln.yaml"),
+                             str(tiny_recipe / "exp/ngram_char/3gram.arpa"))
     # the bench's greedy CASS-NAT WER is the recipe's own scoring of the same decode
     nat = next(r for r in rows if r["system"] == "nat" and r["batch_size"] == 1)
     assert nat["wer"] == pytest.approx(json.loads(refs.read_text())["wer"], abs=0.01)
