@@ -52,10 +52,12 @@ def check_warps(factors, name: str = "speaker_warps") -> tuple[float, ...]:
 @dataclass
 class WarpChoice:
     """The outcome for one speaker: the chosen factor, its hypotheses (n-best lists, input order),
-    and the criterion (mean score per second) at every factor tried."""
+    the positions of its utterances in the input, and the criterion (mean score per second) at
+    every factor tried."""
 
     alpha: float
     hyps: list
+    indices: list = field(default_factory=list)
     criterion: dict = field(default_factory=dict)
 
 
@@ -111,7 +113,7 @@ def choose_warps(
             criterion[spk][alpha] = value
             old = best.get(spk)
             if old is None or (value, -abs(alpha - 1.0)) > (criterion[spk][old.alpha], -abs(old.alpha - 1.0)):
-                best[spk] = WarpChoice(alpha, [hyps[i] for i in idx])
+                best[spk] = WarpChoice(alpha, [hyps[i] for i in idx], idx)
     for spk, choice in best.items():
         choice.criterion = criterion[spk]
     return best

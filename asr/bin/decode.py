@@ -204,14 +204,10 @@ def decode_speaker_warped(s2t, data_dir: Path, out: Path, keys: list, wavs: dict
                                s2t.sample_rate, factors, progress=lambda alpha: bar.update(1))
     finally:
         bar.close()
-    speakers: dict = {}
-    for k in keys:
-        speakers.setdefault(utt2spk[k], []).append(k)
     results, chosen = {}, {}
-    for spk, utts in speakers.items():
-        choice = choices[spk]
-        results.update({k: h[0] for k, h in zip(utts, choice.hyps)})
-        chosen[spk] = dict(alpha=choice.alpha, utterances=len(utts),
+    for spk, choice in choices.items():
+        results.update({keys[i]: h[0] for i, h in zip(choice.indices, choice.hyps)})
+        chosen[spk] = dict(alpha=choice.alpha, utterances=len(choice.indices),
                            criterion={str(a): round(v, 5) for a, v in choice.criterion.items()})
     out.mkdir(parents=True, exist_ok=True)
     (out / "spk2warp").write_text("".join(f"{spk} {c['alpha']:g}\n" for spk, c in sorted(chosen.items())))

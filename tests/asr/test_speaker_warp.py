@@ -61,6 +61,7 @@ def test_speakers_are_chosen_independently_in_one_pass():
     both = choose_warps(recognize, voice, speakers, SR)
     assert passes == [3] * len(DEFAULT_WARPS)  # one pass per factor over every speaker
     assert abs(both["a"].alpha - 1 / 0.85) <= 0.05 + 1e-9 and abs(both["b"].alpha - 1 / 1.15) <= 0.05 + 1e-9
+    assert both["a"].indices == [0, 2] and both["b"].indices == [1]
     current = [targets[id(voice[1])]]
     alone = choose_speaker_warp(recognize, [voice[1]], SR)
     assert alone.alpha == both["b"].alpha and alone.criterion == pytest.approx(both["b"].criterion)
