@@ -393,14 +393,14 @@ class Speech2Text:
         self.penalty = float(penalty)
         if lm is None:
             self.lm_scorer, self.ngram_weight = None, 0.0
-        elif unit == "word":
-            from asr.wordlm import WordLMScorer
-
-            self.lm_scorer = WordLMScorer(lm, self.token_list, length_bonus=self.penalty / weight,
-                                          oov_penalty=oov_penalty)
-            self.ngram_weight = float(weight)
         else:  # the scorer's per-token bonus is in LM units: weight * (lm + penalty / weight)
-            self.lm_scorer = lm.scorer(self.token_list, length_bonus=self.penalty / weight)
+            bonus = self.penalty / weight
+            if unit == "word":
+                from asr.wordlm import WordLMScorer
+
+                self.lm_scorer = WordLMScorer(lm, self.token_list, length_bonus=bonus, oov_penalty=oov_penalty)
+            else:
+                self.lm_scorer = lm.scorer(self.token_list, length_bonus=bonus)
             self.ngram_weight = float(weight)
 
     @staticmethod
