@@ -5,6 +5,7 @@ factors are the config's; validation (train=False) leaves the audio untouched.
 """
 
 import argparse
+import random
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ def test_speed_perturbation_config_changes_training_lengths_by_its_factors():
     assert conf["fs"] == 16000 and 0 < conf["data_aug_prob"] < 1
     rng = np.random.default_rng(0)
     n = 16000
-    np.random.seed(0)  # ESPnet draws the effect and the probability from numpy's global RNG
+    # ESPnet draws the probability and apply_n from numpy's global RNG, the effect from `random`
+    np.random.seed(0)
+    random.seed(0)
     lengths = []
     for i in range(40):
         out = fn(f"u{i}", {"speech": rng.standard_normal(n).astype(np.float32), "text": "ab"})
@@ -62,7 +65,10 @@ def test_formant_warp_config_warps_without_changing_length():
     fn, factors, conf = _preprocessor(train=True, config="train_ctc_sp_fw.yaml")
     warp = [e for e in conf["data_aug_effects"] if e[1] == "formant_warp"][0][2]
     x = _vowel(seconds=0.5)
+    # a warp alone (length kept) is drawn with probability 0.8 * 1/2 * 1/2 = 0.2 per call; both
+    # global generators ESPnet draws from are seeded so the count does not depend on test order
     np.random.seed(3)
+    random.seed(3)
     warped = 0
     grid = np.linspace(warp["min_alpha"], warp["max_alpha"], 41)
     for i in range(30):
@@ -73,4 +79,4 @@ def test_formant_warp_config_warps_without_changing_length():
             warped += 1
             err = [np.abs(out - warp_formants(x, a, iterations=12)).max() for a in grid]
             assert min(err) < 0.02 * np.abs(x).max(), min(err)
-    assert warped >= 3
+    assert warped >= 3, warped
