@@ -90,7 +90,7 @@ def test_cli_writes_the_decoded_table_codes(tmp_path):
                         iters=4, seed=0).save(tmp_path / "acoustic")
     tok = load_tokenizer(tmp_path / "acoustic")
     rng = np.random.default_rng(1)
-    sem_lines, code_lines, test_lines, text_lines = [], [], [], []
+    sem_lines, code_lines, text_lines = [], [], []
     sems = {}
     for i, w in enumerate(wavs):
         codes, lens = tok.encode(w[None], torch.tensor([w.numel()]))

@@ -25,17 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
 from asr.data.kaldi import read_kaldi_map, write_kaldi_map
+from tts.bin.synthesize import write_wav
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +159,7 @@ def main(argv=None) -> int:
         codes = torch.from_numpy(table.apply(s, frames, args.semantic_rate, args.acoustic_rate))[None]
         with torch.no_grad():
             wav, lens = tok.decode(codes, torch.tensor([frames]))
-        tmp = final.with_name(f".{k}.tmp.wav")
-        sf.write(tmp, wav[0, : int(lens[0])].clamp(-1, 1).numpy(), int(tok.sample_rate))
-        os.replace(tmp, final)
+        write_wav(final, wav[0, : int(lens[0])], int(tok.sample_rate))
     write_kaldi_map(str(args.out_dir / "wav.scp"), {k: str((wav_dir / f"{k}.wav").resolve()) for k in keys})
     write_kaldi_map(str(args.out_dir / "text"), {k: texts[k] for k in keys})
     (args.out_dir / "table.json").write_text(json.dumps({

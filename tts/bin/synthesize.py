@@ -69,6 +69,13 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def write_wav(path: Path, wav: torch.Tensor, sample_rate: int) -> None:
+    """Write a mono waveform clipped to [-1, 1], atomically (a killed run leaves no partial file)."""
+    tmp = path.with_name(f".{path.stem}.tmp.wav")
+    sf.write(tmp, wav.clamp(-1, 1).numpy(), sample_rate)
+    os.replace(tmp, path)
+
+
 def plan(data_dir: Path, max_utts: int) -> list[tuple[str, str]]:
     """(target utt, prompt utt) pairs of the data dir."""
     for name in ("wav.scp", "text", "utt2spk"):
@@ -167,10 +174,7 @@ def main(argv=None) -> int:
                                  names=[u for u, _ in chunk], target_semantic=oracle)
             busy += time.perf_counter() - t0
             for (u, _), w in zip(chunk, outs):
-                final = wav_dir / f"{u}.wav"
-                tmp = final.with_name(f".{u}.tmp.wav")
-                sf.write(tmp, w.clamp(-1, 1).numpy(), sample_rate)
-                os.replace(tmp, final)
+                write_wav(wav_dir / f"{u}.wav", w, sample_rate)
                 audio_seconds += w.numel() / sample_rate
             bar.update(len(chunk))
     write_kaldi_map(out_dir / "wav.scp", {u: str((wav_dir / f"{u}.wav").resolve()) for u, _ in pairs})

@@ -11,16 +11,16 @@ cd "$(dirname "$0")/.."
 . ./path.sh
 [ $# -ge 4 ] || { sed -n 2,8p "$0"; exit 1; }
 tag=$1; asr=$2; layer=$3; k=$4; judge=${5:-../asr1/exp/asr_x_ctc_sp_umvn12}
-d=exp/probe
+d=exp/probe; acoustic=../codec1/exp/tokenizer_mel_rvq
 [ -f "$d/sem_$tag/semantic.json" ] || python -m tts.bin.semantic_tokens fit --asr_model_dir "$asr" \
     --layer "$layer" --codebook_size "$k" --data_dir dump/raw/train --out_dir "$d/sem_$tag"
 python -m tts.bin.semantic_tokens encode --tokenizer "$d/sem_$tag" --data_dir dump/raw/train dump/raw/test \
     --out_dir "$d/dump_$tag/train" "$d/dump_$tag/test"
 rate=$(python -c "import json; print(json.load(open('$d/sem_$tag/semantic.json'))['frame_rate'])")
-arate=$(python -c "import json; print(json.load(open('../codec1/exp/tokenizer_mel_rvq/tokenizer.json'))['frame_rate'])")
+arate=$(python -c "import json; print(json.load(open('$acoustic/tokenizer.json'))['frame_rate'])")
 python -m tts.bin.s2a_table --train_semantic "$d/dump_$tag/train/semantic.scp" --train_codes dump/codes/train/codes.scp \
     --semantic_rate "$rate" --acoustic_rate "$arate" --semantic "$d/dump_$tag/test/semantic.scp" \
-    --text dump/raw/test/text --acoustic_tokenizer ../codec1/exp/tokenizer_mel_rvq --out_dir "$d/table_$tag/test" \
+    --text dump/raw/test/text --acoustic_tokenizer "$acoustic" --out_dir "$d/table_$tag/test" \
     --utt_list exp/synth/resynth/test/wav.scp
 python -m tts.evaluate score --wav_scp "$d/table_$tag/test/wav.scp" --text "$d/table_$tag/test/text" \
     --judges asr --asr_model_dir "$judge" --out_dir "$d/eval_table_$tag"
