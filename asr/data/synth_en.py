@@ -644,6 +644,93 @@ def build_corpus(out: str, train_hours: float = 1.0, dev_utts: int = 200,
     return stats
 
 
+#: the optional split of new vocal tracts (``--unseen_dev_warps``; :func:`build_unseen_dev`)
+UNSEEN_DEV = "dev_unseen"
+
+
+def plan_unseen_dev(dev: Sequence[Utterance], train_voices: Sequence[Voice], warps: Sequence[float],
+                    seed: int) -> list[Utterance]:
+    """``dev``'s sentences spoken by new variants of the unwarped flite/festival train voices.
+
+    Each voice of :data:`WARP_ENGINES` that trains unwarped gets a variant per factor of
+    ``warps``; a factor a training variant already has (or 1) is refused, so every speaker of
+    the split is a vocal tract that training never heard. The sentences are ``dev``'s (unseen
+    in training, disjoint from ``test``), given to the new voices round-robin in a seeded order.
+    """
+    bases = [v for v in train_voices if v.engine in WARP_ENGINES and v.warp == 1.0]
+    if not bases:
+        raise ValueError(f"{UNSEEN_DEV}: the corpus has no unwarped {'/'.join(WARP_ENGINES)} train voice")
+    if not warps:
+        raise ValueError(f"{UNSEEN_DEV}: no warp factor given")
+    trained = {v.warp for v in train_voices if v.engine in WARP_ENGINES}
+    for w in warps:
+        _check_warp(w, "--unseen_dev_warps")
+        if w in trained:
+            raise ValueError(f"--unseen_dev_warps: {w:g} is a warp of the training voices "
+                             f"(trained: {sorted(trained)}); the split must hold unseen vocal tracts")
+    voices = [Voice(v.engine, v.name, float(w)) for v in bases for w in dict.fromkeys(warps)]
+    rng = random.Random(f"{seed}:{UNSEEN_DEV}:speakers")
+    utts, queue = [], []
+    for u in sorted(dev, key=lambda u: u.utt_id):
+        if not queue:
+            queue = rng.sample(voices, len(voices))
+        index = int(u.utt_id.rsplit("-", 1)[1])
+        utts.append(_make_utt(seed, queue.pop(), index, Sentence(u.text, u.speakable, u.source)))
+    return sorted(utts, key=lambda u: u.utt_id)
+
+
+def build_unseen_dev(out: str, warps: Sequence[float], nj: int = 2) -> dict:
+    """Add the split ``OUT/dev_unseen`` to a finished corpus (:func:`plan_unseen_dev`).
+
+    A validation set of voices training never heard, for choosing checkpoints and settings for
+    held-out voices without touching ``test`` (``dev`` has only training voices). The corpus
+    itself is unchanged; the split records its factors in ``.state/dev_unseen.done`` and a
+    request with other factors is refused. Returns the split's statistics.
+    """
+    state = os.path.join(out, ".state")
+    config_path = os.path.join(state, "config.json")
+    if not all(os.path.exists(os.path.join(state, f"{s}.done")) for s in SPLITS):
+        raise ValueError(f"{out}: the corpus is not complete (build it first); {UNSEEN_DEV} reuses its dev")
+    with open(config_path) as f:
+        config = json.load(f)
+    warps = [float(w) for w in warps]
+    sentinel = os.path.join(state, f"{UNSEEN_DEV}.done")
+    if os.path.exists(sentinel):
+        with open(sentinel) as f:
+            done = json.load(f)
+        if done["warps"] != warps:
+            raise ValueError(f"{out}/{UNSEEN_DEV} was built with warps {done['warps']}, not {warps}; "
+                             f"delete it and {sentinel} to rebuild")
+        logger.info("%s/%s is complete: nothing to do", out, UNSEEN_DEV)
+        return done["stats"]
+    dev = _read_split_utts(out, "dev")
+    utts = plan_unseen_dev(dev, [parse_voice(v) for v in config["voices"]], warps, config["seed"])
+    check_tools(parse_voice(f"{u.engine}:{u.voice}") for u in utts)
+    stats: dict = {"splits": {}, "speed": {}, "dropped": {}}
+    _build_split(out, UNSEEN_DEV, utts, nj, stats)
+    _write_json(sentinel, {"warps": warps, "stats": stats["splits"][UNSEEN_DEV],
+                           "speed": stats["speed"][UNSEEN_DEV], "dropped": stats["dropped"]})
+    return stats["splits"][UNSEEN_DEV]
+
+
+def _read_split_utts(out: str, split: str) -> list[Utterance]:
+    """The planned utterances of a written split (text from its data dir, the rest from meta)."""
+    text = read_kaldi_map(os.path.join(out, split, "text"))
+    meta = os.path.join(out, "meta", f"{split}.tsv")
+    with open(meta) as f:
+        cols = f.readline().rstrip("\n").split("\t")
+        rows = [dict(zip(cols, line.rstrip("\n").split("\t"))) for line in f if line.strip()]
+    utts = []
+    for r in rows:
+        if r["utt_id"] not in text:
+            raise ValueError(f"{meta}: utterance {r['utt_id']} is not in {out}/{split}/text")
+        utts.append(Utterance(utt_id=r["utt_id"], speaker=r["speaker"], engine=r["engine"],
+                              voice=r["voice"], text=text[r["utt_id"]], speakable=r["speakable"],
+                              source=r["source"], rate=float(r["rate"]), pitch_st=float(r["pitch_st"]),
+                              gain_db=float(r["gain_db"]), est_dur=float(r["duration"])))
+    return utts
+
+
 #: the corpus's language-model text (one normalised sentence per line)
 LM_TEXT = "lm_train.txt"
 
@@ -739,6 +826,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--formant_warps", type=float, nargs="+", default=[],
                         help="formant warp factors: each flite/festival train voice gets a variant "
                         "per factor (e.g. 0.88 1.12; <1: longer vocal tract)")
+    parser.add_argument("--unseen_dev_warps", type=float, nargs="+", default=[],
+                        help=f"also build the split {UNSEEN_DEV}: dev's sentences by the unwarped "
+                        "flite/festival train voices at these formant warps (none a training warp): "
+                        "a validation set of unseen vocal tracts (e.g. 0.7 1.4)")
     parser.add_argument("--list_voices", action="store_true", help="print the voices and exit")
     return parser
 
@@ -760,6 +851,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              args.seed, args.voices, args.test_voices, args.engine_shares,
                              args.test_engine_shares, args.text_sources,
                              max_vocab=args.max_vocab, formant_warps=args.formant_warps)
+        if args.unseen_dev_warps:
+            stats["splits"][UNSEEN_DEV] = build_unseen_dev(args.out, args.unseen_dev_warps, args.nj)
     except (MissingToolError, ValueError) as e:
         logger.error("%s", e)
         return 1

@@ -312,3 +312,54 @@ def test_formant_warps_recorded_in_the_corpus_config(tmp_path):
     assert "flite_kal16_w090" in speakers
     with pytest.raises(ValueError, match="formant_warps"):
         se.build_corpus(out, nj=1, sentences=_sentences(), **opts)
+
+
+def test_plan_unseen_dev_has_new_vocal_tracts_and_dev_sentences():
+    train = [se.parse_voice(v) for v in ("espeak:en-us+m1", "flite:kal16", "flite:kal16@0.9",
+                                         "festival:kal_diphone", "festival:kal_diphone@0.9")]
+    dev = [se._make_utt(0, train[i % len(train)], 100 + i, s) for i, s in enumerate(_sentences(12))]
+    utts = se.plan_unseen_dev(dev, train, [0.7, 1.4], seed=0)
+    # every dev sentence once, under its own sentence index, by a variant training never had
+    assert sorted((u.utt_id.rsplit("-", 1)[1], u.text) for u in utts) == sorted(
+        (u.utt_id.rsplit("-", 1)[1], u.text) for u in dev)
+    voices = {(u.engine, u.voice, u.warp) for u in utts}
+    assert voices == {(e, n, w) for e, n in (("flite", "kal16"), ("festival", "kal_diphone")) for w in (0.7, 1.4)}
+    trained = {v.speaker for v in train}
+    assert not trained & {u.speaker for u in utts}
+    assert all(u.speaker.endswith(("_w070", "_w140")) for u in utts)
+    # 12 sentences over 4 voices round-robin: 3 each
+    assert sorted(sum(u.speaker == s for u in utts) for s in {u.speaker for u in utts}) == [3] * 4
+    assert se.plan_unseen_dev(dev, train, [0.7, 1.4], seed=0) == utts  # deterministic
+    with pytest.raises(ValueError, match="warp of the training voices"):
+        se.plan_unseen_dev(dev, train, [0.9], seed=0)
+    with pytest.raises(ValueError, match="warp of the training voices"):
+        se.plan_unseen_dev(dev, train, [1.0], seed=0)
+    with pytest.raises(ValueError, match="outside"):
+        se.plan_unseen_dev(dev, train, [0.5], seed=0)
+    with pytest.raises(ValueError, match="no unwarped"):
+        se.plan_unseen_dev(dev, train[:1], [0.7], seed=0)
+
+
+@needs_tools
+def test_build_unseen_dev_on_a_finished_corpus(tmp_path):
+    out = str(tmp_path / "u")
+    opts = dict(TINY, voices=["espeak:en-us+m1", "flite:kal16"], test_voices=["espeak:en-gb+f2"])
+    with pytest.raises(ValueError, match="not complete"):
+        se.build_unseen_dev(out, [0.75])
+    se.build_corpus(out, nj=1, sentences=_sentences(), **opts)
+    config = open(os.path.join(out, ".state", "config.json")).read()
+    stats = se.build_unseen_dev(out, [0.75], nj=1)
+    split = os.path.join(out, se.UNSEEN_DEV)
+    validate_data_dir(split)
+    dev_text = read_kaldi_map(os.path.join(out, "dev", "text"))
+    text = read_kaldi_map(os.path.join(split, "text"))
+    assert sorted(text.values()) == sorted(dev_text.values()) and stats["all"]["utts"] == len(dev_text)
+    assert set(read_kaldi_map(os.path.join(split, "utt2spk")).values()) == {"flite_kal16_w075"}
+    assert open(os.path.join(out, ".state", "config.json")).read() == config  # the corpus is unchanged
+    # idempotent; other factors are refused; the main build still sees a complete corpus
+    mtimes = {p: os.path.getmtime(p) for p in _wavs(out).values()}
+    assert se.build_unseen_dev(out, [0.75], nj=1) == stats
+    assert {p: os.path.getmtime(p) for p in _wavs(out).values()} == mtimes
+    with pytest.raises(ValueError, match="built with warps"):
+        se.build_unseen_dev(out, [0.7])
+    se.build_corpus(out, nj=1, sentences=_sentences(), **opts)

@@ -8,9 +8,10 @@
 #   local/data.sh --train_hours 10 --nj 8 --seed 1
 #   local/data.sh --synth_opts "--engine_shares espeak=0.5,flite=0.3,festival=0.2"
 #
-# Writes data/{train,dev,test,test_real} (Kaldi data dirs) and data/lm_train.txt (text for an
-# n-gram LM: the sources' sentences minus dev and test); audio under --synth_dir
-# (default downloads/synth_en/<options>, so other options never clash with a finished build).
+# Writes data/{train,dev,test,test_real} (Kaldi data dirs; with --unseen_dev_warps also
+# dev_unseen) and data/lm_train.txt (text for an n-gram LM: the sources' sentences minus dev
+# and test); audio under --synth_dir (default downloads/synth_en/<options>, so other options
+# never clash with a finished build).
 # Needs Debian packages espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k
 # festvox-us-slt-hts sox fortunes bible-kjv pocketsphinx-testdata.
 set -euo pipefail
@@ -25,6 +26,7 @@ opt seed 0 "random seed: same seed, same corpus (byte-identical audio)"
 opt max_vocab 0 "keep only sentences within the N most frequent words (0: open vocabulary)"
 opt test_engine_shares "" "engine shares of the test audio, e.g. espeak=0.6,flite=0.25,festival=0.15 (default: equal)"
 opt formant_warps "" "formant warp factors of flite/festival voice variants, comma-separated, e.g. 0.88,1.12 (default: none)"
+opt unseen_dev_warps "" "also write data/dev_unseen: dev's sentences by the flite/festival train voices at these formant warps (comma-separated, none a training warp, e.g. 0.7,1.4): a validation set of unseen vocal tracts"
 opt synth_dir "" "where the corpus is synthesised (default downloads/synth_en/<options>)"
 opt synth_opts "" "extra options for python -m asr.data.synth_en (e.g. --voices ...)"
 opt datadir data "where the data dirs are written"
@@ -42,6 +44,8 @@ extra=()
 [ -n "${test_engine_shares}" ] && extra+=(--test_engine_shares "${test_engine_shares}")
 # shellcheck disable=SC2206
 [ -n "${formant_warps}" ] && extra+=(--formant_warps ${formant_warps//,/ })
+# shellcheck disable=SC2206
+[ -n "${unseen_dev_warps}" ] && extra+=(--unseen_dev_warps ${unseen_dev_warps//,/ })
 
 log "Synthesising into ${synth_dir} (train ${train_hours} h, dev ${dev_utts}, test ${test_utts}, seed ${seed}, nj ${nj})"
 # shellcheck disable=SC2086
@@ -49,7 +53,9 @@ python -m asr.data.synth_en --out "${synth_dir}" --train_hours "${train_hours}" 
     --dev_utts "${dev_utts}" --test_utts "${test_utts}" --nj "${nj}" --seed "${seed}" \
     "${extra[@]}" ${synth_opts}
 
-for x in train dev test; do
+splits=(train dev test)
+[ -n "${unseen_dev_warps}" ] && splits+=(dev_unseen)
+for x in "${splits[@]}"; do
   mkdir -p "${datadir}/${x}"
   rm -f "${datadir}/${x}/segments" "${datadir}/${x}/feats.scp"
   for f in wav.scp text utt2spk spk2utt utt2dur; do
@@ -63,7 +69,7 @@ cp "${synth_dir}/lm_train.txt" "${datadir}/lm_train.txt"
 log "Preparing ${datadir}/test_real from pocketsphinx-testdata"
 python -m asr.data.real --out "${datadir}/test_real"
 
-for x in train dev test test_real; do
+for x in "${splits[@]}" test_real; do
   python -c "import sys; from asr.data.kaldi import validate_data_dir; validate_data_dir(sys.argv[1])" \
       "${datadir}/${x}"
   log "${datadir}/${x}: $(wc -l < "${datadir}/${x}/text") utterances, $(wc -l < "${datadir}/${x}/spk2utt") speakers"

@@ -1,0 +1,166 @@
+"""Choose and average a run's epoch checkpoints by their error on another validation set.
+
+ESPnet keeps and averages the n best epochs by the *training* validation set (``dev`` here: the
+training voices). To choose for held-out voices instead, decode every kept ``N epoch.pth`` on a
+set of voices training never heard (``dev_unseen`` of ``asr.data.synth_en --unseen_dev_warps``),
+score it, and average the n epochs with the lowest error:
+
+    python -m asr.bin.select_checkpoints --model_dir exp/asr_x --data_dir dump/raw/dev_unseen \\
+        --config conf/decode_greedy.yaml --nbest 3 --metric cer
+        # -> exp/asr_x/dev_unseen.cer.ave_3best.pth and dev_unseen.cer.ave_3best.json
+
+Train with ``--keep_nbest_models`` as large as ``--max_epoch`` so every epoch is there. The JSON
+holds each epoch's WER/CER and the chosen epochs; it is also the cache that makes a killed run
+resume (an epoch already scored is not decoded again, unless its checkpoint changed). Ties go to
+the later epoch. Decode the average with ``asr.bin.decode --model_file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from asr.audio import as_waveform
+from asr.bin.average_checkpoints import average
+from asr.bin.decode import apply_ngram_file, load_decode_config
+from asr.data.kaldi import read_kaldi_map
+
+METRICS = ("cer", "wer")
+
+
+def epoch_checkpoints(model_dir: Path) -> dict[int, Path]:
+    """``{epoch: path}`` of the ``N epoch.pth`` files in ``model_dir``."""
+    found = {}
+    for p in model_dir.glob("*epoch.pth"):
+        m = re.fullmatch(r"(\d+)epoch\.pth", p.name)
+        if m:
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def choose(errors: dict[int, float], nbest: int) -> list[int]:
+    """The ``nbest`` epochs of lowest error (ties: the later epoch), in epoch order."""
+    if nbest < 1:
+        raise ValueError(f"nbest must be >= 1, got {nbest}")
+    if not errors:
+        raise ValueError("no epoch to choose from")
+    ranked = sorted(errors, key=lambda e: (errors[e], -e))
+    return sorted(ranked[:nbest])
+
+
+def score_checkpoint(model_dir: Path, checkpoint: Path, data_dir: Path, config: dict,
+                     batch_size: int = 16) -> dict:
+    """Decode ``data_dir`` with one checkpoint; its WER/CER (in %) after ``asr.scoring``."""
+    from asr.inference import Speech2Text
+    from asr.scoring import score
+
+    s2t = Speech2Text(model_dir, model_file=checkpoint, batch_size=batch_size,
+                      **{k: v for k, v in config.items() if k != "speaker_warps"})
+    wav_scp, text_file = data_dir / "wav.scp", data_dir / "text"
+    utts = read_kaldi_map(str(wav_scp))
+    refs = read_kaldi_map(str(text_file))
+    missing = sorted(set(utts) - set(refs))
+    if missing:
+        raise ValueError(f"{text_file}: no transcript for {len(missing)} utterances of {wav_scp}, e.g. {missing[:3]}")
+    keys = sorted(utts)
+    wavs = [as_waveform(utts[k], s2t.sample_rate, name=f"{wav_scp}:{k}") for k in keys]
+    hyps = {k: h[0].text for k, h in zip(keys, s2t.recognize_nbest(wavs))}
+    report, _ = score({k: refs[k] for k in keys}, hyps)
+    return {"wer": round(100 * report.wer, 3), "cer": round(100 * report.cer, 3), "utterances": len(keys)}
+
+
+def select(model_dir: Path, data_dir: Path, config_path: str | None, nbest: int, metric: str,
+           output: Path, batch_size: int = 16, ngram_file: str | None = None,
+           word_ngram_file: str | None = None, progress: bool = True) -> dict:
+    """Score every epoch (cached in ``output``'s JSON), average the ``nbest`` best into ``output``."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if not (model_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{model_dir}: no config.yaml (not a training output directory)")
+    for f in ("wav.scp", "text"):
+        if not (data_dir / f).is_file():
+            raise FileNotFoundError(f"{data_dir}: no {f} (not a data dir)")
+    checkpoints = epoch_checkpoints(model_dir)
+    if not checkpoints:
+        raise FileNotFoundError(f"{model_dir}: no 'N epoch.pth' checkpoint (train with --keep_nbest_models"
+                                " as large as --max_epoch to keep every epoch)")
+    config = apply_ngram_file(load_decode_config(config_path), ngram_file, str(config_path), word_ngram_file)
+    if config.get("speaker_warps"):
+        raise ValueError(f"{config_path}: speaker_warps (test-time VTLN) is not supported here; "
+                         "choose checkpoints with a plain decode config")
+    record_path = output.with_suffix(".json")
+    setup = {"data_dir": str(data_dir), "config": config, "model_dir": str(model_dir)}
+    record = {"setup": setup, "epochs": {}}
+    if record_path.is_file():
+        old = json.loads(record_path.read_text())
+        if old.get("setup") == json.loads(json.dumps(setup)):
+            record = old
+    output.parent.mkdir(parents=True, exist_ok=True)
+    todo = [e for e, p in checkpoints.items()
+            if record["epochs"].get(str(e), {}).get("mtime") != os.path.getmtime(p)]
+    from tqdm import tqdm
+
+    for epoch in tqdm(todo, desc=f"score epochs on {data_dir}", unit="epoch", disable=not progress):
+        result = score_checkpoint(model_dir, checkpoints[epoch], data_dir, config, batch_size)
+        result["mtime"] = os.path.getmtime(checkpoints[epoch])
+        record["epochs"][str(epoch)] = result
+        _write_json(record_path, record)  # after every epoch: a killed run resumes here
+    errors = {e: record["epochs"][str(e)][metric] for e in checkpoints}
+    chosen = choose(errors, nbest)
+    tmp = output.with_name(output.name + ".tmp")
+    torch.save(average([str(checkpoints[e]) for e in chosen]), tmp)
+    os.replace(tmp, output)
+    record.update(metric=metric, nbest=nbest, chosen=chosen, output=str(output))
+    _write_json(record_path, record)
+    return record
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def format_table(record: dict) -> str:
+    chosen = set(record.get("chosen", []))
+    lines = ["| epoch | WER | CER | chosen |", "|---|---|---|---|"]
+    for e, r in sorted(record["epochs"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {e} | {r['wer']:.1f} | {r['cer']:.1f} | {'x' if int(e) in chosen else ''} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", required=True, type=Path)
+    p.add_argument("--data_dir", required=True, type=Path, help="validation data dir (wav.scp, text)")
+    p.add_argument("--config", default=None, help="decode YAML (default: greedy)")
+    p.add_argument("--nbest", type=int, default=3, help="epochs to average")
+    p.add_argument("--metric", default="cer", choices=METRICS)
+    p.add_argument("--output", type=Path, default=None,
+                   help="averaged checkpoint (default MODEL_DIR/<data dir name>.<metric>.ave_<nbest>best.pth)")
+    p.add_argument("--ngram_file", default=None, help="as asr.bin.decode")
+    p.add_argument("--word_ngram_file", default=None, help="as asr.bin.decode")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--num_threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    output = args.output or args.model_dir / f"{args.data_dir.name}.{args.metric}.ave_{args.nbest}best.pth"
+    try:
+        record = select(args.model_dir, args.data_dir, args.config, args.nbest, args.metric, output,
+                        args.batch_size, args.ngram_file, args.word_ngram_file)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"select_checkpoints: {err}", file=sys.stderr)
+        return 1
+    print(format_table(record))
+    print(f"averaged epochs {record['chosen']} (lowest {args.metric.upper()} on {args.data_dir}) into {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

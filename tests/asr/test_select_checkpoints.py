@@ -1,0 +1,97 @@
+"""asr.bin.select_checkpoints: the n best epochs on another validation set, averaged."""
+
+import itertools
+import json
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asr import Speech2Text
+from asr.audio import as_waveform
+from asr.bin import select_checkpoints as sc
+from asr.bin.average_checkpoints import average
+from asr.data.kaldi import read_kaldi_map
+from asr.scoring import score
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.integers(1, 30), st.sampled_from([1.0, 2.5, 3.0, 7.25, 9.0]), min_size=1, max_size=9),
+       st.integers(1, 10))
+def test_choose_is_the_brute_force_best_subset(errors, nbest):
+    k = min(nbest, len(errors))
+    # brute force: of all k-subsets, the lowest total error; among those, the latest epochs
+    best = min(itertools.combinations(sorted(errors), k),
+               key=lambda c: (sum(errors[e] for e in c), sorted((-e for e in c))))
+    assert sc.choose(errors, nbest) == sorted(best)
+
+
+def test_choose_bad_arguments():
+    with pytest.raises(ValueError, match="nbest"):
+        sc.choose({1: 1.0}, 0)
+    with pytest.raises(ValueError, match="no epoch"):
+        sc.choose({}, 1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_recipe):
+    return tiny_recipe / "exp/asr_train_tiny_char"
+
+
+def test_select_scores_every_epoch_and_averages_the_best(tiny_recipe, model_dir, tmp_path):
+    data_dir = tiny_recipe / "dump/raw/dev"
+    checkpoints = sc.epoch_checkpoints(model_dir)
+    assert sorted(checkpoints) == [1, 2]  # the tiny recipe keeps both epochs
+    out = tmp_path / "sel" / "dev.cer.ave_1best.pth"
+    record = sc.select(model_dir, data_dir, str(tiny_recipe / "conf/decode_greedy.yaml"), 1, "cer", out,
+                       progress=False)
+    # each epoch's error is what decoding with that checkpoint and scoring gives
+    utts, refs = read_kaldi_map(str(data_dir / "wav.scp")), read_kaldi_map(str(data_dir / "text"))
+    for epoch, path in checkpoints.items():
+        s2t = Speech2Text(model_dir, model_file=path, search="greedy")
+        hyps = {k: s2t(as_waveform(utts[k], 16000)).text for k in sorted(utts)}
+        report, _ = score(refs, hyps)
+        assert record["epochs"][str(epoch)]["cer"] == pytest.approx(100 * report.cer, abs=1e-3)
+        assert record["epochs"][str(epoch)]["wer"] == pytest.approx(100 * report.wer, abs=1e-3)
+    errors = {e: record["epochs"][str(e)]["cer"] for e in checkpoints}
+    assert record["chosen"] == sc.choose(errors, 1)
+    saved = torch.load(out)
+    expected = average([str(checkpoints[e]) for e in record["chosen"]])
+    assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
+    assert json.loads(out.with_suffix(".json").read_text())["chosen"] == record["chosen"]
+    # the averaged checkpoint loads for decoding
+    assert Speech2Text(model_dir, model_file=out)(as_waveform(next(iter(utts.values())), 16000)).text is not None
+
+    # resume: a scored epoch is not decoded again (its cached result is used)
+    stamp = out.with_suffix(".json")
+    cached = json.loads(stamp.read_text())
+    cached["epochs"]["1"]["cer"] = -1.0  # a marker only a cache hit can return
+    stamp.write_text(json.dumps(cached))
+    again = sc.select(model_dir, data_dir, str(tiny_recipe / "conf/decode_greedy.yaml"), 1, "cer", out,
+                      progress=False)
+    assert again["epochs"]["1"]["cer"] == -1.0 and again["chosen"] == [1]
+
+
+def test_select_bad_inputs(tiny_recipe, model_dir, tmp_path, capsys):
+    data_dir = tiny_recipe / "dump/raw/dev"
+    out = tmp_path / "x.pth"
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        sc.select(tmp_path, data_dir, None, 1, "cer", out)
+    with pytest.raises(FileNotFoundError, match="no wav.scp"):
+        sc.select(model_dir, tmp_path, None, 1, "cer", out)
+    with pytest.raises(ValueError, match="metric"):
+        sc.select(model_dir, data_dir, None, 1, "ter", out)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.yaml").write_text((model_dir / "config.yaml").read_text())
+    with pytest.raises(FileNotFoundError, match="keep_nbest_models"):
+        sc.select(empty, data_dir, None, 1, "cer", out)
+    vtln = tmp_path / "vtln.yaml"
+    vtln.write_text("speaker_warps: [0.9, 1.0]\n")
+    with pytest.raises(ValueError, match="speaker_warps"):
+        sc.select(model_dir, data_dir, str(vtln), 1, "cer", out)
+    assert sc.main(["--model_dir", str(tmp_path / "nope"), "--data_dir", str(data_dir)]) == 1
+    assert "config.yaml" in capsys.readouterr().err
+    assert not os.path.exists(out)
