@@ -46,6 +46,7 @@ opt init_param "" "space-separated ESPnet --init_param entries (file:src_key:dst
 opt feats_normalize global_mvn "global_mvn (needs the stats stage) or utterance_mvn"
 opt inference_configs "conf/decode_greedy.yaml" "space-separated decode configs"
 opt inference_batch_size 16 "utterances per decoding batch"
+opt inference_model "" "checkpoint in the experiment dir to decode with, e.g. dev_unseen.wer.ave_3best.pth (default: asr.inference's choice, valid.loss.ave.pth first); decode dirs get its name as a suffix"
 opt results_title "" "section of RESULTS.md to write (default: the experiment tag)"
 opt dumpdir dump "directory for formatted data"
 opt expdir exp "directory for experiments"
@@ -74,6 +75,8 @@ ngram_file=${expdir}/ngram_${token_type}
 ngram_file+=/${ngram_order}gram.arpa
 word_ngram_file=${expdir}/ngram_word/${word_ngram_order}gram.arpa
 case "${use_ngram}" in true|false) ;; *) log "--use_ngram must be true or false, got '${use_ngram}'"; exit 2 ;; esac
+inference_suffix=""
+[ -n "${inference_model}" ] && inference_suffix=_$(basename "${inference_model}" .pth)
 # The command line that reproduces this run, for RESULTS.md.
 run_command="$0$(printf " %q" "$@")"
 
@@ -185,7 +188,7 @@ fi
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   _conf=(); _in=(); _out=()
   for inference_config in ${inference_configs}; do
-    inference_tag=$(basename "${inference_config}" .yaml); inference_tag=decode_${inference_tag#decode_}
+    inference_tag=$(basename "${inference_config}" .yaml); inference_tag=decode_${inference_tag#decode_}${inference_suffix}
     for dset in ${test_sets}; do
       _conf+=("${inference_config}"); _in+=("${data_feats}/${dset}"); _out+=("${asr_exp}/${inference_tag}/${dset}")
     done
@@ -203,7 +206,12 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
       _lm+=(--word_ngram_file "${word_ngram_file}")
     fi
   fi
-  python -m asr.bin.decode --model_dir "${asr_exp}" --config "${_conf[@]}" --data_dir "${_in[@]}" "${_lm[@]}" \
+  _model=()
+  if [ -n "${inference_model}" ]; then
+    [ -f "${asr_exp}/${inference_model}" ] || { log "--inference_model: ${asr_exp}/${inference_model} does not exist"; exit 1; }
+    _model=(--model_file "${asr_exp}/${inference_model}")
+  fi
+  python -m asr.bin.decode --model_dir "${asr_exp}" "${_model[@]}" --config "${_conf[@]}" --data_dir "${_in[@]}" "${_lm[@]}" \
     --output_dir "${_out[@]}" --batch_size "${inference_batch_size}" --device "${decode_device}" \
     --num_threads "${num_threads}"
 fi
@@ -211,7 +219,7 @@ fi
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
   log "Stage 7: scoring"
   for inference_config in ${inference_configs}; do
-    inference_tag=$(basename "${inference_config}" .yaml); inference_tag=decode_${inference_tag#decode_}
+    inference_tag=$(basename "${inference_config}" .yaml); inference_tag=decode_${inference_tag#decode_}${inference_suffix}
     for dset in ${test_sets}; do
       _dir=${asr_exp}/${inference_tag}/${dset}
       _spk=()

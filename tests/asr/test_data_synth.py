@@ -246,6 +246,13 @@ def test_cli(tmp_path, capsys):
         header = f.readline().split("\t")
     assert header[:3] == ["utt_id", "speaker", "engine"]
     assert se.main(["--out", out, "--seed", "5", "--text_sources", "fortunes"]) == 1
+    # the same corpus again with the unseen-voice dev split: added, printed, the rest untouched
+    assert se.main(["--out", out, "--train_hours", "0.002", "--dev_utts", "1", "--test_utts",
+                    "1", "--nj", "1", "--text_sources", "fortunes", "--voices",
+                    "espeak:en-us+m1", "flite:kal16", "--test_voices", "espeak:en-gb+f2",
+                    "--unseen_dev_warps", "1.3"]) == 0
+    assert json.loads(capsys.readouterr().out)[se.UNSEEN_DEV]["flite"]["speakers"] == 1
+    assert set(read_kaldi_map(os.path.join(out, se.UNSEEN_DEV, "utt2spk")).values()) == {"flite_kal16_w130"}
 
 
 def test_formant_warped_voice_variants_parse_and_stay_held_out():

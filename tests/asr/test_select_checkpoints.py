@@ -3,6 +3,8 @@
 import itertools
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -95,3 +97,43 @@ def test_select_bad_inputs(tiny_recipe, model_dir, tmp_path, capsys):
     assert sc.main(["--model_dir", str(tmp_path / "nope"), "--data_dir", str(data_dir)]) == 1
     assert "config.yaml" in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+def test_recipe_decodes_with_the_chosen_checkpoint(tiny_recipe, model_dir, tmp_path):
+    """recipes/asr.sh --inference_model: stage 6 decodes with that file, into decode dirs named by it."""
+    from tests.conftest import recipe_env
+
+    recipe = tiny_recipe.parent / f"asr1_select_{os.getpid()}"  # beside the tiny recipe: ../../../recipes
+    recipe.mkdir()
+    try:
+        for name in ("run.sh", "path.sh", "conf", "local", "data", "dump"):
+            (recipe / name).symlink_to(tiny_recipe / name)
+        (recipe / "exp").mkdir()
+        (recipe / "exp" / "asr_stats_char").symlink_to(tiny_recipe / "exp" / "asr_stats_char")  # shapes: window
+        exp = recipe / "exp" / model_dir.name
+        exp.mkdir()
+        for f in model_dir.iterdir():  # config, checkpoints, feature statistics; not its decode dirs
+            if f.is_file():
+                (exp / f.name).symlink_to(f)
+        base = ["./run.sh", "--stage", "6", "--stop_stage", "7", "--asr_config", "conf/train_tiny.yaml",
+                "--inference_configs", "conf/decode_greedy.yaml", "--test_sets", "dev", "--num_threads", "1"]
+        r = subprocess.run(base + ["--inference_model", "3epoch.pth"], cwd=recipe, env=recipe_env(),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode != 0 and "3epoch.pth does not exist" in r.stdout + r.stderr
+        r = subprocess.run(base + ["--inference_model", "1epoch.pth"], cwd=recipe, env=recipe_env(),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        out = exp / "decode_greedy_1epoch" / "dev"
+        assert json.loads((out / "rtf.json").read_text())["model_file"] == f"exp/{model_dir.name}/1epoch.pth"
+        # the hypotheses are those of asr.bin.decode with that checkpoint (same batching and threads)
+        from asr.bin import decode
+
+        direct = tmp_path / "direct"
+        decode.main(["--model_dir", str(model_dir), "--model_file", str(model_dir / "1epoch.pth"),
+                     "--data_dir", str(tiny_recipe / "dump/raw/dev"), "--output_dir", str(direct),
+                     "--config", str(tiny_recipe / "conf/decode_greedy.yaml"), "--num_threads", "1"])
+        assert (out / "text").read_text() == (direct / "text").read_text()
+        assert (out / "scoring" / "scores.json").is_file()
+        assert "decode_greedy_1epoch" in (recipe / "RESULTS.md").read_text()
+    finally:
+        shutil.rmtree(recipe)
