@@ -46,7 +46,7 @@ opt init_param "" "space-separated ESPnet --init_param entries (file:src_key:dst
 opt feats_normalize global_mvn "global_mvn (needs the stats stage) or utterance_mvn"
 opt inference_configs "conf/decode_greedy.yaml" "space-separated decode configs"
 opt inference_batch_size 16 "utterances per decoding batch"
-opt inference_model "" "checkpoint in the experiment dir to decode with, e.g. dev_unseen.wer.ave_3best.pth (default: asr.inference's choice, valid.loss.ave.pth first); decode dirs get its name as a suffix"
+opt inference_model "" "checkpoint in the experiment dir to decode with, e.g. dev_unseen.wer.ave.pth of asr.bin.select_checkpoints (default: asr.inference's choice, valid.loss.ave.pth first); decode dirs get its name as a suffix"
 opt results_title "" "section of RESULTS.md to write (default: the experiment tag)"
 opt dumpdir dump "directory for formatted data"
 opt expdir exp "directory for experiments"

@@ -6,13 +6,15 @@ set of voices training never heard (``dev_unseen`` of ``asr.data.synth_en --unse
 score it, and average the n epochs with the lowest error:
 
     python -m asr.bin.select_checkpoints --model_dir exp/asr_x --data_dir dump/raw/dev_unseen \\
-        --config conf/decode_greedy.yaml --nbest 3 --metric cer
-        # -> exp/asr_x/dev_unseen.cer.ave_3best.pth and dev_unseen.cer.ave_3best.json
+        --config conf/decode_greedy.yaml --nbest 3 5 7 --metric cer
+        # -> exp/asr_x/dev_unseen.cer.ave_{3,5,7}best.pth, dev_unseen.cer.ave.pth (the one of
+        #    them that scores best on the same set) and dev_unseen.cer.json
 
 Train with ``--keep_nbest_models`` as large as ``--max_epoch`` so every epoch is there. The JSON
-holds each epoch's WER/CER and the chosen epochs; it is also the cache that makes a killed run
-resume (an epoch already scored is not decoded again, unless its checkpoint changed). Ties go to
-the later epoch. Decode the average with ``asr.bin.decode --model_file``.
+holds each epoch's and each average's WER/CER and the choice; it is also the cache that makes a
+killed run resume (an epoch already scored is not decoded again, unless its checkpoint changed).
+Ties go to the later epoch, and between averages to the smaller n. Decode the result with
+``asr.bin.decode --model_file`` or the recipe's ``--inference_model dev_unseen.cer.ave.pth``.
 """
 
 from __future__ import annotations
@@ -75,12 +77,19 @@ def score_checkpoint(model_dir: Path, checkpoint: Path, data_dir: Path, config: 
     return {"wer": round(100 * report.wer, 3), "cer": round(100 * report.cer, 3), "utterances": len(keys)}
 
 
-def select(model_dir: Path, data_dir: Path, config_path: str | None, nbest: int, metric: str,
-           output: Path, batch_size: int = 16, ngram_file: str | None = None,
+def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: list[int], metric: str,
+           prefix: Path, batch_size: int = 16, ngram_file: str | None = None,
            word_ngram_file: str | None = None, progress: bool = True) -> dict:
-    """Score every epoch (cached in ``output``'s JSON), average the ``nbest`` best into ``output``."""
+    """Score every epoch, average the n best for each n of ``nbests`` and score each average.
+
+    Writes ``<prefix>.ave_<n>best.pth`` per n and ``<prefix>.ave.pth``: the average that scores
+    best (ties: the smaller n). ``<prefix>.json`` records every score and is the cache that
+    makes a rerun decode only what changed. Returns that record.
+    """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if not nbests or min(nbests) < 1:
+        raise ValueError(f"nbest must be >= 1, got {nbests}")
     if not (model_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{model_dir}: no config.yaml (not a training output directory)")
     for f in ("wav.scp", "text"):
@@ -94,14 +103,14 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbest: int,
     if config.get("speaker_warps"):
         raise ValueError(f"{config_path}: speaker_warps (test-time VTLN) is not supported here; "
                          "choose checkpoints with a plain decode config")
-    record_path = output.with_suffix(".json")
+    record_path = Path(f"{prefix}.json")
     setup = {"data_dir": str(data_dir), "config": config, "model_dir": str(model_dir)}
-    record = {"setup": setup, "epochs": {}}
+    record = {"setup": setup, "epochs": {}, "averages": {}}
     if record_path.is_file():
         old = json.loads(record_path.read_text())
         if old.get("setup") == json.loads(json.dumps(setup)):
-            record = old
-    output.parent.mkdir(parents=True, exist_ok=True)
+            record = {**record, **old}
+    record_path.parent.mkdir(parents=True, exist_ok=True)
     todo = [e for e, p in checkpoints.items()
             if record["epochs"].get(str(e), {}).get("mtime") != os.path.getmtime(p)]
     from tqdm import tqdm
@@ -112,13 +121,34 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbest: int,
         record["epochs"][str(epoch)] = result
         _write_json(record_path, record)  # after every epoch: a killed run resumes here
     errors = {e: record["epochs"][str(e)][metric] for e in checkpoints}
-    chosen = choose(errors, nbest)
-    tmp = output.with_name(output.name + ".tmp")
-    torch.save(average([str(checkpoints[e]) for e in chosen]), tmp)
-    os.replace(tmp, output)
-    record.update(metric=metric, nbest=nbest, chosen=chosen, output=str(output))
+    for n in sorted(set(nbests)):
+        chosen = choose(errors, n)
+        out = Path(f"{prefix}.ave_{n}best.pth")
+        key = f"ave_{n}best"
+        mtimes = [os.path.getmtime(checkpoints[e]) for e in chosen]
+        cached = record["averages"].get(key, {})
+        scored = len(set(nbests)) > 1  # the averages compete: each is decoded and scored
+        if (cached.get("epochs") == chosen and cached.get("mtimes") == mtimes and out.is_file()
+                and (metric in cached or not scored)):
+            continue
+        _save(average([str(checkpoints[e]) for e in chosen]), out)
+        result = score_checkpoint(model_dir, out, data_dir, config, batch_size) if scored else {}
+        record["averages"][key] = {"epochs": chosen, "mtimes": mtimes, "file": str(out), **result}
+        _write_json(record_path, record)
+    keys = [f"ave_{n}best" for n in sorted(set(nbests))]
+    best = min(keys, key=lambda k: record["averages"][k].get(metric, 0.0))  # min keeps the first (smaller n) on ties
+    output = Path(f"{prefix}.ave.pth")
+    _save(torch.load(record["averages"][best]["file"], map_location="cpu"), output)
+    record.update(metric=metric, nbests=sorted(set(nbests)), best=best, chosen=record["averages"][best]["epochs"],
+                  output=str(output))
     _write_json(record_path, record)
     return record
+
+
+def _save(state: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -129,9 +159,13 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def format_table(record: dict) -> str:
     chosen = set(record.get("chosen", []))
-    lines = ["| epoch | WER | CER | chosen |", "|---|---|---|---|"]
+    lines = ["| checkpoint | WER | CER | chosen |", "|---|---|---|---|"]
     for e, r in sorted(record["epochs"].items(), key=lambda kv: int(kv[0])):
-        lines.append(f"| {e} | {r['wer']:.1f} | {r['cer']:.1f} | {'x' if int(e) in chosen else ''} |")
+        lines.append(f"| epoch {e} | {r['wer']:.1f} | {r['cer']:.1f} | {'x' if int(e) in chosen else ''} |")
+    for key, r in record.get("averages", {}).items():
+        if "wer" in r:
+            lines.append(f"| {key} {r['epochs']} | {r['wer']:.1f} | {r['cer']:.1f} | "
+                         f"{'x' if key == record.get('best') else ''} |")
     return "\n".join(lines)
 
 
@@ -140,25 +174,27 @@ def main(argv=None) -> int:
     p.add_argument("--model_dir", required=True, type=Path)
     p.add_argument("--data_dir", required=True, type=Path, help="validation data dir (wav.scp, text)")
     p.add_argument("--config", default=None, help="decode YAML (default: greedy)")
-    p.add_argument("--nbest", type=int, default=3, help="epochs to average")
+    p.add_argument("--nbest", type=int, nargs="+", default=[3],
+                   help="epochs to average; several values: each average is scored, the best kept")
     p.add_argument("--metric", default="cer", choices=METRICS)
-    p.add_argument("--output", type=Path, default=None,
-                   help="averaged checkpoint (default MODEL_DIR/<data dir name>.<metric>.ave_<nbest>best.pth)")
+    p.add_argument("--output_prefix", type=Path, default=None,
+                   help="default MODEL_DIR/<data dir name>.<metric>: writes .json, .ave_<n>best.pth, .ave.pth")
     p.add_argument("--ngram_file", default=None, help="as asr.bin.decode")
     p.add_argument("--word_ngram_file", default=None, help="as asr.bin.decode")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--num_threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.num_threads)
-    output = args.output or args.model_dir / f"{args.data_dir.name}.{args.metric}.ave_{args.nbest}best.pth"
+    prefix = args.output_prefix or args.model_dir / f"{args.data_dir.name}.{args.metric}"
     try:
-        record = select(args.model_dir, args.data_dir, args.config, args.nbest, args.metric, output,
+        record = select(args.model_dir, args.data_dir, args.config, args.nbest, args.metric, prefix,
                         args.batch_size, args.ngram_file, args.word_ngram_file)
     except (FileNotFoundError, ValueError) as err:
         print(f"select_checkpoints: {err}", file=sys.stderr)
         return 1
     print(format_table(record))
-    print(f"averaged epochs {record['chosen']} (lowest {args.metric.upper()} on {args.data_dir}) into {output}")
+    print(f"{record['best']}: epochs {record['chosen']} (lowest {args.metric.upper()} on {args.data_dir}) "
+          f"-> {record['output']}")
     return 0
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_file", default=None, help="checkpoint (default: see asr.inference)")
     p.add_argument("--data_dir", required=True, help="Kaldi-style dir with wav.scp and text (a dev set)")
     p.add_argument("--ngram_file", required=True, nargs="+", help="one or more ARPA LMs (e.g. orders)")
     p.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.8, 1.0])
@@ -57,7 +58,7 @@ def main(argv=None) -> list[dict]:
     for name in ("wav.scp", "text"):
         if not (data / name).is_file():
             raise FileNotFoundError(f"{data / name} does not exist")
-    s2t = Speech2Text(args.model_dir, search="beam", timestamps=False)
+    s2t = Speech2Text(args.model_dir, model_file=args.model_file, search="beam", timestamps=False)
     if s2t.family != "ctc":
         raise ValueError(f"{args.model_dir}: n-gram fusion is for CTC models, this is a {s2t.family} model")
     utts = read_kaldi_map(str(data / "wav.scp"))
@@ -100,7 +101,7 @@ def main(argv=None) -> list[dict]:
     print("\n".join(lines))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(dict(model_dir=args.model_dir, data_dir=args.data_dir,
+        Path(args.output).write_text(json.dumps(dict(model_dir=args.model_dir, model_file=str(s2t.model_file), data_dir=args.data_dir,
                                                      utterances=len(keys), rows=rows), indent=2) + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
     return rows

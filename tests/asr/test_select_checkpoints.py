@@ -42,61 +42,86 @@ def model_dir(tiny_recipe):
     return tiny_recipe / "exp/asr_train_tiny_char"
 
 
+def _decode_and_score(model_dir, checkpoint, data_dir):
+    utts, refs = read_kaldi_map(str(data_dir / "wav.scp")), read_kaldi_map(str(data_dir / "text"))
+    s2t = Speech2Text(model_dir, model_file=checkpoint, search="greedy")
+    hyps = {k: s2t(as_waveform(utts[k], 16000)).text for k in sorted(utts)}
+    report, _ = score(refs, hyps)
+    return 100 * report.wer, 100 * report.cer
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_select_scores_every_epoch_and_averages_the_best(tiny_recipe, model_dir, tmp_path):
     data_dir = tiny_recipe / "dump/raw/dev"
+    config = str(tiny_recipe / "conf/decode_greedy.yaml")
     checkpoints = sc.epoch_checkpoints(model_dir)
     assert sorted(checkpoints) == [1, 2]  # the tiny recipe keeps both epochs
-    out = tmp_path / "sel" / "dev.cer.ave_1best.pth"
-    record = sc.select(model_dir, data_dir, str(tiny_recipe / "conf/decode_greedy.yaml"), 1, "cer", out,
-                       progress=False)
+    prefix = tmp_path / "sel" / "dev.cer"
+    record = sc.select(model_dir, data_dir, config, [1], "cer", prefix, progress=False)
     # each epoch's error is what decoding with that checkpoint and scoring gives
-    utts, refs = read_kaldi_map(str(data_dir / "wav.scp")), read_kaldi_map(str(data_dir / "text"))
     for epoch, path in checkpoints.items():
-        s2t = Speech2Text(model_dir, model_file=path, search="greedy")
-        hyps = {k: s2t(as_waveform(utts[k], 16000)).text for k in sorted(utts)}
-        report, _ = score(refs, hyps)
-        assert record["epochs"][str(epoch)]["cer"] == pytest.approx(100 * report.cer, abs=1e-3)
-        assert record["epochs"][str(epoch)]["wer"] == pytest.approx(100 * report.wer, abs=1e-3)
+        wer, cer = _decode_and_score(model_dir, path, data_dir)
+        assert record["epochs"][str(epoch)]["cer"] == pytest.approx(cer, abs=1e-3)
+        assert record["epochs"][str(epoch)]["wer"] == pytest.approx(wer, abs=1e-3)
     errors = {e: record["epochs"][str(e)]["cer"] for e in checkpoints}
-    assert record["chosen"] == sc.choose(errors, 1)
-    saved = torch.load(out)
+    assert record["chosen"] == sc.choose(errors, 1) and record["best"] == "ave_1best"
     expected = average([str(checkpoints[e]) for e in record["chosen"]])
-    assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
-    assert json.loads(out.with_suffix(".json").read_text())["chosen"] == record["chosen"]
-    # the averaged checkpoint loads for decoding
-    assert Speech2Text(model_dir, model_file=out)(as_waveform(next(iter(utts.values())), 16000)).text is not None
+    for name in ("dev.cer.ave_1best.pth", "dev.cer.ave.pth"):
+        assert _same_state(torch.load(tmp_path / "sel" / name), expected)
+    assert json.loads((tmp_path / "sel" / "dev.cer.json").read_text())["chosen"] == record["chosen"]
 
-    # resume: a scored epoch is not decoded again (its cached result is used)
-    stamp = out.with_suffix(".json")
+    # several n: every average is decoded and scored, the best on this set is kept
+    record = sc.select(model_dir, data_dir, config, [1, 2], "cer", prefix, progress=False)
+    for key, n in (("ave_1best", 1), ("ave_2best", 2)):
+        got = record["averages"][key]
+        assert got["epochs"] == sc.choose(errors, n)
+        assert got["cer"] == pytest.approx(_decode_and_score(model_dir, got["file"], data_dir)[1], abs=1e-3)
+    best = min(("ave_1best", "ave_2best"), key=lambda k: record["averages"][k]["cer"])
+    assert record["best"] == best and record["chosen"] == record["averages"][best]["epochs"]
+    assert _same_state(torch.load(tmp_path / "sel" / "dev.cer.ave.pth"),
+                       average([str(checkpoints[e]) for e in record["chosen"]]))
+    # the chosen average loads for decoding
+    assert Speech2Text(model_dir, model_file=tmp_path / "sel" / "dev.cer.ave.pth").model_file.is_file()
+
+    # resume: a scored epoch or average is not decoded again (its cached result is used)
+    stamp = tmp_path / "sel" / "dev.cer.json"
     cached = json.loads(stamp.read_text())
-    cached["epochs"]["1"]["cer"] = -1.0  # a marker only a cache hit can return
+    cached["epochs"]["1"]["cer"] = -1.0  # markers only a cache hit can return
+    cached["averages"]["ave_2best"]["cer"] = -2.0
     stamp.write_text(json.dumps(cached))
-    again = sc.select(model_dir, data_dir, str(tiny_recipe / "conf/decode_greedy.yaml"), 1, "cer", out,
-                      progress=False)
-    assert again["epochs"]["1"]["cer"] == -1.0 and again["chosen"] == [1]
+    again = sc.select(model_dir, data_dir, config, [1, 2], "cer", prefix, progress=False)
+    assert again["epochs"]["1"]["cer"] == -1.0
+    assert again["averages"]["ave_1best"]["epochs"] == [1]  # epoch 1 now ranks first: recomputed
+    assert again["averages"]["ave_2best"]["cer"] == -2.0  # same epochs: cached
+    assert again["best"] == "ave_2best" and again["chosen"] == [1, 2]
 
 
 def test_select_bad_inputs(tiny_recipe, model_dir, tmp_path, capsys):
     data_dir = tiny_recipe / "dump/raw/dev"
-    out = tmp_path / "x.pth"
+    out = tmp_path / "x"
     with pytest.raises(FileNotFoundError, match="config.yaml"):
-        sc.select(tmp_path, data_dir, None, 1, "cer", out)
+        sc.select(tmp_path, data_dir, None, [1], "cer", out)
     with pytest.raises(FileNotFoundError, match="no wav.scp"):
-        sc.select(model_dir, tmp_path, None, 1, "cer", out)
+        sc.select(model_dir, tmp_path, None, [1], "cer", out)
     with pytest.raises(ValueError, match="metric"):
-        sc.select(model_dir, data_dir, None, 1, "ter", out)
+        sc.select(model_dir, data_dir, None, [1], "ter", out)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.yaml").write_text((model_dir / "config.yaml").read_text())
     with pytest.raises(FileNotFoundError, match="keep_nbest_models"):
-        sc.select(empty, data_dir, None, 1, "cer", out)
+        sc.select(empty, data_dir, None, [1], "cer", out)
     vtln = tmp_path / "vtln.yaml"
     vtln.write_text("speaker_warps: [0.9, 1.0]\n")
     with pytest.raises(ValueError, match="speaker_warps"):
-        sc.select(model_dir, data_dir, str(vtln), 1, "cer", out)
+        sc.select(model_dir, data_dir, str(vtln), [1], "cer", out)
     assert sc.main(["--model_dir", str(tmp_path / "nope"), "--data_dir", str(data_dir)]) == 1
     assert "config.yaml" in capsys.readouterr().err
-    assert not os.path.exists(out)
+    with pytest.raises(ValueError, match="nbest"):
+        sc.select(model_dir, data_dir, None, [0], "cer", out)
+    assert not list(tmp_path.glob("x.*"))
 
 
 def test_recipe_decodes_with_the_chosen_checkpoint(tiny_recipe, model_dir, tmp_path):
