@@ -9,6 +9,8 @@ Splits: ``train`` (``--train_hours`` of estimated audio), ``dev`` (same voices a
 and ``test`` (held-out voices that never occur in train or dev). Sentences are disjoint
 across the three splits. Training audio is shared between engines by estimated duration
 (``--engine_shares``; festival is the slowest engine, so its default share is small).
+Optionally ``dev_unseen`` (``--unseen_dev_warps``): ``dev``'s sentences by the flite/festival
+train voices at formant warps training never had, a validation set of unseen vocal tracts.
 
 The build is deterministic for a seed (same utterances, voices, parameters and
 byte-identical WAVs, whatever ``--nj``), idempotent (a ``.done`` sentinel per split/job
