@@ -8,11 +8,20 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# numba compiles librosa's jitted helpers (cache=True) into an on-disk cache beside librosa in the
+# virtual environment; in a fresh environment both xdist workers compile the same function at once
+# and one can load the other's half-written cache file: a clean-clone run crashed once with a
+# segfault inside librosa.yin's localmin. Each worker (and the recipes it starts) gets its own
+# cache directory. Set before any test module imports librosa.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"nar-speech-numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"))
 
 TINY_TRAIN = """\
 # a tiny configuration for tests: every stage runs, nothing is expected to be learned
