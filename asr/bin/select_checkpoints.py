@@ -56,25 +56,42 @@ def choose(errors: dict[int, float], nbest: int) -> list[int]:
     return sorted(ranked[:nbest])
 
 
-def score_checkpoint(model_dir: Path, checkpoint: Path, data_dir: Path, config: dict,
+class ValidationSet:
+    """A data dir's transcripts and audio, read once and shared by every checkpoint scored on it."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        wav_scp, text_file = data_dir / "wav.scp", data_dir / "text"
+        for f in (wav_scp, text_file):
+            if not f.is_file():
+                raise FileNotFoundError(f"{data_dir}: no {f.name} (not a data dir)")
+        self.utts = read_kaldi_map(str(wav_scp))
+        self.refs = read_kaldi_map(str(text_file))
+        missing = sorted(set(self.utts) - set(self.refs))
+        if missing:
+            raise ValueError(f"{text_file}: no transcript for {len(missing)} utterances of {wav_scp}, e.g. {missing[:3]}")
+        self.keys = sorted(self.utts)
+        self._wavs: dict[int, list] = {}
+
+    def wavs(self, sample_rate: int) -> list:
+        if sample_rate not in self._wavs:
+            wav_scp = self.data_dir / "wav.scp"
+            self._wavs[sample_rate] = [as_waveform(self.utts[k], sample_rate, name=f"{wav_scp}:{k}")
+                                       for k in self.keys]
+        return self._wavs[sample_rate]
+
+
+def score_checkpoint(model_dir: Path, checkpoint: Path, data: ValidationSet, config: dict,
                      batch_size: int = 16) -> dict:
-    """Decode ``data_dir`` with one checkpoint; its WER/CER (in %) after ``asr.scoring``."""
+    """Decode ``data`` with one checkpoint; its WER/CER (in %) after ``asr.scoring``."""
     from asr.inference import Speech2Text
     from asr.scoring import score
 
     s2t = Speech2Text(model_dir, model_file=checkpoint, batch_size=batch_size,
                       **{k: v for k, v in config.items() if k != "speaker_warps"})
-    wav_scp, text_file = data_dir / "wav.scp", data_dir / "text"
-    utts = read_kaldi_map(str(wav_scp))
-    refs = read_kaldi_map(str(text_file))
-    missing = sorted(set(utts) - set(refs))
-    if missing:
-        raise ValueError(f"{text_file}: no transcript for {len(missing)} utterances of {wav_scp}, e.g. {missing[:3]}")
-    keys = sorted(utts)
-    wavs = [as_waveform(utts[k], s2t.sample_rate, name=f"{wav_scp}:{k}") for k in keys]
-    hyps = {k: h[0].text for k, h in zip(keys, s2t.recognize_nbest(wavs))}
-    report, _ = score({k: refs[k] for k in keys}, hyps)
-    return {"wer": round(100 * report.wer, 3), "cer": round(100 * report.cer, 3), "utterances": len(keys)}
+    hyps = {k: h[0].text for k, h in zip(data.keys, s2t.recognize_nbest(data.wavs(s2t.sample_rate)))}
+    report, _ = score({k: data.refs[k] for k in data.keys}, hyps)
+    return {"wer": round(100 * report.wer, 3), "cer": round(100 * report.cer, 3), "utterances": len(data.keys)}
 
 
 def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: list[int], metric: str,
@@ -92,9 +109,7 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: lis
         raise ValueError(f"nbest must be >= 1, got {nbests}")
     if not (model_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{model_dir}: no config.yaml (not a training output directory)")
-    for f in ("wav.scp", "text"):
-        if not (data_dir / f).is_file():
-            raise FileNotFoundError(f"{data_dir}: no {f} (not a data dir)")
+    data = ValidationSet(data_dir)
     checkpoints = epoch_checkpoints(model_dir)
     if not checkpoints:
         raise FileNotFoundError(f"{model_dir}: no 'N epoch.pth' checkpoint (train with --keep_nbest_models"
@@ -116,7 +131,7 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: lis
     from tqdm import tqdm
 
     for epoch in tqdm(todo, desc=f"score epochs on {data_dir}", unit="epoch", disable=not progress):
-        result = score_checkpoint(model_dir, checkpoints[epoch], data_dir, config, batch_size)
+        result = score_checkpoint(model_dir, checkpoints[epoch], data, config, batch_size)
         result["mtime"] = os.path.getmtime(checkpoints[epoch])
         record["epochs"][str(epoch)] = result
         _write_json(record_path, record)  # after every epoch: a killed run resumes here
@@ -132,7 +147,7 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: lis
                 and (metric in cached or not scored)):
             continue
         _save(average([str(checkpoints[e]) for e in chosen]), out)
-        result = score_checkpoint(model_dir, out, data_dir, config, batch_size) if scored else {}
+        result = score_checkpoint(model_dir, out, data, config, batch_size) if scored else {}
         record["averages"][key] = {"epochs": chosen, "mtimes": mtimes, "file": str(out), **result}
         _write_json(record_path, record)
     keys = [f"ave_{n}best" for n in sorted(set(nbests))]
