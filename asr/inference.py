@@ -14,6 +14,7 @@ Shapes: B batch, N samples, T frames (after subsampling), V vocabulary.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -74,6 +75,16 @@ class Hypothesis:
     timestamps: tuple[tuple[float, float], ...]  # per token (start, end) in seconds
 
 
+def epoch_checkpoints(model_dir: Path) -> dict[int, Path]:
+    """``{epoch: path}`` of the ``N epoch.pth`` files ESPnet kept in ``model_dir``, by epoch."""
+    found = {}
+    for p in model_dir.glob("*epoch.pth"):
+        m = re.fullmatch(r"(\d+)epoch\.pth", p.name)
+        if m:
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
 def _find_checkpoint(model_dir: Path) -> Path:
     for name in CHECKPOINT_ORDER:
         if (model_dir / name).exists():
@@ -81,7 +92,7 @@ def _find_checkpoint(model_dir: Path) -> Path:
     averaged = sorted(model_dir.glob("*.ave.pth"))
     if averaged:
         return averaged[0]
-    epochs = sorted(model_dir.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
+    epochs = list(epoch_checkpoints(model_dir).values())
     if epochs:
         return epochs[-1]
     raise FileNotFoundError(

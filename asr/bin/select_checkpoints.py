@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -32,18 +31,9 @@ from asr.audio import as_waveform
 from asr.bin.average_checkpoints import average
 from asr.bin.decode import apply_ngram_file, load_decode_config
 from asr.data.kaldi import read_kaldi_map
+from asr.inference import Speech2Text, epoch_checkpoints
 
 METRICS = ("cer", "wer")
-
-
-def epoch_checkpoints(model_dir: Path) -> dict[int, Path]:
-    """``{epoch: path}`` of the ``N epoch.pth`` files in ``model_dir``."""
-    found = {}
-    for p in model_dir.glob("*epoch.pth"):
-        m = re.fullmatch(r"(\d+)epoch\.pth", p.name)
-        if m:
-            found[int(m.group(1))] = p
-    return dict(sorted(found.items()))
 
 
 def choose(errors: dict[int, float], nbest: int) -> list[int]:
@@ -84,7 +74,6 @@ class ValidationSet:
 def score_checkpoint(model_dir: Path, checkpoint: Path, data: ValidationSet, config: dict,
                      batch_size: int = 16) -> dict:
     """Decode ``data`` with one checkpoint; its WER/CER (in %) after ``asr.scoring``."""
-    from asr.inference import Speech2Text
     from asr.scoring import score
 
     s2t = Speech2Text(model_dir, model_file=checkpoint, batch_size=batch_size,
@@ -136,13 +125,13 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: lis
         record["epochs"][str(epoch)] = result
         _write_json(record_path, record)  # after every epoch: a killed run resumes here
     errors = {e: record["epochs"][str(e)][metric] for e in checkpoints}
+    scored = len(set(nbests)) > 1  # the averages compete: each is decoded and scored
     for n in sorted(set(nbests)):
         chosen = choose(errors, n)
         out = Path(f"{prefix}.ave_{n}best.pth")
         key = f"ave_{n}best"
         mtimes = [os.path.getmtime(checkpoints[e]) for e in chosen]
         cached = record["averages"].get(key, {})
-        scored = len(set(nbests)) > 1  # the averages compete: each is decoded and scored
         if (cached.get("epochs") == chosen and cached.get("mtimes") == mtimes and out.is_file()
                 and (metric in cached or not scored)):
             continue
