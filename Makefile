@@ -39,7 +39,7 @@ $(STAMPS)/funasr: $(STAMPS)/venv
 	@mkdir -p $(STAMPS) && touch $@
 
 test: setup $(STAMPS)/funasr
-	PATH=$(VENV)/bin:$$PATH $(PY) -m pytest -q -n 2 tests
+	PATH=$(VENV)/bin:$$PATH $(PY) -m pytest -q -n 2 --durations=15 tests
 
 bench: setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/core_ops.py
