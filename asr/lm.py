@@ -37,6 +37,8 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from nar.fileio import atomic_path
+
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 #: ASR token-list entries that are not words of the LM
 ASR_SPECIAL = ("<blank>", "<sos/eos>")
@@ -225,9 +227,8 @@ class NgramLM:
         by_order: list[list] = [[] for _ in range(self.order)]
         for g in self.logp:
             by_order[len(g) - 1].append(g)
-        tmp = f"{path}.tmp"
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(tmp, "wt", encoding="utf-8") as f:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with atomic_path(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
             f.write("\n\\data\\\n")
             for n, grams in enumerate(by_order, start=1):
                 f.write(f"ngram {n}={len(grams)}\n")
@@ -239,7 +240,6 @@ class NgramLM:
                         line += f"\t{self.backoff[g] / LN10:.7f}"
                     f.write(line + "\n")
             f.write("\n\\end\\\n")
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str) -> "NgramLM":

@@ -24,6 +24,8 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
+from nar.fileio import atomic_open
+
 logger = logging.getLogger(__name__)
 
 
@@ -136,10 +138,8 @@ class TokenArchive:
         """Store one utterance's codes: (T,) or (K, T) integers, kept as int16 when they fit."""
         codes = np.asarray(codes)
         dtype = np.int16 if codes.size == 0 or codes.max() < 2 ** 15 else np.int32
-        final = self.path(key)
-        tmp = final.with_name(final.name + ".tmp.npy")
-        np.save(tmp, codes.astype(dtype))
-        os.replace(tmp, final)
+        with atomic_open(self.path(key), "wb") as f:
+            np.save(f, codes.astype(dtype))
 
     def finish(self, keys: list[str]) -> Path:
         """Write the scp and shape files for ``keys`` (all must be done)."""

@@ -68,7 +68,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -82,6 +81,7 @@ from torch import nn
 from tqdm import tqdm
 
 from audio_gen.data import AudioItem, AudioListError, load_item
+from nar.fileio import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -517,12 +517,11 @@ class FitResult:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     if isinstance(obj, (dict, list)) and path.suffix == ".json":
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        write_json(path, obj, indent=2)
     else:
-        torch.save(obj, tmp)
-    os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
 
 
 def _cached_features(data_dir: Path, names: Sequence[str], feature: FeatureConfig, cache: Path

@@ -31,7 +31,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 from tqdm import tqdm
 

@@ -55,6 +55,8 @@ import pretty_midi
 import soundfile as sf
 from tqdm import tqdm
 
+from nar.fileio import atomic_path, write_lines
+
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1  # bump when the music or the rendering changes: old clips are then refused
@@ -415,36 +417,21 @@ class ClipJob:
     midi_path: str
 
 
-def _atomic_path(path: str) -> str:
-    """A temporary name beside ``path`` (same directory, so ``os.replace`` is atomic)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path),
-                               suffix=".tmp")
-    os.close(fd)
-    return tmp
-
-
 def make_clip(job: ClipJob) -> bool:
     """Write the clip's MIDI and WAV (each via a temporary name); skip it if the WAV exists.
     Returns True if it was rendered, False if skipped."""
     if os.path.isfile(job.wav_path):
         return False
-    tmp_mid = _atomic_path(job.midi_path)
-    tmp_wav = _atomic_path(job.wav_path)
+    with atomic_path(job.midi_path) as tmp_mid:
+        build_midi(job.spec, job.seconds).write(str(tmp_mid))
+    raw = render_midi(job.midi_path, job.soundfont, job.sample_rate, job.fluidsynth)
     try:
-        build_midi(job.spec, job.seconds).write(tmp_mid)
-        os.replace(tmp_mid, job.midi_path)
-        raw = render_midi(job.midi_path, job.soundfont, job.sample_rate, job.fluidsynth)
-        try:
-            audio = finish_audio(raw, job.sample_rate, job.seconds)
-        except ValueError as e:
-            raise RuntimeError(f"{job.midi_path} rendered with {job.soundfont}: {e}; "
-                               "is the soundfont a valid GM .sf2?") from None
+        audio = finish_audio(raw, job.sample_rate, job.seconds)
+    except ValueError as e:
+        raise RuntimeError(f"{job.midi_path} rendered with {job.soundfont}: {e}; "
+                           "is the soundfont a valid GM .sf2?") from None
+    with atomic_path(job.wav_path) as tmp_wav:
         sf.write(tmp_wav, audio, job.sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp_wav, job.wav_path)
-    finally:
-        for tmp in (tmp_mid, tmp_wav):
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return True
 
 
@@ -485,10 +472,7 @@ def class_balance(fields: Sequence[Mapping]) -> dict:
 
 
 def _write_lines(path: str, lines: Sequence[str]) -> None:
-    tmp = _atomic_path(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)
+    write_lines(path, lines)
 
 
 def write_data_dir(path: str, specs: Sequence[ClipSpec], wav_dir: str, seconds: float) -> None:

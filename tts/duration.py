@@ -30,13 +30,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from nar.fileio import write_json
 from tts.text import BOUNDARY
 
 FORMAT = "nar-speech phone duration model"
@@ -200,15 +199,9 @@ class PhoneDurationModel:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model as JSON, atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"format": FORMAT, "version": FORMAT_VERSION, "boundary": BOUNDARY, "weights": self.weights,
                "speaker_rates": self.speaker_rates, "info": self.info}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, ensure_ascii=False, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
+        write_json(path, doc, indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PhoneDurationModel:

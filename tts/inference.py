@@ -31,7 +31,6 @@ import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from audio_gen.data import as_mono_wave
 from audio_gen.experiment import load_trained

@@ -42,11 +42,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+
+from nar.fileio import write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -235,12 +235,7 @@ class PhoneTokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the token list, one token per line, atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(t + "\n" for t in self._tokens)
-        os.replace(tmp, path)
+        write_lines(path, self._tokens)
 
     @property
     def tokens(self) -> list[str]:

@@ -32,6 +32,7 @@ from asr.bin.average_checkpoints import average
 from asr.bin.decode import apply_ngram_file, load_decode_config
 from asr.data.kaldi import read_kaldi_map
 from asr.inference import Speech2Text, epoch_checkpoints
+from nar.fileio import atomic_path, write_json
 
 METRICS = ("cer", "wer")
 
@@ -123,7 +124,7 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: lis
         result = score_checkpoint(model_dir, checkpoints[epoch], data, config, batch_size)
         result["mtime"] = os.path.getmtime(checkpoints[epoch])
         record["epochs"][str(epoch)] = result
-        _write_json(record_path, record)  # after every epoch: a killed run resumes here
+        write_json(record_path, record)  # after every epoch: a killed run resumes here
     errors = {e: record["epochs"][str(e)][metric] for e in checkpoints}
     scored = len(set(nbests)) > 1  # the averages compete: each is decoded and scored
     for n in sorted(set(nbests)):
@@ -138,27 +139,20 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: lis
         _save(average([str(checkpoints[e]) for e in chosen]), out)
         result = score_checkpoint(model_dir, out, data, config, batch_size) if scored else {}
         record["averages"][key] = {"epochs": chosen, "mtimes": mtimes, "file": str(out), **result}
-        _write_json(record_path, record)
+        write_json(record_path, record)
     keys = [f"ave_{n}best" for n in sorted(set(nbests))]
     best = min(keys, key=lambda k: record["averages"][k].get(metric, 0.0))  # min keeps the first (smaller n) on ties
     output = Path(f"{prefix}.ave.pth")
     _save(torch.load(record["averages"][best]["file"], map_location="cpu"), output)
     record.update(metric=metric, nbests=sorted(set(nbests)), best=best, chosen=record["averages"][best]["epochs"],
                   output=str(output))
-    _write_json(record_path, record)
+    write_json(record_path, record)
     return record
 
 
 def _save(state: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def format_table(record: dict) -> str:

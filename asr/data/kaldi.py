@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 import soundfile as sf
+
+from nar.fileio import write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +86,8 @@ def write_kaldi_map(path: str, mapping: Mapping[str, object]) -> None:
         value = mapping[key]
         if isinstance(value, (list, tuple)):
             value = " ".join(str(v) for v in value)
-        lines.append(f"{key} {value}\n")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+        lines.append(f"{key} {value}")
+    write_lines(path, lines)
 
 
 def _byte_key(key: str) -> bytes:

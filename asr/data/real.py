@@ -27,6 +27,7 @@ import soundfile as sf
 
 from asr.data.kaldi import validate_data_dir, write_data_dir
 from asr.data.text import MissingToolError, normalize_text
+from nar.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,9 @@ def _convert(src: str, dst: str) -> None:
     if shutil.which("sox") is None:
         raise MissingToolError("program 'sox' not found: install the Debian package 'sox'")
     logger.warning("%s: not 16 kHz mono 16-bit, converting to %s", src, dst)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    subprocess.run(["sox", "-R", src, "-b", "16", "-c", "1", dst + ".part.wav",
-                    "rate", "-h", str(SAMPLE_RATE)], check=True, capture_output=True)
-    os.replace(dst + ".part.wav", dst)
+    with atomic_path(dst) as tmp:
+        subprocess.run(["sox", "-R", src, "-b", "16", "-c", "1", "-t", "wav", str(tmp),
+                        "rate", "-h", str(SAMPLE_RATE)], check=True, capture_output=True)
 
 
 def prepare_test_real(out: str, root: str = POCKETSPHINX_DATA, wav_dir: str | None = None) -> int:

@@ -49,6 +49,7 @@ import soundfile as sf
 from asr.data.formant import warp_formants
 from asr.data.kaldi import read_kaldi_map, validate_data_dir, write_data_dir
 from asr.data.text import MissingToolError, Sentence, load_sentences
+from nar.fileio import atomic_path, write_json, write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -388,17 +389,14 @@ def _finish(utt: Utterance, raw: str, out: str) -> str | None:
     audio, _ = sf.read(raw, dtype="float32")
     if float(abs(audio).max()) < SILENT_PEAK:
         return "silent audio"
-    final = wav_path(out, utt)
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    part = os.path.join(os.path.dirname(final), f".{utt.utt_id}.wav.part")
     effects = [] if _engine_sets_pitch(utt) else ["pitch", f"{100 * utt.pitch_st:.0f}"]
     effects += ["gain", "-n", f"{utt.gain_db:.1f}", "rate", "-h", str(SAMPLE_RATE)]
-    _run(["sox", "-R", raw, "-t", "wav", "-e", "signed-integer", "-b", "16", "-c", "1",
-          part, *effects])
-    if utt.warp != 1.0:  # the variant's vocal tract, at the level sox set
-        audio, sr = sf.read(part, dtype="float32")
-        sf.write(part, warp_formants(audio, utt.warp), sr, subtype="PCM_16", format="WAV")
-    os.replace(part, final)  # atomic: a wav that exists is complete
+    with atomic_path(wav_path(out, utt)) as part:  # a wav that exists is complete
+        _run(["sox", "-R", raw, "-t", "wav", "-e", "signed-integer", "-b", "16", "-c", "1",
+              str(part), *effects])
+        if utt.warp != 1.0:  # the variant's vocal tract, at the level sox set
+            audio, sr = sf.read(part, dtype="float32")
+            sf.write(part, warp_formants(audio, utt.warp), sr, subtype="PCM_16", format="WAV")
     return None
 
 
@@ -480,11 +478,7 @@ def _progress_bar(total: int, desc: str):
 
 
 def _write_json(path: str, obj: object) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    write_json(path, obj, indent=1, sort_keys=True)
 
 
 def synthesize_split(out: str, split: str, utts: Sequence[Utterance], nj: int) -> dict[str, str]:
@@ -748,10 +742,7 @@ def write_lm_text(out: str, sentences: Sequence[Sentence]) -> int:
     for split in ("dev", "test"):
         held_out.update(read_kaldi_map(os.path.join(out, split, "text")).values())
     lines = [s.text for s in sentences if s.text not in held_out]
-    tmp = os.path.join(out, LM_TEXT + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in lines)
-    os.replace(tmp, os.path.join(out, LM_TEXT))
+    write_lines(os.path.join(out, LM_TEXT), lines)
     logger.info("%s: %d sentences (%d held out as dev/test)", os.path.join(out, LM_TEXT), len(lines),
                 len(sentences) - len(lines))
     return len(lines)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from audio_gen.bin.caption_tokens import read_text
 from audio_gen.data import load_item, read_audio_list
+from nar.fileio import atomic_path
 
 logger = logging.getLogger("audio_gen.bin.generate")
 
@@ -55,9 +55,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _write_wav(path: Path, wav: torch.Tensor, sample_rate: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), wav.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), wav.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16", format="WAV")
 
 
 def _write_map(path: Path, mapping: dict) -> None:

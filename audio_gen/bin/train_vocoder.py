@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import random
 import sys
 import time
@@ -46,6 +45,7 @@ from audio_gen.tokenizers.vocoder import (
     multi_resolution_stft_loss,
     num_parameters,
 )
+from nar.fileio import atomic_path
 
 logger = logging.getLogger("train_vocoder")
 
@@ -133,9 +133,8 @@ class Discriminator:
 
 
 def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @torch.no_grad()

@@ -113,7 +113,7 @@ def test_resume_after_deleting_wavs_and_sentinels(corpus, tmp_path):
     victims = sorted(train)[:2]
     for utt in victims:
         os.remove(train[utt])
-        with open(os.path.join(os.path.dirname(train[utt]), f".{utt}.wav.part"), "wb") as f:
+        with open(os.path.join(os.path.dirname(train[utt]), f".{utt}.wav.tmp"), "wb") as f:
             f.write(b"RIFF truncated")  # what a kill during sox leaves behind
     os.remove(os.path.join(copy, ".state", "train.done"))
     for name in os.listdir(os.path.join(copy, ".state", "train")):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from audio_gen.data import AudioListError, load_item, read_audio_list
 from asr.data.kaldi import read_kaldi_map, write_kaldi_map
+from nar.fileio import atomic_path
 from tts.duration import same_speaker_pairs
 
 logger = logging.getLogger("tts.bin.synthesize")
@@ -71,9 +71,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def write_wav(path: Path, wav: torch.Tensor, sample_rate: int) -> None:
     """Write a mono waveform clipped to [-1, 1], atomically (a killed run leaves no partial file)."""
-    tmp = path.with_name(f".{path.stem}.tmp.wav")
-    sf.write(tmp, wav.clamp(-1, 1).numpy(), sample_rate)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(tmp, wav.clamp(-1, 1).numpy(), sample_rate, format="WAV")
 
 
 def plan(data_dir: Path, max_utts: int) -> list[tuple[str, str]]:
