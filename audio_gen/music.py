@@ -55,7 +55,7 @@ import pretty_midi
 import soundfile as sf
 from tqdm import tqdm
 
-from nar.fileio import atomic_path, write_lines
+from nar.fileio import atomic_path, write_json, write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -471,10 +471,6 @@ def class_balance(fields: Sequence[Mapping]) -> dict:
     return out
 
 
-def _write_lines(path: str, lines: Sequence[str]) -> None:
-    write_lines(path, lines)
-
-
 def write_data_dir(path: str, specs: Sequence[ClipSpec], wav_dir: str, seconds: float) -> None:
     """A Kaldi/ESPnet data dir for ``specs`` (utt2spk: each clip is its own speaker) with
     ``fields.jsonl``; every file sorted by utterance id and written atomically."""
@@ -485,12 +481,12 @@ def write_data_dir(path: str, specs: Sequence[ClipSpec], wav_dir: str, seconds: 
         fields = s.fields()
         rows.append({"utt": s.utt, "caption": make_caption(fields), **fields})
     wav = {s.utt: os.path.abspath(os.path.join(wav_dir, s.utt + ".wav")) for s in specs}
-    _write_lines(os.path.join(path, "wav.scp"), [f"{r['utt']} {wav[r['utt']]}" for r in rows])
-    _write_lines(os.path.join(path, "text"), [f"{r['utt']} {r['caption']}" for r in rows])
-    _write_lines(os.path.join(path, "utt2spk"), [f"{r['utt']} {r['utt']}" for r in rows])
-    _write_lines(os.path.join(path, "spk2utt"), [f"{r['utt']} {r['utt']}" for r in rows])
-    _write_lines(os.path.join(path, "utt2dur"), [f"{r['utt']} {seconds:.3f}" for r in rows])
-    _write_lines(os.path.join(path, "fields.jsonl"), [json.dumps(r) for r in rows])
+    write_lines(os.path.join(path, "wav.scp"), [f"{r['utt']} {wav[r['utt']]}" for r in rows])
+    write_lines(os.path.join(path, "text"), [f"{r['utt']} {r['caption']}" for r in rows])
+    write_lines(os.path.join(path, "utt2spk"), [f"{r['utt']} {r['utt']}" for r in rows])
+    write_lines(os.path.join(path, "spk2utt"), [f"{r['utt']} {r['utt']}" for r in rows])
+    write_lines(os.path.join(path, "utt2dur"), [f"{r['utt']} {seconds:.3f}" for r in rows])
+    write_lines(os.path.join(path, "fields.jsonl"), [json.dumps(r) for r in rows])
 
 
 def _check_config(out_dir: str, config: Mapping) -> None:
@@ -505,7 +501,7 @@ def _check_config(out_dir: str, config: Mapping) -> None:
                              f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
                              "use another --out_dir")
         return
-    _write_lines(path, [json.dumps(config, indent=1)])
+    write_json(path, config, indent=1)
 
 
 @dataclass(frozen=True)
@@ -565,7 +561,7 @@ def build_corpus(out_dir: str, datadir: str, num_train: int = 1200, num_dev: int
     for split in SPLITS:
         write_data_dir(os.path.join(datadir, split), specs[split], wav_dir, seconds)
     stats = {split: class_balance([s.fields() for s in specs[split]]) for split in SPLITS}
-    _write_lines(os.path.join(datadir, "fields_stats.json"), [json.dumps(stats, indent=1)])
+    write_json(os.path.join(datadir, "fields_stats.json"), stats, indent=1)
     return CorpusSummary({k: len(v) for k, v in specs.items()}, rendered, len(jobs) - rendered,
                          round(time.perf_counter() - t0, 2), os.path.abspath(out_dir),
                          os.path.abspath(datadir))
