@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import torch
 
 from audio_gen.tokenizers.kmeans import kmeans, nearest
+from nar.fileio import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -207,10 +208,11 @@ class SemanticTokenizer:
     def save(self, directory: Union[str, Path]) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        torch.save({"codebook": self.codebook, "mean": self.mean, "std": self.std}, directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            torch.save({"codebook": self.codebook, "mean": self.mean, "std": self.std}, tmp)
         meta = {"type": "kmeans", "codebook_size": self.codebook_size, "sample_rate": self.sample_rate,
                 "frame_rate": self.frame_rate, "features": self.features.describe(), "weights": WEIGHTS_FILE}
-        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(directory / CONFIG_FILE, meta, indent=2)
         return directory
 
     @classmethod

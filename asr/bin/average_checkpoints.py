@@ -14,6 +14,8 @@ import argparse
 
 import torch
 
+from nar.fileio import atomic_path
+
 
 def average(paths: list[str]) -> dict[str, torch.Tensor]:
     if not paths:
@@ -37,7 +39,8 @@ def main(argv=None) -> None:
     p.add_argument("--output", required=True)
     p.add_argument("checkpoints", nargs="+")
     args = p.parse_args(argv)
-    torch.save(average(args.checkpoints), args.output)
+    with atomic_path(args.output) as tmp:
+        torch.save(average(args.checkpoints), tmp)
     print(f"averaged {len(args.checkpoints)} checkpoints into {args.output}")
 
 

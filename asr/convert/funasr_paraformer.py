@@ -58,6 +58,8 @@ import numpy as np
 import torch
 import yaml
 
+from nar.fileio import atomic_open, atomic_path
+
 PathLike = Union[str, Path]
 
 # ------------------------------------------------------------------------------ class names
@@ -701,8 +703,9 @@ def convert(funasr_dir: PathLike, out_dir: PathLike, trust_pickle: bool = False)
         ours["bpemodel"] = str(out_dir.resolve() / "bpe.model")
     if files.seg_dict is not None:
         shutil.copyfile(files.seg_dict, out_dir / "seg_dict")
-    torch.save(mapped, out_dir / "model.pth")
-    with (out_dir / "config.yaml").open("w", encoding="utf-8") as f:
+    with atomic_path(out_dir / "model.pth") as tmp:
+        torch.save(mapped, tmp)
+    with atomic_open(out_dir / "config.yaml") as f:
         yaml.safe_dump(ours, f, allow_unicode=True, sort_keys=False)
     logging.info(f"converted {funasr_dir} -> {out_dir} ({sum(v.numel() for v in mapped.values())} values)")
     return out_dir

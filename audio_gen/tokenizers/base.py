@@ -29,6 +29,7 @@ import torch
 import torchaudio
 
 from audio_gen.tokenizers.spectral import clip_ratio
+from nar.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class AcousticTokenizer(torch.nn.Module, ABC):
         config = self._save(directory)
         meta = {"type": self.kind, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
                 "num_codebooks": self.num_codebooks, "codebook_size": self.codebook_size, **config}
-        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(directory / CONFIG_FILE, meta, indent=2)  # last: a directory with a config is complete
         return directory
 
     def describe(self) -> str:

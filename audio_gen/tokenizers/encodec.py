@@ -20,6 +20,7 @@ import torch
 
 from audio_gen.tokenizers.base import AcousticTokenizer, register
 from audio_gen.tokenizers.spectral import length_mask, num_frames
+from nar.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ class EncodecTokenizer(AcousticTokenizer):
     def _save(self, directory: Path) -> dict:
         target = directory / CHECKPOINT_24KHZ
         if self.checkpoint is None or not self.checkpoint.is_file():
-            torch.save(self.model.state_dict(), target)
+            with atomic_path(target) as tmp:
+                torch.save(self.model.state_dict(), tmp)
         elif self.checkpoint.resolve() != target.resolve():
             shutil.copyfile(self.checkpoint, target)
         return {"checkpoint": target.name, "bandwidth": self.bandwidth}

@@ -28,6 +28,7 @@ from audio_gen.tokenizers.base import AcousticTokenizer, register
 from audio_gen.tokenizers.kmeans import residual_kmeans, rvq_decode, rvq_encode
 from audio_gen.tokenizers.spectral import MelFeatureConfig, length_mask
 from audio_gen.tokenizers.vocoder import MelVocoder
+from nar.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -177,10 +178,12 @@ class MelRVQTokenizer(AcousticTokenizer):
     # ---- persistence ---------------------------------------------------------------------------
     def _save(self, directory: Path) -> dict:
         self._check_fitted()
-        torch.save({"codebooks": self.codebooks.cpu(), "mean": self.mean.cpu()}, directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            torch.save({"codebooks": self.codebooks.cpu(), "mean": self.mean.cpu()}, tmp)
         meta = {"config": asdict(self.config), "weights": WEIGHTS_FILE}
         if self.vocoder is not None:
-            torch.save(self.vocoder.state(), directory / VOCODER_FILE)
+            with atomic_path(directory / VOCODER_FILE) as tmp:
+                torch.save(self.vocoder.state(), tmp)
             meta["vocoder"] = VOCODER_FILE
         return meta
 
