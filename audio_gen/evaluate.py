@@ -81,7 +81,7 @@ from torch import nn
 from tqdm import tqdm
 
 from audio_gen.data import AudioItem, AudioListError, load_item
-from nar.fileio import atomic_path, write_json
+from nar.fileio import save_torch, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -516,14 +516,6 @@ class FitResult:
     history: list[dict[str, Any]]  # per epoch: epoch, loss, valid accuracy, seconds
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    if isinstance(obj, (dict, list)) and path.suffix == ".json":
-        write_json(path, obj, indent=2)
-    else:
-        with atomic_path(path) as tmp:
-            torch.save(obj, tmp)
-
-
 def _cached_features(data_dir: Path, names: Sequence[str], feature: FeatureConfig, cache: Path
                      ) -> tuple[list[str], list[torch.Tensor], dict[str, dict[str, Any]]]:
     """Utts, log-mel features (each (F, T)) and fields of a data dir; cached in ``cache`` (float32,
@@ -538,7 +530,7 @@ def _cached_features(data_dir: Path, names: Sequence[str], feature: FeatureConfi
             return list(wavs), stored["feats"], fields
         logger.info(f"{cache}: made from other audio or features; recomputing")
     feats = load_clips(wavs, feature, wav_scp)
-    _save_atomic({"meta": meta, "feats": feats}, cache)
+    save_torch({"meta": meta, "feats": feats}, cache)
     return list(wavs), feats, fields
 
 
@@ -646,9 +638,9 @@ def fit_classifier(train_dir: PathLike, valid_dir: PathLike, out_dir: PathLike,
                "valid_mean": sum(acc.values()) / len(acc), "seconds": time.perf_counter() - start}
         history.append(row)
         if row["valid_mean"] >= max(h["valid_mean"] for h in history):
-            _save_atomic(net.state_dict(), out_dir / "model.pt")
-        _save_atomic({"net": net.state_dict(), "opt": opt.state_dict(), "history": history,
-                      "train": json.loads(json.dumps(train_cfg)), "labels": labels}, ckpt_path)
+            save_torch(net.state_dict(), out_dir / "model.pt")
+        save_torch({"net": net.state_dict(), "opt": opt.state_dict(), "history": history,
+                    "train": json.loads(json.dumps(train_cfg)), "labels": labels}, ckpt_path)
         _write_config(config, history, out_dir)
         logger.info(f"epoch {epoch}: loss {loss:.3f}, dev accuracy "
                     + " ".join(f"{f}={a:.3f}" for f, a in acc.items()) + f" (mean {row['valid_mean']:.3f}), "
@@ -660,8 +652,8 @@ def fit_classifier(train_dir: PathLike, valid_dir: PathLike, out_dir: PathLike,
 def _write_config(config: dict[str, Any], history: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
     """config.json with the history so far and the epoch model.pt holds (latest of the best)."""
     best = max(history, key=lambda h: (h["valid_mean"], h["epoch"]))
-    _save_atomic({**config, "best_epoch": best["epoch"], "valid_accuracy": best["valid_accuracy"],
-                  "history": history}, out_dir / "config.json")
+    write_json(out_dir / "config.json", {**config, "best_epoch": best["epoch"],
+                                         "valid_accuracy": best["valid_accuracy"], "history": history}, indent=2)
     return best
 
 

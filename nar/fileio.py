@@ -6,8 +6,9 @@ half-written. These helpers write to a temporary name in the same directory and 
 the target (``os.replace``, atomic on POSIX within one file system); if the writer raises, the
 temporary file is removed and the target is left as it was.
 
-Standard library only; the one piece of shared infrastructure in the core that is not about
-tensors (``asr``, ``tts`` and ``audio_gen`` all depend on ``nar``, and on nothing common else).
+The one piece of shared infrastructure in the core that is not about alignment or decoding
+(``asr``, ``tts`` and ``audio_gen`` all depend on ``nar``, and on nothing common else); like the
+rest of the core it needs only the standard library and torch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["atomic_open", "atomic_path", "temporary_name", "write_json", "write_lines", "write_text"]
+import torch
+
+__all__ = ["atomic_open", "atomic_path", "save_torch", "temporary_name", "write_json", "write_lines", "write_text"]
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
@@ -89,3 +92,9 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1, sort_k
     with atomic_open(path) as f:
         json.dump(obj, f, indent=indent, sort_keys=sort_keys, ensure_ascii=False)
         f.write("\n")
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` atomically (checkpoints, tokenizer weights)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

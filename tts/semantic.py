@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import torch
 
 from audio_gen.tokenizers.kmeans import kmeans, nearest
-from nar.fileio import atomic_path, write_json
+from nar.fileio import save_torch, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +208,7 @@ class SemanticTokenizer:
     def save(self, directory: Union[str, Path]) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            torch.save({"codebook": self.codebook, "mean": self.mean, "std": self.std}, tmp)
+        save_torch({"codebook": self.codebook, "mean": self.mean, "std": self.std}, directory / WEIGHTS_FILE)
         meta = {"type": "kmeans", "codebook_size": self.codebook_size, "sample_rate": self.sample_rate,
                 "frame_rate": self.frame_rate, "features": self.features.describe(), "weights": WEIGHTS_FILE}
         write_json(directory / CONFIG_FILE, meta, indent=2)

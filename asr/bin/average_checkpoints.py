@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from nar.fileio import atomic_path
+from nar.fileio import save_torch
 
 
 def average(paths: list[str]) -> dict[str, torch.Tensor]:
@@ -39,8 +39,7 @@ def main(argv=None) -> None:
     p.add_argument("--output", required=True)
     p.add_argument("checkpoints", nargs="+")
     args = p.parse_args(argv)
-    with atomic_path(args.output) as tmp:
-        torch.save(average(args.checkpoints), tmp)
+    save_torch(average(args.checkpoints), args.output)
     print(f"averaged {len(args.checkpoints)} checkpoints into {args.output}")
 
 

@@ -32,7 +32,7 @@ from asr.bin.average_checkpoints import average
 from asr.bin.decode import apply_ngram_file, load_decode_config
 from asr.data.kaldi import read_kaldi_map
 from asr.inference import Speech2Text, epoch_checkpoints
-from nar.fileio import atomic_path, write_json
+from nar.fileio import save_torch, write_json
 
 METRICS = ("cer", "wer")
 
@@ -136,23 +136,18 @@ def select(model_dir: Path, data_dir: Path, config_path: str | None, nbests: lis
         if (cached.get("epochs") == chosen and cached.get("mtimes") == mtimes and out.is_file()
                 and (metric in cached or not scored)):
             continue
-        _save(average([str(checkpoints[e]) for e in chosen]), out)
+        save_torch(average([str(checkpoints[e]) for e in chosen]), out)
         result = score_checkpoint(model_dir, out, data, config, batch_size) if scored else {}
         record["averages"][key] = {"epochs": chosen, "mtimes": mtimes, "file": str(out), **result}
         write_json(record_path, record)
     keys = [f"ave_{n}best" for n in sorted(set(nbests))]
     best = min(keys, key=lambda k: record["averages"][k].get(metric, 0.0))  # min keeps the first (smaller n) on ties
     output = Path(f"{prefix}.ave.pth")
-    _save(torch.load(record["averages"][best]["file"], map_location="cpu"), output)
+    save_torch(torch.load(record["averages"][best]["file"], map_location="cpu"), output)
     record.update(metric=metric, nbests=sorted(set(nbests)), best=best, chosen=record["averages"][best]["epochs"],
                   output=str(output))
     write_json(record_path, record)
     return record
-
-
-def _save(state: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
 
 
 def format_table(record: dict) -> str:

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import yaml
 
-from nar.fileio import atomic_open, atomic_path
+from nar.fileio import atomic_open, save_torch
 
 PathLike = Union[str, Path]
 
@@ -703,8 +703,7 @@ def convert(funasr_dir: PathLike, out_dir: PathLike, trust_pickle: bool = False)
         ours["bpemodel"] = str(out_dir.resolve() / "bpe.model")
     if files.seg_dict is not None:
         shutil.copyfile(files.seg_dict, out_dir / "seg_dict")
-    with atomic_path(out_dir / "model.pth") as tmp:
-        torch.save(mapped, tmp)
+    save_torch(mapped, out_dir / "model.pth")
     with atomic_open(out_dir / "config.yaml") as f:
         yaml.safe_dump(ours, f, allow_unicode=True, sort_keys=False)
     logging.info(f"converted {funasr_dir} -> {out_dir} ({sum(v.numel() for v in mapped.values())} values)")

@@ -45,7 +45,7 @@ from audio_gen.tokenizers.vocoder import (
     multi_resolution_stft_loss,
     num_parameters,
 )
-from nar.fileio import atomic_path
+from nar.fileio import save_torch
 
 logger = logging.getLogger("train_vocoder")
 
@@ -132,11 +132,6 @@ class Discriminator:
         return float(loss.detach())
 
 
-def save_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 @torch.no_grad()
 def evaluate(vocoder: MelVocoder, tok: MelRVQTokenizer, dev: list[torch.Tensor]) -> dict:
     """Mean log-mel L1 on whole dev utterances, from clean and from quantised input."""
@@ -219,7 +214,7 @@ def main(argv=None) -> int:
                 f"crops of {args.segment_frames} frames x {args.batch_size}")
 
     def checkpoint():
-        save_atomic({"config": cfg.__dict__, "step": step, "vocoder": vocoder.state_dict(), "opt": opt.state_dict(),
+        save_torch({"config": cfg.__dict__, "step": step, "vocoder": vocoder.state_dict(), "opt": opt.state_dict(),
                      "disc": disc.model.state_dict() if disc else None,
                      "disc_opt": disc.opt.state_dict() if disc else None}, ckpt_path)
 

@@ -20,7 +20,7 @@ import torch
 
 from audio_gen.tokenizers.base import AcousticTokenizer, register
 from audio_gen.tokenizers.spectral import length_mask, num_frames
-from nar.fileio import atomic_path
+from nar.fileio import save_torch
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ class EncodecTokenizer(AcousticTokenizer):
     def _save(self, directory: Path) -> dict:
         target = directory / CHECKPOINT_24KHZ
         if self.checkpoint is None or not self.checkpoint.is_file():
-            with atomic_path(target) as tmp:
-                torch.save(self.model.state_dict(), tmp)
+            save_torch(self.model.state_dict(), target)
         elif self.checkpoint.resolve() != target.resolve():
             shutil.copyfile(self.checkpoint, target)
         return {"checkpoint": target.name, "bandwidth": self.bandwidth}

@@ -28,7 +28,7 @@ from audio_gen.tokenizers.base import AcousticTokenizer, register
 from audio_gen.tokenizers.kmeans import residual_kmeans, rvq_decode, rvq_encode
 from audio_gen.tokenizers.spectral import MelFeatureConfig, length_mask
 from audio_gen.tokenizers.vocoder import MelVocoder
-from nar.fileio import atomic_path
+from nar.fileio import save_torch
 
 logger = logging.getLogger(__name__)
 
@@ -178,12 +178,10 @@ class MelRVQTokenizer(AcousticTokenizer):
     # ---- persistence ---------------------------------------------------------------------------
     def _save(self, directory: Path) -> dict:
         self._check_fitted()
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            torch.save({"codebooks": self.codebooks.cpu(), "mean": self.mean.cpu()}, tmp)
+        save_torch({"codebooks": self.codebooks.cpu(), "mean": self.mean.cpu()}, directory / WEIGHTS_FILE)
         meta = {"config": asdict(self.config), "weights": WEIGHTS_FILE}
         if self.vocoder is not None:
-            with atomic_path(directory / VOCODER_FILE) as tmp:
-                torch.save(self.vocoder.state(), tmp)
+            save_torch(self.vocoder.state(), directory / VOCODER_FILE)
             meta["vocoder"] = VOCODER_FILE
         return meta
 

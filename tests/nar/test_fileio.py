@@ -12,10 +12,11 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nar.fileio import atomic_open, atomic_path, temporary_name, write_json, write_lines, write_text
+from nar.fileio import atomic_open, atomic_path, save_torch, temporary_name, write_json, write_lines, write_text
 
 
 UTF8 = st.characters(blacklist_categories=("Cs",))  # lone surrogates cannot be written as UTF-8
@@ -63,7 +64,7 @@ def test_an_exception_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     assert _names(tmp_path) == ["model.json"]
 
 
-def test_numpy_and_soundfile_write_the_final_name(tmp_path):
+def test_numpy_soundfile_and_torch_write_the_final_name(tmp_path):
     codes = np.arange(12, dtype=np.int16).reshape(3, 4)
     with atomic_open(tmp_path / "utt1.npy", "wb") as f:
         np.save(f, codes)
@@ -75,7 +76,11 @@ def test_numpy_and_soundfile_write_the_final_name(tmp_path):
         assert sf.read(tmp)[1] == 16000  # readable under its temporary name (format from the header)
     back, sr = sf.read(tmp_path / "utt1.wav", dtype="float32")
     assert sr == 16000 and np.abs(back - audio).max() < 1e-4
-    assert _names(tmp_path) == ["utt1.npy", "utt1.wav"]
+    state = {"w": torch.arange(6.0).reshape(2, 3), "step": 7}
+    save_torch(state, tmp_path / "model.pth")
+    back = torch.load(tmp_path / "model.pth")
+    assert back["step"] == 7 and torch.equal(back["w"], state["w"])
+    assert _names(tmp_path) == ["model.pth", "utt1.npy", "utt1.wav"]
     assert not list(tmp_path.glob("*.tmp*"))
 
 
