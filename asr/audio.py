@@ -1,4 +1,5 @@
-"""Audio inputs for inference: a path, a numpy array or a tensor, checked and made mono float32.
+"""Audio for recognition: files read as mono float32 at the model rate (:func:`load_audio`), and
+inference inputs (a path, a numpy array or a tensor) checked and made mono float32.
 
 Every problem is reported with the input's name (the file path, or ``inputs[i]``).
 Shapes: N samples.
@@ -7,17 +8,91 @@ Shapes: N samples.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Union
 
 import numpy as np
+import soundfile as sf
 import torch
-
-from asr.data.kaldi import load_audio, resample
 
 logger = logging.getLogger(__name__)
 
 AudioInput = Union[str, Path, np.ndarray, torch.Tensor]
+
+
+class AudioFileError(ValueError):
+    """An audio file is missing, unreadable or unusable; the message names the file."""
+
+
+def load_audio(path: str, target_sr: int | None = 16000,
+               allow_multichannel: bool = False) -> np.ndarray:
+    """Read an audio file as mono float32 in [-1, 1], resampled to ``target_sr``.
+
+    Args:
+        path: audio file (any format libsndfile reads).
+        target_sr: output sample rate; another rate is resampled with a warning naming
+            the file (torchaudio, else soxr, else scipy); ``None`` keeps the file's rate.
+        allow_multichannel: average the channels of a multichannel file instead of
+            raising.
+
+    Returns:
+        samples: shape (T,), float32.
+
+    Raises:
+        AudioFileError: the file is missing, unreadable, empty, all zeros, contains
+            NaN/Inf, is multichannel (unless allowed) or cannot be resampled.
+    """
+    if not os.path.isfile(path):
+        raise AudioFileError(f"{path}: audio file missing")
+    try:
+        audio, sr = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
+    except Exception as e:  # libsndfile raises its own error types
+        raise AudioFileError(f"{path}: cannot read audio ({e})") from e
+    if audio.shape[0] == 0:
+        raise AudioFileError(f"{path}: audio is empty (0 samples)")
+    if not np.isfinite(audio).all():
+        raise AudioFileError(f"{path}: audio contains NaN or Inf samples")
+    if audio.shape[1] > 1:
+        if not allow_multichannel:
+            raise AudioFileError(
+                f"{path}: audio has {audio.shape[1]} channels, expected mono; downmix it "
+                f"(sox {path} -c 1 out.wav) or pass allow_multichannel=True to average them")
+        audio = audio.mean(axis=1, keepdims=True)
+    audio = audio[:, 0]  # (T,)
+    if not np.any(audio):
+        raise AudioFileError(f"{path}: audio is all zeros (silent)")
+    if target_sr is not None and sr != target_sr:
+        logger.warning("%s: sample rate %d Hz, resampling to %d Hz", path, sr, target_sr)
+        audio = resample(audio, sr, target_sr, path=path)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int, path: str = "<array>") -> np.ndarray:
+    """Resample ``audio`` (shape (T,)) with torchaudio, soxr or scipy, whichever imports."""
+    try:
+        import torch
+        import torchaudio.functional as taf
+    except Exception:  # torchaudio missing or broken (e.g. a CPU wheel without its libs)
+        pass
+    else:
+        return taf.resample(torch.from_numpy(audio), orig_sr, target_sr).numpy()
+    try:
+        import soxr
+    except ImportError:
+        pass
+    else:
+        return soxr.resample(audio, orig_sr, target_sr).astype(np.float32)
+    try:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+    except ImportError:
+        raise AudioFileError(f"{path}: sample rate {orig_sr} Hz needs resampling to "
+                             f"{target_sr} Hz but none of torchaudio, soxr, scipy imports; "
+                             f"convert it: sox {path} -r {target_sr} out.wav") from None
+    g = gcd(orig_sr, target_sr)
+    return resample_poly(audio, target_sr // g, orig_sr // g).astype(np.float32)
 
 
 def check_signal(wav: torch.Tensor, name: str) -> torch.Tensor:

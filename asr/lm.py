@@ -37,7 +37,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from nar.fileio import atomic_path
+from nar.base.files import atomic_path
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 #: ASR token-list entries that are not words of the LM

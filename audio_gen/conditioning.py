@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from audio_gen.transformer import BidirectionalTransformer
+from nar.base.tensors import length_mask
 
 BLANK, UNK = "<blank>", "<unk>"
 _WORD = re.compile(r"[a-z']+|[0-9]|[^\sa-z0-9']")
@@ -143,7 +144,7 @@ class CaptionEncoder(_NullMemory):
         memory (B, 1 + S, D), memory_valid (B, 1 + S)."""
         if text.numel() and (int(text.max()) >= self.vocab_size or int(text.min()) < 0):
             raise CaptionError(f"caption token id out of range [0, {self.vocab_size})")
-        valid = torch.arange(text.shape[1], device=text.device) < text_lengths[:, None]
+        valid = length_mask(text_lengths, text.shape[1])
         x = self.embed(text)
         if self.encoder is not None:
             x = self.encoder(x, valid)
@@ -167,7 +168,7 @@ class T5CaptionEncoder(_NullMemory):
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, text: Tensor, text_lengths: Tensor, keep: Optional[Tensor] = None):
-        valid = torch.arange(text.shape[1], device=text.device) < text_lengths[:, None]
+        valid = length_mask(text_lengths, text.shape[1])
         with torch.no_grad():
             hidden = self.t5(input_ids=text, attention_mask=valid.long()).last_hidden_state
         x = self.proj(hidden) * valid[..., None].to(hidden.dtype)

@@ -24,7 +24,8 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-from nar.fileio import atomic_open
+from nar.base.files import atomic_open
+from nar.base.kaldi import read_kaldi_map
 
 logger = logging.getLogger(__name__)
 
@@ -60,27 +61,13 @@ def as_mono_wave(wav, name: str) -> torch.Tensor:
     return wav
 
 
-def _read_map(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2:
-            raise AudioListError(f"{path}:{n}: expected '<key> <value>', got {line!r}")
-        if parts[0] in out:
-            raise AudioListError(f"{path}:{n}: duplicate key {parts[0]!r}")
-        out[parts[0]] = parts[1].strip()
-    return out
-
-
 def read_audio_list(data_dir: str | Path) -> list[AudioItem]:
     """The utterances of a data dir (``wav.scp`` [+ ``segments``]) in file order."""
     data_dir = Path(data_dir)
     scp = data_dir / "wav.scp"
     if not scp.is_file():
         raise AudioListError(f"{data_dir}: no wav.scp; is this a Kaldi/ESPnet data directory?")
-    wavs = _read_map(scp)
+    wavs = read_kaldi_map(scp, skip_blank_lines=True, error=AudioListError)
     for key, value in wavs.items():
         if value.endswith("|"):
             raise AudioListError(f"{scp}: {key}: piped commands are not supported here; "
@@ -89,7 +76,7 @@ def read_audio_list(data_dir: str | Path) -> list[AudioItem]:
     if not seg_file.is_file():
         return [AudioItem(k, v) for k, v in wavs.items()]
     items = []
-    for key, value in _read_map(seg_file).items():
+    for key, value in read_kaldi_map(seg_file, skip_blank_lines=True, error=AudioListError).items():
         rec, *times = value.split()
         if rec not in wavs or len(times) != 2:
             raise AudioListError(f"{seg_file}: {key}: expected '<utt> <recording in wav.scp> <start> <end>'")

@@ -81,7 +81,7 @@ from torch import nn
 from tqdm import tqdm
 
 from audio_gen.data import AudioItem, AudioListError, load_item
-from nar.fileio import save_torch, write_json
+from nar.base.files import save_torch, write_json
 
 logger = logging.getLogger(__name__)
 

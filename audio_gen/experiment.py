@@ -1,32 +1,65 @@
-"""Building models for ESPnet tasks and loading them back from training directories
-(``exp/<tag>``): token lists, model construction with defaults from the tokenizers, the
-checkpoint to use, paths recorded in ``config.yaml``, and the model itself. Shared by
-:mod:`audio_gen` and :mod:`tts` (tasks and inference).
+"""ESPnet tasks of the generation families (:mod:`audio_gen`, :mod:`tts`): the task base class
+both share, model construction with defaults from the tokenizers, and loading a trained model
+back from its experiment directory (``exp/<tag>``; the checkpoint by the one preference order
+of :mod:`nar.base.experiment`).
 """
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import logging
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
-import yaml
+from espnet2.tasks.abs_task import AbsTask
+from espnet2.train.trainer import Trainer
+from espnet2.utils.types import str_or_none
 
-#: checkpoints looked for in a training directory, in this order
-CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.loss.ave.pth", "valid.acc.best.pth", "valid.loss.best.pth",
-                    "latest.pth")
+from nar.base.experiment import find_checkpoint, read_config, resolve_path
+from nar.base.tokens import read_token_list
 
 
-def read_token_list(path: Union[str, Path], stage: str) -> list[str]:
-    """The tokens of a token-list file, one per line (empty lines skipped); a missing file says
-    which recipe ``stage`` writes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--token_list {path} does not exist (run the {stage} stage)")
-    with path.open(encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.rstrip("\n")]
+class TokenModelTask(AbsTask):
+    """The part of an ESPnet task that every token-generation family shares: one optimizer,
+    ESPnet's plain trainer, no preprocessing (the data are token dumps), the ``--token_list``
+    argument and ``--init`` (accepted for ESPnet compatibility, unused).
+
+    ``--token_list`` given as a file is read once, when training starts (:meth:`main_worker`),
+    and stored inline, so that ``config.yaml`` is self-contained; :meth:`build_model` never
+    changes ``args``. Subclasses set ``class_choices_list``, ``token_list_help`` and
+    ``token_list_stage`` and add their own arguments in :meth:`add_extra_arguments`.
+    """
+
+    num_optimizers: int = 1
+    trainer = Trainer
+    token_list_help = "token list (one token per line)"
+    token_list_stage = "token"
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Task related")
+        group.add_argument("--token_list", type=str_or_none, default=None, help=cls.token_list_help)
+        cls.add_extra_arguments(group)
+        group.add_argument("--init", type=str_or_none, default=None, help="unused (ESPnet compatibility)")
+        for class_choices in cls.class_choices_list:
+            class_choices.add_arguments(group)
+        return parser
+
+    @classmethod
+    def add_extra_arguments(cls, group) -> None:
+        """Task-specific arguments (tokenizer directories)."""
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
+        return None
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        if isinstance(args.token_list, str):  # config.yaml keeps the list itself, as ESPnet's ASR does
+            args.token_list = read_token_list(args.token_list, cls.token_list_stage)
+        super().main_worker(args)
 
 
 def construct_model(name: str, model_class, conf: dict, defaults: dict, hint: str):
@@ -48,40 +81,12 @@ def construct_model(name: str, model_class, conf: dict, defaults: dict, hint: st
     return model
 
 
-def find_checkpoint(model_dir: Union[str, Path], order: Sequence[str] = CHECKPOINT_ORDER) -> Path:
-    """The first of ``order`` in ``model_dir``, else the newest ``<N>epoch.pth``."""
-    model_dir = Path(model_dir)
-    for name in order:
-        if (model_dir / name).is_file():
-            return model_dir / name
-    epochs = sorted(model_dir.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
-    if epochs:
-        return epochs[-1]
-    raise FileNotFoundError(f"{model_dir}: no checkpoint ({', '.join(order)} or N epoch.pth)")
-
-
-def resolve_path(path: str, model_dir: Union[str, Path]) -> Path:
-    """A path from config.yaml: as written (relative to the working directory, as in the recipe),
-    else relative to the recipe directory two levels above ``exp/<tag>``."""
-    p, model_dir = Path(path), Path(model_dir)
-    if p.exists() or p.is_absolute():
-        return p
-    for base in (model_dir.parent.parent, model_dir.parent, model_dir):
-        if (base / p).exists():
-            return base / p
-    raise FileNotFoundError(f"{model_dir}/config.yaml names {path}, which does not exist here or under "
-                            f"{model_dir.parent.parent}")
-
-
 def load_trained(task, model_dir: Union[str, Path], model_file: Optional[Union[str, Path]] = None,
                  device: str = "cpu", path_keys: Sequence[str] = ()) -> tuple[torch.nn.Module, dict]:
     """Build the model of an ESPnet ``task`` from ``model_dir/config.yaml`` and a checkpoint.
-    ``path_keys``: config entries holding paths, resolved with :func:`resolve_path`."""
+    ``path_keys``: config entries holding paths, resolved with :func:`nar.base.experiment.resolve_path`."""
     model_dir = Path(model_dir)
-    config_file = model_dir / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} is missing: is {model_dir} a training directory?")
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config = read_config(model_dir)
     model_file = Path(model_file) if model_file else find_checkpoint(model_dir)
     for key in path_keys:
         if isinstance(config.get(key), str) and config[key]:
@@ -93,5 +98,6 @@ def load_trained(task, model_dir: Union[str, Path], model_file: Optional[Union[s
     state = torch.load(model_file, map_location="cpu")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{model_file} does not match {config_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"{model_file} does not match {model_dir / 'config.yaml'}: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
     return model.to(device).eval(), config

@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from audio_gen.conditioning import CaptionTokenizer, T5Tokens, pad_ids
 from audio_gen.data import as_mono_wave
-from audio_gen.experiment import load_trained, resolve_path
+from audio_gen.experiment import load_trained
+from nar.base.experiment import resolve_path
 from audio_gen.models.ar import DelayAR
 from audio_gen.models.magnet import MAGNeT
 from audio_gen.models.magnet import magnet_config as default_magnet_config

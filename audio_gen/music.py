@@ -55,7 +55,7 @@ import pretty_midi
 import soundfile as sf
 from tqdm import tqdm
 
-from nar.fileio import atomic_path, write_json, write_lines
+from nar.base.files import atomic_path, write_json, write_lines
 
 logger = logging.getLogger(__name__)
 

@@ -24,16 +24,15 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
-from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str_or_none
 
 from audio_gen.data import pad_collate
-from audio_gen.experiment import construct_model, read_token_list
+from audio_gen.experiment import TokenModelTask, construct_model
 from audio_gen.models.ar import DelayAR
 from audio_gen.models.magnet import MAGNeT
+from nar.base.tokens import read_token_list
 
 model_choices = ClassChoices("model", classes=dict(magnet=MAGNeT, ar=DelayAR), type_check=AbsESPnetModel,
                              default="magnet")
@@ -49,32 +48,21 @@ def acoustic_info(acoustic_dir) -> dict:
                 frame_rate=float(meta["frame_rate"]), sample_rate=int(meta["sample_rate"]))
 
 
-class TextToAudioTask(AbsTask):
+class TextToAudioTask(TokenModelTask):
     """ESPnet task for MAGNeT and the delay-pattern AR baseline."""
 
-    num_optimizers: int = 1
     class_choices_list = [model_choices]
-    trainer = Trainer
+    token_list_help = "caption token list (one token per line; the trained text encoder)"
+    token_list_stage = "caption-token"
 
     @classmethod
-    def add_task_arguments(cls, parser: argparse.ArgumentParser):
-        group = parser.add_argument_group(description="Task related")
-        group.add_argument("--token_list", type=str_or_none, default=None,
-                           help="caption token list (one token per line; the trained text encoder)")
+    def add_extra_arguments(cls, group) -> None:
         group.add_argument("--acoustic_tokenizer", type=str_or_none, default=None,
                            help="saved acoustic tokenizer directory (codebooks, sizes, rates)")
-        group.add_argument("--init", type=str_or_none, default=None, help="unused (ESPnet compatibility)")
-        for class_choices in cls.class_choices_list:
-            class_choices.add_arguments(group)
-        return parser
 
     @classmethod
     def build_collate_fn(cls, args: argparse.Namespace, train: bool) -> Callable:
         return pad_collate
-
-    @classmethod
-    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
-        return None
 
     @classmethod
     def required_data_names(cls, train: bool = True, inference: bool = False) -> tuple[str, ...]:
@@ -92,8 +80,6 @@ class TextToAudioTask(AbsTask):
         if conf.get("text_encoder", "transformer") == "transformer":
             if args.token_list is None:
                 raise ValueError(f"model {name} with the trained text encoder needs --token_list (caption tokens)")
-            if isinstance(args.token_list, str):
-                args.token_list = read_token_list(args.token_list, "caption-token")
-            conf["vocab_size"] = len(args.token_list)
+            conf["vocab_size"] = len(read_token_list(args.token_list, "caption-token"))
         return construct_model(name, model_choices.get_class(name), conf, defaults,
                                "give --acoustic_tokenizer or the codec sizes in model_conf")

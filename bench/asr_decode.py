@@ -359,7 +359,7 @@ def main(argv=None) -> int:
         return 0
 
     from asr.audio import as_waveform
-    from asr.data.kaldi import read_kaldi_map
+    from nar.base.kaldi import read_kaldi_map
     from asr.inference import Speech2Text
 
     for name in ("wav.scp", "text"):

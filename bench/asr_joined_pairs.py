@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from asr.audio import as_waveform
-    from asr.data.kaldi import read_kaldi_map
+    from nar.base.kaldi import read_kaldi_map
     from asr.inference import Speech2Text
     from asr.scoring import score
 

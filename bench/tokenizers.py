@@ -297,7 +297,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
 
-    from asr.data.kaldi import read_kaldi_map
+    from nar.base.kaldi import read_kaldi_map
     from asr.inference import Speech2Text
 
     items = read_audio_list(args.data_dir)

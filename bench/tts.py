@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from asr.data.kaldi import read_kaldi_map  # noqa: E402
+from nar.base.kaldi import read_kaldi_map  # noqa: E402
 from audio_gen.data import load_item, read_audio_list  # noqa: E402
 from tts.bin.synthesize import add_decoding_args, decoding_configs, plan  # noqa: E402
 from tts.inference import Text2Speech  # noqa: E402

@@ -17,7 +17,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from nar.ctc import check_lengths, check_log_probs, check_tensor, collapse_mask
+from nar.base.checks import check_int, check_lengths, check_number, check_tensor
+from nar.base.tensors import length_mask
+from nar.ctc import check_log_probs, collapse_mask
 from nar.masking import Generators, uniform_noise
 
 
@@ -52,7 +54,7 @@ def _check_targets(log_probs: Tensor, lengths: Tensor, targets, target_lengths, 
     target_lengths = check_lengths(target_lengths, batch, targets.shape[1], "target_lengths",
                                    device=log_probs.device)
     targets = targets.to(device=log_probs.device, dtype=torch.long)
-    valid = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
+    valid = length_mask(target_lengths, targets.shape[1])
     bad = valid & ((targets < 0) | (targets >= vocab))
     if bool(bad.any()):
         b, i = bad.nonzero()[0].tolist()
@@ -232,7 +234,7 @@ def forced_align(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
         raise ValueError(f"log_probs[{b}] gives every alignment of targets[{b}] probability 0")
     path = _viterbi_backtrace(scores, from_prev, from_skip, lengths, num_states)  # (T, B)
     labels = states.T.gather(0, path).T  # (B, T)
-    valid = torch.arange(frames, device=log_probs.device) < lengths[:, None]
+    valid = length_mask(lengths, frames)
     labels = labels.masked_fill(~valid, blank)
     frame_scores = log_probs.gather(2, labels[:, :, None])[:, :, 0].masked_fill(~valid, 0.0)
     return labels, frame_scores
@@ -245,8 +247,7 @@ def _check_alignment(labels, lengths, blank: int) -> Tensor:
     check_tensor(labels, "labels", 2, "int", "(B, T)")
     if labels.shape[0] == 0:
         raise ValueError(f"labels is an empty batch (shape {tuple(labels.shape)})")
-    if isinstance(blank, bool) or not isinstance(blank, int):
-        raise TypeError(f"blank must be an int, got {type(blank).__name__}")
+    check_int(blank, "blank")
     return check_lengths(lengths, labels.shape[0], labels.shape[1], device=labels.device)
 
 
@@ -269,7 +270,7 @@ def token_spans(labels: Tensor, lengths: Tensor, frame_scores: Optional[Tensor] 
     labels = labels.long()
     starts = collapse_mask(labels, lengths, blank)  # (B, T)
     nxt = torch.cat([labels[:, 1:], labels.new_full((batch, 1), blank)], 1)
-    valid = torch.arange(frames, device=labels.device) < lengths[:, None]
+    valid = length_mask(lengths, frames)
     last_frame = torch.arange(frames, device=labels.device) == (lengths - 1)[:, None]
     ends = valid & (labels != blank) & ((labels != nxt) | last_frame)  # (B, T) last frame of span
     means = None
@@ -296,8 +297,7 @@ def token_spans(labels: Tensor, lengths: Tensor, frame_scores: Optional[Tensor] 
 
 def spans_to_timestamps(spans: list, frame_shift: float) -> list:
     """Convert token spans to ``(start_seconds, end_seconds)`` given the frame shift in seconds."""
-    if not isinstance(frame_shift, (int, float)) or isinstance(frame_shift, bool) or frame_shift <= 0:
-        raise ValueError(f"frame_shift must be a positive number of seconds, got {frame_shift!r}")
+    check_number(frame_shift, "frame_shift", 0.0, strict=True)
     for span in spans:
         if not isinstance(span, TokenSpan):
             raise TypeError(f"spans must hold TokenSpan items, got {type(span).__name__}")
@@ -307,14 +307,6 @@ def spans_to_timestamps(spans: list, frame_shift: float) -> list:
 # --------------------------------------------------------------------------------------------
 # CASS-NAT trigger masks
 # --------------------------------------------------------------------------------------------
-def _check_widen(left, right) -> None:
-    for name, value in (("left", left), ("right", right)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-
-
 def trigger_mask(labels: Tensor, lengths: Tensor, left: int = 0, right: int = 0,
                  blank: int = 0) -> tuple[Tensor, Tensor]:
     """CASS-NAT trigger mask: which frames each token (and the end-of-sentence slot) may attend.
@@ -337,7 +329,8 @@ def trigger_mask(labels: Tensor, lengths: Tensor, left: int = 0, right: int = 0,
         number of tokens L_b (each item uses L_b + 1 rows, the last for end of sentence).
     """
     lengths = _check_alignment(labels, lengths, blank)
-    _check_widen(left, right)
+    check_int(left, "left", 0)
+    check_int(right, "right", 0)
     if bool((lengths == 0).any()):
         item = int((lengths == 0).nonzero()[0])
         raise ValueError(f"lengths must be >= 1 for trigger_mask, got lengths[{item}] = 0")
@@ -390,17 +383,15 @@ def error_based_sampling(log_probs: Tensor, lengths: Tensor, num: int = 16, thre
         ``blank``); ``token_counts`` (B * N,) number of tokens of each copy.
     """
     lengths = check_log_probs(log_probs, lengths, blank)
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be a positive int, got {num!r}")
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    check_int(num, "num", 1)
+    check_number(threshold, "threshold", 0.0, 1.0)
     batch, frames, vocab = log_probs.shape
     if vocab < 2:
         raise ValueError(f"log_probs needs V >= 2 to sample from the top 2, got V = {vocab}")
     top_v, top_i = log_probs.topk(2, dim=-1)  # (B, T, 2)
     greedy = log_probs.argmax(-1)  # first maximum on ties, as ctc_greedy_search
     second = torch.where(top_i[..., 0] == greedy, top_i[..., 1], top_i[..., 0])
-    valid = torch.arange(frames, device=log_probs.device) < lengths[:, None]  # (B, T)
+    valid = length_mask(lengths, frames)  # (B, T)
     uncertain = (top_v[..., 0].exp() < threshold) & valid  # (B, T)
     noise = uniform_noise((batch, frames, num - 1), lengths, generator, device=log_probs.device)
     flip = (noise < 0.5) & uncertain[..., None]  # (B, T, N - 1)

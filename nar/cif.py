@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nar.ctc import check_lengths, check_tensor
+from nar.base.checks import check_lengths, check_number, check_tensor
+from nar.base.tensors import length_mask
 
 #: Reductions accepted by :func:`quantity_loss`.
 REDUCTIONS = ("mean", "sum", "none")
@@ -51,14 +52,6 @@ class CIFOutput:
     alphas: Tensor
 
 
-def _check_number(value, name: str, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if value < minimum or (strict and value == minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
-    return float(value)
-
-
 def _check_alphas(alphas, lengths, batch: Optional[int] = None) -> Tensor:
     check_tensor(alphas, "alphas", 2, "float", "(B, T)")
     if alphas.shape[0] == 0:
@@ -66,7 +59,7 @@ def _check_alphas(alphas, lengths, batch: Optional[int] = None) -> Tensor:
     if batch is not None and alphas.shape[0] != batch:
         raise ValueError(f"alphas must have batch size {batch}, got shape {tuple(alphas.shape)}")
     lengths = check_lengths(lengths, alphas.shape[0], alphas.shape[1], device=alphas.device)
-    valid = torch.arange(alphas.shape[1], device=alphas.device) < lengths[:, None]
+    valid = length_mask(lengths, alphas.shape[1])
     bad = valid & ~(alphas >= 0)  # negative or NaN
     if bool(bad.any()):
         b, t = bad.nonzero()[0].tolist()
@@ -128,8 +121,8 @@ def token_count(alphas: Tensor, lengths: Tensor, threshold: float = 1.0,
         Tensor: (B,) int64.
     """
     lengths = _check_alphas(alphas, lengths)
-    threshold = _check_number(threshold, "threshold", 0.0, strict=True)
-    tail_threshold = _check_number(tail_threshold, "tail_threshold", 0.0, strict=False)
+    threshold = check_number(threshold, "threshold", 0.0, strict=True)
+    tail_threshold = check_number(tail_threshold, "tail_threshold", 0.0, strict=False)
     _, csum = _integrate(alphas, lengths, threshold, None, tail_threshold)
     return _count_fires(csum[:, -1], threshold)
 
@@ -140,7 +133,7 @@ def _token_frames(csum: Tensor, counts: Tensor, lengths: Tensor, threshold: floa
     starts = torch.searchsorted(csum, (k * threshold).expand(csum.shape[0], -1).contiguous(), right=True)
     ends = torch.searchsorted(csum, ((k + 1) * threshold).expand(csum.shape[0], -1).contiguous())
     last = (lengths - 1).clamp(min=0)[:, None]
-    real = torch.arange(max_l, device=csum.device) < counts[:, None]
+    real = length_mask(counts, max_l)
     starts = torch.minimum(starts, last).masked_fill(~real, -1)
     ends = torch.minimum(ends, last).masked_fill(~real, -1)
     return starts, ends
@@ -156,7 +149,7 @@ def _embeddings(hidden: Tensor, csum: Tensor, lengths: Tensor, counts: Tensor, t
     Tokens that never fire go to one spare bag per item, dropped at the end.
     """
     batch, frames, dim = hidden.shape
-    valid = (torch.arange(frames, device=hidden.device) < lengths[:, None]).double()  # (B, T)
+    valid = length_mask(lengths, frames).double()  # (B, T)
     c_now = csum[:, :frames, None]  # (B, T, 1) c_t
     c_prev = F.pad(csum[:, :-1], (1, 0))[:, :frames, None]  # (B, T, 1) c_{t-1}
     token = _count_fires(c_prev, threshold)  # (B, T, 1) token in progress when frame t starts
@@ -208,8 +201,8 @@ def cif(hidden: Optional[Tensor], alphas: Tensor, lengths: Tensor, threshold: fl
         if hidden.shape[:2] != alphas.shape:
             raise ValueError(f"hidden must have shape ({batch}, {frames}, D) to match alphas, "
                              f"got {tuple(hidden.shape)}")
-    threshold = _check_number(threshold, "threshold", 0.0, strict=True)
-    tail_threshold = _check_number(tail_threshold, "tail_threshold", 0.0, strict=False)
+    threshold = check_number(threshold, "threshold", 0.0, strict=True)
+    tail_threshold = check_number(tail_threshold, "tail_threshold", 0.0, strict=False)
     if target_lengths is not None:
         target_lengths = check_lengths(target_lengths, batch, 2 ** 62, "target_lengths", alphas.device)
         if tail_threshold > 0:
@@ -246,7 +239,7 @@ def quantity_loss(alphas: Tensor, lengths: Tensor, target_lengths: Tensor,
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     target_lengths = check_lengths(target_lengths, alphas.shape[0], 2 ** 62, "target_lengths",
                                    alphas.device)
-    valid = torch.arange(alphas.shape[1], device=alphas.device) < lengths[:, None]
+    valid = length_mask(lengths, alphas.shape[1])
     loss = (alphas.masked_fill(~valid, 0.0).sum(1) - target_lengths.to(alphas.dtype)).abs()
     if reduction == "mean":
         return loss.mean()
@@ -273,9 +266,8 @@ def fire_timestamps(token_starts: Tensor, token_ends: Tensor, token_lengths: Ten
         raise ValueError(f"token_starts {tuple(token_starts.shape)} and token_ends "
                          f"{tuple(token_ends.shape)} must have the same shape")
     counts = check_lengths(token_lengths, token_starts.shape[0], token_starts.shape[1], "token_lengths")
-    shift = _check_number(frame_shift, "frame_shift", 0.0, strict=True)
-    if isinstance(offset, bool) or not isinstance(offset, (int, float)):
-        raise TypeError(f"offset must be a number, got {offset!r}")
+    shift = check_number(frame_shift, "frame_shift", 0.0, strict=True)
+    check_number(offset, "offset")
     out = []
     for s_row, e_row, n in zip(token_starts.tolist(), token_ends.tolist(), counts.tolist()):
         out.append([(s * shift + offset, (e + 1) * shift + offset) for s, e in zip(s_row[:n], e_row[:n])])

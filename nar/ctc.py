@@ -6,9 +6,8 @@ per frame.
 Both searches read ``log_probs`` of shape (B, T, V) with per-utterance ``lengths`` (B,); frames at
 or beyond an utterance's length are ignored, so a padded batch decodes exactly like its items.
 
-This module also holds the input checks the rest of :mod:`nar` shares (:func:`check_lengths`,
-:func:`check_log_probs`): every public function validates its tensors and raises ``ValueError`` or
-``TypeError`` naming the argument and the offending value.
+:func:`check_log_probs` is the input check of every function that reads CTC posteriors; the
+generic validators are in :mod:`nar.base.checks`.
 """
 
 from __future__ import annotations
@@ -20,6 +19,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from nar.base.checks import check_int, check_lengths, check_tensor
+from nar.base.tensors import length_mask
+
 #: Signature of the external language-model hook of :func:`ctc_prefix_beam_search`.
 LMScoreFn = Callable[[list, Tensor], Tensor]
 
@@ -27,55 +29,6 @@ LMScoreFn = Callable[[list, Tensor], Tensor]
 _HASH_MOD = (2_147_483_647, 2_147_483_629)
 _HASH_MUL = (1_000_003, 911_382_323)
 NO_LABEL = -1  # "no label": the last label of an empty prefix, the emission of a stay step
-
-
-# --------------------------------------------------------------------------------------------
-# Shared input checks
-# --------------------------------------------------------------------------------------------
-def check_tensor(value, name: str, ndim: int, kind: str, shape_doc: str) -> Tensor:
-    """Check that ``value`` is a tensor of rank ``ndim`` and dtype kind ``kind``.
-
-    ``kind`` is ``"float"`` (floating point), ``"int"`` (integer, not bool) or ``"bool"``.
-    ``shape_doc`` (e.g. ``"(B, T, V)"``) is used in the error message. Returns ``value``.
-    """
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(value).__name__}")
-    if value.dim() != ndim:
-        raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(value.shape)}")
-    ok = {
-        "float": value.is_floating_point(),
-        "int": not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool,
-        "bool": value.dtype == torch.bool,
-    }[kind]
-    if not ok:
-        raise TypeError(f"{name} must have a {kind} dtype, got {value.dtype}")
-    return value
-
-
-def check_lengths(lengths, batch: int, max_len: int, name: str = "lengths", device=None) -> Tensor:
-    """Validate a (B,) integer lengths tensor with values in [0, max_len]; return it as int64.
-
-    Args:
-        lengths (Tensor): shape (B,), integer dtype.
-        batch (int): expected B.
-        max_len (int): largest allowed value (the padded size of the matching tensor).
-        name (str): argument name used in error messages.
-        device: device to move the result to (default: unchanged).
-    """
-    check_tensor(lengths, name, 1, "int", "(B,)")
-    if lengths.numel() != batch:
-        raise ValueError(f"{name} must have shape ({batch},) to match the batch, got {tuple(lengths.shape)}")
-    lengths = lengths.to(device=device if device is not None else lengths.device, dtype=torch.long)
-    if batch == 0:
-        return lengths
-    lo, hi = int(lengths.min()), int(lengths.max())
-    if lo < 0:
-        item = int(torch.argmin(lengths))
-        raise ValueError(f"{name} must be >= 0, got {name}[{item}] = {lo}")
-    if hi > max_len:
-        item = int(torch.argmax(lengths))
-        raise ValueError(f"{name}[{item}] = {hi} is longer than the padded size {max_len}")
-    return lengths
 
 
 def check_log_probs(log_probs, lengths, blank: int, name: str = "log_probs") -> Tensor:
@@ -90,23 +43,14 @@ def check_log_probs(log_probs, lengths, blank: int, name: str = "log_probs") -> 
         raise ValueError(f"{name} is an empty batch (shape {tuple(log_probs.shape)})")
     if vocab == 0:
         raise ValueError(f"{name} has an empty vocabulary (shape {tuple(log_probs.shape)})")
-    if isinstance(blank, bool) or not isinstance(blank, int):
-        raise TypeError(f"blank must be an int, got {type(blank).__name__}")
+    check_int(blank, "blank")
     if not 0 <= blank < vocab:
         raise ValueError(f"blank must be in [0, {vocab}) for V = {vocab}, got blank = {blank}")
     lengths = check_lengths(lengths, batch, frames, "lengths", device=log_probs.device)
-    valid = torch.arange(frames, device=log_probs.device) < lengths[:, None]  # (B, T)
+    valid = length_mask(lengths, frames)  # (B, T)
     if bool(torch.isnan(log_probs.amax(-1)).logical_and(valid).any()):  # amax propagates NaN
         raise ValueError(f"{name} contains NaN inside the valid frames")
     return lengths
-
-
-def _check_positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +77,7 @@ def collapse_mask(labels: Tensor, lengths: Tensor, blank: int) -> Tensor:
     A frame starts a token when it is valid, not blank, and differs from the previous frame.
     """
     frames = labels.shape[1]
-    valid = torch.arange(frames, device=labels.device) < lengths[:, None]  # (B, T)
+    valid = length_mask(lengths, frames)  # (B, T)
     prev = torch.cat([labels.new_full((labels.shape[0], 1), NO_LABEL), labels[:, :-1]], 1)  # (B, T)
     return valid & (labels != blank) & (labels != prev)
 
@@ -153,7 +97,7 @@ def ctc_greedy_search(log_probs: Tensor, lengths: Tensor, blank: int = 0) -> CTC
     """
     lengths = check_log_probs(log_probs, lengths, blank)
     best, labels = log_probs.max(dim=-1)  # (B, T), (B, T)
-    valid = torch.arange(log_probs.shape[1], device=log_probs.device) < lengths[:, None]
+    valid = length_mask(lengths, log_probs.shape[1])
     labels = labels.masked_fill(~valid, blank)
     scores = best.masked_fill(~valid, 0.0).sum(dim=-1)  # (B,)
     keep = collapse_mask(labels, lengths, blank)  # (B, T)
@@ -353,8 +297,8 @@ def ctc_prefix_beam_search(log_probs: Tensor, lengths: Tensor, beam_size: int = 
         element's position in the tensor), so only exact near-ties could order differently.
     """
     lengths = check_log_probs(log_probs, lengths, blank)
-    _check_positive_int(beam_size, "beam_size")
-    _check_positive_int(nbest, "nbest")
+    check_int(beam_size, "beam_size", 1)
+    check_int(nbest, "nbest", 1)
     if nbest > beam_size:
         raise ValueError(f"nbest must be <= beam_size = {beam_size}, got nbest = {nbest}")
     if lm_score_fn is not None and not callable(lm_score_fn):
@@ -384,7 +328,7 @@ def _frame_candidates(log_probs: Tensor, lengths: Tensor, blank: int, beam_size:
     """
     frames, vocab = log_probs.shape[1:]
     dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
-    pad = torch.arange(frames, device=log_probs.device)[None, :] >= lengths[:, None]  # (B, T)
+    pad = ~length_mask(lengths, frames)  # (B, T)
     lp = log_probs.to(dtype).masked_fill(pad[:, :, None], -math.inf)
     lp[..., blank] = lp[..., blank].masked_fill(pad, 0.0)
     top_v, top_i = lp.sort(dim=-1, descending=True, stable=True)

@@ -28,7 +28,8 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from nar.ctc import check_lengths, check_tensor
+from nar.base.checks import check_int, check_lengths, check_tensor
+from nar.base.tensors import length_mask
 from nar.masking import SCHEDULES, Generators, schedule, uniform_noise
 
 NEVER_REMASK = math.inf  #: confidence of units that must keep their token
@@ -113,9 +114,9 @@ class MaskPredictConfig:
         steps = (self.steps,) if isinstance(self.steps, int) else tuple(self.steps)
         if not steps or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in steps):
             raise ValueError(f"steps must be a positive int or a tuple of them, got {self.steps!r}")
-        _int(self.mask_id, "mask_id", 0)
-        _int(self.span_len, "span_len", 1)
-        _int(self.top_k, "top_k", 0)
+        check_int(self.mask_id, "mask_id", 0)
+        check_int(self.span_len, "span_len", 1)
+        check_int(self.top_k, "top_k", 0)
         for name in ("confidence_noise", "temperature", "min_temperature", "cfg_rescale"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -134,12 +135,6 @@ class MaskPredictConfig:
             raise ValueError(f"steps has {len(self.steps)} entries but the tokens have "
                              f"K = {stages} codebooks")
         return tuple(self.steps)
-
-
-def _int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,7 +395,7 @@ def mask_predict(forward: Callable, init_tokens: Tensor, config: MaskPredictConf
     pin = torch.zeros_like(tokens, dtype=torch.bool) if pinned is None else (
         pinned[:, None] if squeeze else pinned).to(tokens.device)
     batch, stages, size = tokens.shape
-    valid = torch.arange(size, device=tokens.device) < lengths[:, None]  # (B, T)
+    valid = length_mask(lengths, size)  # (B, T)
     gen = valid[:, None, :] & ~pin  # (B, K, T) positions to generate
     tokens = tokens.masked_fill(gen, config.mask_id)
     masked = gen.clone()

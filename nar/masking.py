@@ -17,7 +17,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from nar.ctc import check_lengths, check_tensor
+from nar.base.checks import check_int, check_lengths, check_number, check_tensor
+from nar.base.tensors import length_mask
 
 #: ``None``, one generator, or one generator per batch item.
 Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
@@ -81,7 +82,7 @@ def choose_positions(lengths: Tensor, counts: Tensor, noise: Tensor) -> Tensor:
             (ties by position).
     """
     batch, size = noise.shape
-    valid = torch.arange(size, device=noise.device) < lengths[:, None]
+    valid = length_mask(lengths, size)
     keys = noise.masked_fill(~valid, 2.0)  # padding sorts last
     order = keys.argsort(dim=1, stable=True)
     positions = torch.arange(size, device=noise.device).expand(batch, -1)
@@ -170,8 +171,7 @@ def span_starts_for_rate(lengths: Tensor, rate, span_len: int) -> Tensor:
         the expected rate is exactly ``rate``.)
     """
     lengths = _check_batch_lengths(lengths)
-    if isinstance(span_len, bool) or not isinstance(span_len, int) or span_len < 1:
-        raise ValueError(f"span_len must be a positive int, got {span_len!r}")
+    check_int(span_len, "span_len", 1)
     rate = _check_rate(rate, lengths.numel(), lengths.device)
     cands = lengths + span_len - 1
     table = span_rate_table(lengths.clamp(min=1), span_len)  # (B, U + 1)
@@ -199,8 +199,7 @@ def _check_max_len(lengths: Tensor, max_len) -> int:
     longest = int(lengths.max()) if lengths.numel() else 0
     if max_len is None:
         return longest
-    if isinstance(max_len, bool) or not isinstance(max_len, int):
-        raise TypeError(f"max_len must be an int, got {type(max_len).__name__}")
+    check_int(max_len, "max_len")
     if max_len < longest:
         raise ValueError(f"max_len = {max_len} is shorter than the longest length {longest}")
     return max_len
@@ -232,8 +231,7 @@ def span_mask(lengths: Tensor, rate, span_len: int, generator: Generators = None
         Tensor: (B, T) bool, True = masked; False beyond each length.
     """
     lengths = _check_batch_lengths(lengths)
-    if isinstance(span_len, bool) or not isinstance(span_len, int) or span_len < 1:
-        raise ValueError(f"span_len must be a positive int, got {span_len!r}")
+    check_int(span_len, "span_len", 1)
     size = _check_max_len(lengths, max_len)
     batch, device = lengths.numel(), lengths.device
     rate = _check_rate(rate, batch, device)
@@ -289,9 +287,8 @@ def glancing_mask(predictions: Tensor, targets: Tensor, target_lengths: Tensor, 
         raise ValueError(f"targets is an empty batch (shape {tuple(targets.shape)})")
     batch, size = targets.shape
     lengths = check_lengths(target_lengths, batch, size, "target_lengths", device=targets.device)
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
-    valid = torch.arange(size, device=targets.device) < lengths[:, None]
+    check_number(ratio, "ratio", 0.0, 1.0)
+    valid = length_mask(lengths, size)
     correct = ((predictions.to(targets.device) == targets) & valid).sum(1)  # (B,)
     counts = torch.round((lengths - correct).double() * ratio).long()
     noise = uniform_noise((batch, size), lengths, generator, device=targets.device)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nar.fileio import write_json
+from nar.base.files import write_json
 from tts.text import BOUNDARY
 
 FORMAT = "nar-speech phone duration model"

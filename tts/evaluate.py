@@ -76,7 +76,7 @@ import torch
 import torchaudio.functional as taf
 from tqdm import tqdm
 
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from asr.data.text import normalize_text
 from asr.scoring import score
 

@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import torch
 
 from audio_gen.tokenizers.kmeans import kmeans, nearest
-from nar.fileio import save_torch, write_json
+from nar.base.files import save_torch, write_json
+from nar.base.tensors import length_mask
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class SemanticTokenizer:
         f, n = self.features(list(wavs))
         b, t, d = f.shape
         codes = self.quantize(f)  # (B, T)
-        valid = torch.arange(t)[None, :] < n.cpu()[:, None]
+        valid = length_mask(n.cpu(), t)
         return codes.masked_fill(~valid, 0), n.cpu().long()
 
     def save(self, directory: Union[str, Path]) -> Path:

@@ -31,14 +31,13 @@ from typing import Any, Callable, Collection, Optional
 
 import numpy as np
 import torch
-from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
-from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str_or_none
 
 from audio_gen.data import pad_collate
-from audio_gen.experiment import construct_model, read_token_list
+from audio_gen.experiment import TokenModelTask, construct_model
+from nar.base.tokens import read_token_list
 from tts.models.maskgct import S2AModel, T2SModel
 
 model_choices = ClassChoices("model", classes=dict(t2s=T2SModel, s2a=S2AModel), type_check=AbsESPnetModel,
@@ -74,34 +73,23 @@ def tokenizer_info(semantic_dir: Optional[str], acoustic_dir: Optional[str]) -> 
     return info
 
 
-class MaskGCTTask(AbsTask):
+class MaskGCTTask(TokenModelTask):
     """ESPnet task for the MaskGCT T2S and S2A models."""
 
-    num_optimizers: int = 1
     class_choices_list = [model_choices]
-    trainer = Trainer
+    token_list_help = "phone token list (one symbol per line; required for t2s)"
+    token_list_stage = "phoneme"
 
     @classmethod
-    def add_task_arguments(cls, parser: argparse.ArgumentParser):
-        group = parser.add_argument_group(description="Task related")
-        group.add_argument("--token_list", type=str_or_none, default=None,
-                           help="phone token list (one symbol per line; required for t2s)")
+    def add_extra_arguments(cls, group) -> None:
         group.add_argument("--semantic_tokenizer", type=str_or_none, default=None,
                            help="saved semantic tokenizer directory (vocabulary size, frame rate)")
         group.add_argument("--acoustic_tokenizer", type=str_or_none, default=None,
                            help="saved acoustic tokenizer directory (s2a: codebooks, frame rate)")
-        group.add_argument("--init", type=str_or_none, default=None, help="unused (ESPnet compatibility)")
-        for class_choices in cls.class_choices_list:
-            class_choices.add_arguments(group)
-        return parser
 
     @classmethod
     def build_collate_fn(cls, args: argparse.Namespace, train: bool) -> Callable:
         return collate
-
-    @classmethod
-    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
-        return None
 
     @classmethod
     def required_data_names(cls, train: bool = True, inference: bool = False) -> tuple[str, ...]:
@@ -118,9 +106,7 @@ class MaskGCTTask(AbsTask):
         if name == "t2s":
             if args.token_list is None:
                 raise ValueError("model t2s needs --token_list (the phone token list)")
-            if isinstance(args.token_list, str):
-                args.token_list = read_token_list(args.token_list, "phoneme")
-            conf["num_phones"] = len(args.token_list)
+            conf["num_phones"] = len(read_token_list(args.token_list, "phoneme"))
         return construct_model(name, model_choices.get_class(name), conf,
                            tokenizer_info(args.semantic_tokenizer, getattr(args, "acoustic_tokenizer", None)),
                            "give the tokenizers (--semantic_tokenizer, --acoustic_tokenizer) or the sizes in model_conf")

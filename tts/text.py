@@ -46,7 +46,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from nar.fileio import write_lines
+from nar.base.files import write_lines
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from nar.fileio import save_torch
+from nar.base.files import save_torch
 
 
 def average(paths: list[str]) -> dict[str, torch.Tensor]:

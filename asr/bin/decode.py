@@ -30,7 +30,7 @@ import torch
 import yaml
 
 from asr.audio import as_waveform
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from asr.longform import DEFAULT_BATCH_SECONDS
 from asr.speaker_warp import check_warps
 

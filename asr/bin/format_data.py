@@ -17,7 +17,7 @@ from pathlib import Path
 
 import soundfile
 
-from asr.data.kaldi import DataDirError, read_data_dir, validate_data_dir, write_data_dir
+from nar.base.kaldi import DataDirError, read_data_dir, validate_data_dir, write_data_dir
 
 
 def main(argv=None) -> None:

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from asr.scoring import format_group_table, score, score_by_group
 
 

@@ -30,9 +30,9 @@ import torch
 from asr.audio import as_waveform
 from asr.bin.average_checkpoints import average
 from asr.bin.decode import apply_ngram_file, load_decode_config
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from asr.inference import Speech2Text, epoch_checkpoints
-from nar.fileio import save_torch, write_json
+from nar.base.files import save_torch, write_json
 
 METRICS = ("cer", "wer")
 

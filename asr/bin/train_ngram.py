@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from asr.lm import ASR_SPECIAL, NgramLM, train_ngram
 from asr.task import read_token_list
 

@@ -48,7 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> list[dict]:
     args = get_parser().parse_args(argv)
     from asr.audio import as_waveform
-    from asr.data.kaldi import read_kaldi_map
+    from nar.base.kaldi import read_kaldi_map
     from asr.inference import Speech2Text
     from asr.lm import NgramLM
     from asr.scoring import score

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import yaml
 
-from nar.fileio import atomic_open, save_torch
+from nar.base.files import atomic_open, save_torch
 
 PathLike = Union[str, Path]
 

@@ -25,9 +25,9 @@ from typing import Sequence
 
 import soundfile as sf
 
-from asr.data.kaldi import validate_data_dir, write_data_dir
+from nar.base.kaldi import validate_data_dir, write_data_dir
 from asr.data.text import MissingToolError, normalize_text
-from nar.fileio import atomic_path
+from nar.base.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -47,9 +47,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 import soundfile as sf
 
 from asr.data.formant import warp_formants
-from asr.data.kaldi import read_kaldi_map, validate_data_dir, write_data_dir
+from nar.base.kaldi import read_kaldi_map, validate_data_dir, write_data_dir
 from asr.data.text import MissingToolError, Sentence, load_sentences
-from nar.fileio import atomic_path, write_json, write_lines
+from nar.base.files import atomic_path, write_json, write_lines
 
 logger = logging.getLogger(__name__)
 

@@ -60,8 +60,8 @@ from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from asr.models.ctc import CTCModel, EncoderOutput
-from asr.models.padding import valid_mask as _valid_mask
 from nar.align import error_based_sampling, forced_align, token_spans, trigger_mask
+from nar.base.tensors import length_mask
 
 RANKERS = ("ar", "nar")
 
@@ -189,13 +189,13 @@ class CassNATDecoder(AbsDecoder):
         -> logits (B, L + 1, V) and slot counts (B,) = L_b + 1."""
         slots = token_lengths + 1
         x = self.tae(hs_pad, trigger)
-        tgt_mask = _valid_mask(slots, x.size(1))[:, None, :]  # (B, 1, L + 1)
+        tgt_mask = length_mask(slots, x.size(1))[:, None, :]  # (B, 1, L + 1)
         for layer in self.self_blocks:
             x, _ = layer(x, tgt_mask)
         if self.src_trigger:
             memory_mask = trigger
         else:
-            memory_mask = _valid_mask(hlens, hs_pad.size(1))[:, None, :]  # (B, 1, T)
+            memory_mask = length_mask(hlens, hs_pad.size(1))[:, None, :]  # (B, 1, T)
         for layer in self.mix_blocks:
             x, _, _, _ = layer(x, tgt_mask, hs_pad, memory_mask)
         return self.output_layer(self.after_norm(x)), slots
@@ -354,7 +354,7 @@ class CassNATModel(CTCModel):
     @staticmethod
     def alignable(enc_lengths: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
         """(B,) bool: the reference fits a CTC path (L + repeated neighbours <= T)."""
-        valid = _valid_mask(text_lengths, text.size(1))
+        valid = length_mask(text_lengths, text.size(1))
         prev = torch.nn.functional.pad(text, (1, 0), value=-2)[:, :-1]
         repeats = (valid & (text == prev)).sum(1)
         return (text_lengths + repeats <= enc_lengths) & (text_lengths > 0)
@@ -438,7 +438,7 @@ class CassNATModel(CTCModel):
         lengths = enc.lengths.clamp(min=1)  # an item with no frame decodes its padding frame, then is emptied
         if num == 1:
             labels = log_probs.argmax(-1)
-            labels = labels.masked_fill(~_valid_mask(lengths, labels.size(1)), self.blank_id)
+            labels = labels.masked_fill(~length_mask(lengths, labels.size(1)), self.blank_id)
         else:
             labels, _ = error_based_sampling(log_probs, lengths, num, threshold, self.blank_id, generator)
         hidden = enc.hidden.repeat_interleave(num, 0)
@@ -447,14 +447,14 @@ class CassNATModel(CTCModel):
         # The alignment fixes the token count: slots 0 .. L-1 are tokens, slot L is <eos>. An
         # <eos> argmax before slot L would silently drop the rest of the utterance (seen on
         # inputs longer than the training utterances), so <eos> is excluded from those slots.
-        token_slot = _valid_mask(counts, dec_logp.size(1))  # (B * N, L + 1)
+        token_slot = length_mask(counts, dec_logp.size(1))  # (B * N, L + 1)
         eos_col = torch.zeros(dec_logp.size(-1), dtype=torch.bool, device=dec_logp.device)
         eos_col[self.eos] = True
         dec_logp = dec_logp.masked_fill(token_slot[:, :, None] & eos_col, float("-inf"))
         best_logp, best = dec_logp.max(-1)  # (B * N, L + 1)
         hyps = [best[i, : int(counts[i])].tolist() for i in range(batch * num)]
         slots = counts + 1
-        nar = best_logp.masked_fill(~_valid_mask(slots, best_logp.size(1)), 0.0).sum(1) / slots
+        nar = best_logp.masked_fill(~length_mask(slots, best_logp.size(1)), 0.0).sum(1) / slots
         if scorer is not None and num > 1:
             scores = scorer(hyps).to(nar.device).float()
         elif rank == "ar" and num > 1:

@@ -108,7 +108,3 @@ def pad_safe_convolutions(encoder: torch.nn.Module) -> Iterator[None]:
         for h in handles:
             h.remove()
 
-
-def valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, size) bool, True on the first ``lengths[b]`` positions."""
-    return torch.arange(size, device=lengths.device) < lengths[:, None]

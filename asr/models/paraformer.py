@@ -76,10 +76,10 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 
 from asr.models.cassnat import CassNATModel, sinusoidal_positions
 from asr.models.ctc import CTCModel, EncoderOutput
-from asr.models.padding import valid_mask as _valid_mask
 from nar.align import forced_align
 from nar.cif import CIFOutput, cif, quantity_loss
 from nar.masking import glancing_mask
+from nar.base.tensors import length_mask
 
 PREDICTOR_VARIANTS = ("v1", "v2")
 FIRING_MODES = ("predictor", "ctc")
@@ -138,7 +138,7 @@ class CIFPredictor(torch.nn.Module):
 
     def alphas(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """hidden (B, T, D), lengths (B,) -> alphas (B, T), zero on padding (float32)."""
-        valid = _valid_mask(lengths, hidden.size(1))
+        valid = length_mask(lengths, hidden.size(1))
         context = hidden.float().masked_fill(~valid[..., None], 0.0).transpose(1, 2)  # (B, D, T)
         out = self.cif_conv1d(F.pad(context, (self.l_order, self.r_order)))
         if self.variant == "v1":
@@ -249,9 +249,9 @@ class ParaformerDecoder(AbsDecoder):
         """hs_pad (B, T, D) encoder output, hlens (B,), ys_in_pad (B, L, D) query embeddings,
         ys_in_lens (B,) -> logits (B, L, V), ys_in_lens."""
         x = ys_in_pad
-        valid = _valid_mask(ys_in_lens, x.size(1))
+        valid = length_mask(ys_in_lens, x.size(1))
         tgt_mask = valid[:, None, :]  # (B, 1, L)
-        memory_mask = _valid_mask(hlens, hs_pad.size(1))[:, None, :]  # (B, 1, T)
+        memory_mask = length_mask(hlens, hs_pad.size(1))[:, None, :]  # (B, 1, T)
         if self.query_positional:
             x = x + sinusoidal_positions(x.size(1), x.size(2), x.device, x.dtype)[None]
         for i, layer in enumerate(self.decoders):
@@ -488,7 +488,7 @@ class ParaformerModel(CTCModel):
             out = cif(enc.hidden.float(), fire, enc.lengths, threshold=self.predictor.threshold,
                       target_lengths=ys_lengths)
         embeds = out.embeddings  # (B, L, D), exactly ys_lengths tokens each
-        valid = _valid_mask(ys_lengths, ys.size(1))
+        valid = length_mask(ys_lengths, ys.size(1))
         if self.length_normalized_loss:
             loss_pre = quantity_loss(alphas, enc.lengths, ys_lengths, "sum") / ys_lengths.sum()
         else:
@@ -525,7 +525,7 @@ class ParaformerModel(CTCModel):
     def token_ends(self, path: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T) bool: the last frame of every token span of a CTC frame path (B, T)."""
         frames = path.size(1)
-        valid = _valid_mask(lengths, frames)
+        valid = length_mask(lengths, frames)
         nxt = F.pad(path[:, 1:], (0, 1), value=self.blank_id)
         last = torch.arange(frames, device=path.device)[None, :] == (lengths - 1)[:, None]
         return valid & (path != self.blank_id) & ((path != nxt) | last)
@@ -562,7 +562,7 @@ class ParaformerModel(CTCModel):
         alphas = self.predictor.alphas(hidden, lengths)
         fired = alphas.cumsum(1).gather(1, end_frame)  # (B, L)
         target = torch.arange(1, text.size(1) + 1, device=alphas.device, dtype=alphas.dtype)[None, :]
-        tok_valid = _valid_mask(text_lengths, text.size(1))
+        tok_valid = length_mask(text_lengths, text.size(1))
         return ((fired - target).abs() * tok_valid).sum() / tok_valid.sum()
 
     def glancing_embeddings(self, embeds: torch.Tensor, first_log_probs: torch.Tensor,
@@ -576,7 +576,7 @@ class ParaformerModel(CTCModel):
             glance = glancing_mask(pred, ys.clamp(min=0), ys_lengths, self.sampling_ratio,
                                    generator=generator)
         refs = self.reference_embeddings(ys).to(embeds.dtype)
-        valid = _valid_mask(ys_lengths, ys.size(1))
+        valid = length_mask(ys_lengths, ys.size(1))
         mixed = torch.where(glance[..., None], refs, embeds) * valid[..., None]
         return mixed, glance
 
@@ -604,7 +604,7 @@ class ParaformerModel(CTCModel):
             ``sum_i softmax(log P(y_i))_i * (W_i - mean_j W_j) / max(#ref words, 1)``.
         """
         batch, size, vocab = log_probs.shape
-        valid = _valid_mask(ys_lengths, size)
+        valid = length_mask(ys_lengths, size)
         with torch.no_grad():
             probs = torch.softmax(log_probs.detach() / self.mwer_temperature, dim=-1)
             samples = torch.multinomial(
@@ -641,7 +641,7 @@ class ParaformerModel(CTCModel):
         the previous token's last frame up to this token's last frame; frames after the last
         token form the end token's segment with ``predictor_bias`` and get weight 0 otherwise."""
         frames = path.size(1)
-        valid = _valid_mask(lengths, frames)
+        valid = length_mask(lengths, frames)
         ends = self.token_ends(path, lengths)  # (B, T)
         tokens = ends.sum(1)
         # segment of frame t = number of token ends before t
@@ -724,13 +724,13 @@ class ParaformerModel(CTCModel):
         rep_alphas = alphas.repeat(num_c, 1)
         target = cand.reshape(-1)
         zero = rep_alphas.sum(1) <= 0
-        rep_alphas = torch.where(zero[:, None] & _valid_mask(lengths, hidden.size(1)),
+        rep_alphas = torch.where(zero[:, None] & length_mask(lengths, hidden.size(1)),
                                  torch.full_like(rep_alphas, 1e-3), rep_alphas)
         out = cif(hidden.float(), rep_alphas, lengths, self.predictor.threshold, target_lengths=target)
         rep_enc = EncoderOutput(hidden, lengths, ())
         log_probs = self.decode_embeddings(rep_enc, out.embeddings, target)  # (C*B, L, V)
         best, ids = log_probs.max(-1)
-        valid = _valid_mask(target, ids.size(1))
+        valid = length_mask(target, ids.size(1))
         score = (best * valid).sum(1)  # (C*B,)
         if w > 0:
             ctc_lp = self.ctc.log_softmax(hidden).transpose(0, 1).float()  # (T, C*B, V)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from audio_gen.bin.caption_tokens import read_text
 from audio_gen.data import load_item, read_audio_list
-from nar.fileio import atomic_path
+from nar.base.files import atomic_path
 
 logger = logging.getLogger("audio_gen.bin.generate")
 

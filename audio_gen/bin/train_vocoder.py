@@ -45,7 +45,7 @@ from audio_gen.tokenizers.vocoder import (
     multi_resolution_stft_loss,
     num_parameters,
 )
-from nar.fileio import save_torch
+from nar.base.files import save_torch
 
 logger = logging.getLogger("train_vocoder")
 

@@ -37,6 +37,7 @@ from audio_gen.models.magnet import GenerationLengthError, _check_codes, random_
 from audio_gen.transformer import BidirectionalTransformer
 from nar.mask_predict import filter_logits, gumbel
 from nar.masking import Generators, uniform_noise
+from nar.base.tensors import length_mask
 
 
 def delay(codes: Tensor, lengths: Tensor, special: int) -> Tensor:
@@ -112,7 +113,7 @@ class DelayAR(AbsESPnetModel):
             hide = (torch.rand(b, device=dev) < self.unknown_prob)[:, None, None] & (
                 torch.arange(k, device=dev)[None, :, None] > level[:, None, None]) & (inputs != self.special_id)
             inputs = inputs.masked_fill(hide, self.unknown_id)
-        steps_valid = torch.arange(t + k - 1, device=dev) < (codes_lengths + k - 1)[:, None]
+        steps_valid = length_mask(codes_lengths + k - 1, t + k - 1)
         keep = torch.rand(b, device=dev) >= self.cond_dropout
         memory, memory_valid = self.text(text, text_lengths, keep)
         logits = self._logits(inputs, steps_valid, memory, memory_valid)  # (B, K, S, V)
@@ -139,7 +140,7 @@ class DelayAR(AbsESPnetModel):
         codes = codes.clamp(max=self.unknown_id)
         _, inputs = self._inputs(codes, lengths)
         k, t = codes.shape[1], codes.shape[2]
-        steps_valid = torch.arange(t + k - 1, device=codes.device) < (lengths + k - 1)[:, None]
+        steps_valid = length_mask(lengths + k - 1, t + k - 1)
         if memory is None:
             memory = self.text(text, text_lengths)
         logits = self._logits(inputs, steps_valid, *memory)  # (B, K, S, V)
@@ -175,7 +176,7 @@ class DelayAR(AbsESPnetModel):
         if prompt is not None:
             prompt_lengths = torch.as_tensor(prompt_lengths, dtype=torch.long, device=text.device)
             p = min(prompt.shape[2], t)
-            keep = (torch.arange(p, device=text.device) < prompt_lengths[:, None])[:, None].expand(-1, k, -1)
+            keep = length_mask(prompt_lengths, p)[:, None].expand(-1, k, -1)
             out[:, :, :p] = torch.where(keep, prompt[:, :, :p], out[:, :, :p])
             forced[:, :, :p] = keep
         guided = cfg_coef != 1.0

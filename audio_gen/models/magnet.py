@@ -57,6 +57,7 @@ from audio_gen.conditioning import build_caption_encoder
 from audio_gen.transformer import BidirectionalTransformer, apply_input_conv, make_input_conv
 from nar.mask_predict import MaskPredictConfig, mask_predict
 from nar.masking import Generators, span_mask
+from nar.base.tensors import length_mask
 
 
 class GenerationLengthError(ValueError):
@@ -100,7 +101,7 @@ def _check_codes(codes: Tensor, lengths: Tensor, num_codebooks: int, limit: int,
         raise ValueError(f"{name} must have shape (B, {num_codebooks}, T), got {tuple(codes.shape)}")
     if lengths.shape != (codes.shape[0],) or int(lengths.max()) > codes.shape[2] or int(lengths.min()) < 1:
         raise ValueError(f"{name}_lengths {lengths.tolist()} do not fit {name} of shape {tuple(codes.shape)}")
-    valid = torch.arange(codes.shape[2], device=codes.device) < lengths[:, None]
+    valid = length_mask(lengths, codes.shape[2])
     bad = (codes < 0) | (codes >= limit)
     if bool((bad & valid[:, None]).any()):
         raise ValueError(f"{name} hold ids outside [0, {limit})")
@@ -154,7 +155,7 @@ class MAGNeT(AbsESPnetModel):
 
     def hidden(self, codes: Tensor, lengths: Tensor, stage: Tensor, memory, memory_valid: Tensor) -> Tensor:
         """(B, K, T) codes (mask id where unknown) -> (B, T, D) hidden states for ``stage`` (B,)."""
-        valid = torch.arange(codes.shape[2], device=codes.device) < lengths[:, None]
+        valid = length_mask(lengths, codes.shape[2])
         x = apply_input_conv(self.input_conv, _embed_codes(self.embeds, codes), valid)
         return self.encoder(x, valid, attn_mask=self._attn_mask(stage, codes.shape[2]), memory=memory,
                             memory_valid=memory_valid)
@@ -247,7 +248,7 @@ class MAGNeT(AbsESPnetModel):
             if bool((prompt_lengths >= num_frames).any()):
                 raise ValueError("every prompt must be shorter than its num_frames")
             p = min(prompt.shape[2], size)
-            keep = (torch.arange(p, device=text.device) < prompt_lengths[:, None])[:, None].expand(-1, self.num_codebooks, -1)
+            keep = length_mask(prompt_lengths, p)[:, None].expand(-1, self.num_codebooks, -1)
             init[:, :, :p] = torch.where(keep, prompt[:, :, :p], init[:, :, :p])
             pinned[:, :, :p] = keep
         cond_mem, cond_valid = self.text(text, text_lengths)

@@ -29,7 +29,7 @@ import torch
 import torchaudio
 
 from audio_gen.tokenizers.spectral import clip_ratio
-from nar.fileio import write_json
+from nar.base.files import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from typing import Union
 import torch
 
 from audio_gen.tokenizers.base import AcousticTokenizer, register
-from audio_gen.tokenizers.spectral import length_mask, num_frames
-from nar.fileio import save_torch
+from audio_gen.tokenizers.spectral import num_frames
+from nar.base.files import save_torch
+from nar.base.tensors import length_mask
 
 logger = logging.getLogger(__name__)
 

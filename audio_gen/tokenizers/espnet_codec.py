@@ -18,7 +18,8 @@ from typing import Optional, Union
 import torch
 
 from audio_gen.tokenizers.base import AcousticTokenizer, register
-from audio_gen.tokenizers.spectral import length_mask, num_frames
+from audio_gen.tokenizers.spectral import num_frames
+from nar.base.tensors import length_mask
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ import torch
 
 from audio_gen.tokenizers.base import AcousticTokenizer, register
 from audio_gen.tokenizers.kmeans import residual_kmeans, rvq_decode, rvq_encode
-from audio_gen.tokenizers.spectral import MelFeatureConfig, length_mask
+from audio_gen.tokenizers.spectral import MelFeatureConfig
 from audio_gen.tokenizers.vocoder import MelVocoder
-from nar.fileio import save_torch
+from nar.base.files import save_torch
+from nar.base.tensors import length_mask
 
 logger = logging.getLogger(__name__)
 

@@ -18,16 +18,12 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 import torchaudio
+from nar.base.tensors import length_mask
 
 
 def num_frames(num_samples: torch.Tensor, hop: int) -> torch.Tensor:
     """ceil(N / hop) for a tensor of sample counts."""
     return torch.div(num_samples + hop - 1, hop, rounding_mode="floor")
-
-
-def length_mask(lens: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B,) lengths -> (B, max_len) bool, True inside each item."""
-    return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
 
 
 @dataclass

@@ -32,7 +32,8 @@ from typing import ClassVar, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from audio_gen.tokenizers.spectral import MelFeatureConfig, length_mask
+from audio_gen.tokenizers.spectral import MelFeatureConfig
+from nar.base.tensors import length_mask
 
 #: largest log magnitude the head may output (|S| <= e^7 ~ 1100; a full-scale sine gives ~256)
 MAX_LOG_MAGNITUDE = 7.0

@@ -7,7 +7,7 @@ import torch
 
 from asr.bin import average_checkpoints, decode, format_data
 from asr.bin.decode import load_decode_config
-from asr.data.kaldi import DataDirError, read_kaldi_map, write_data_dir
+from nar.base.kaldi import DataDirError, read_kaldi_map, write_data_dir
 
 
 def test_average_checkpoints(tmp_path):

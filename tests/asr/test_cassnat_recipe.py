@@ -10,7 +10,7 @@ import pytest
 import soundfile
 import torch
 
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from asr.inference import Speech2Text
 
 SETS = ("test",)  # the family reruns decode test only (conftest._rerun_from_training)

@@ -1,4 +1,4 @@
-"""asr.data.kaldi: data directories and load_audio, including every error they report."""
+"""nar.base.kaldi (data directories) and asr.audio.load_audio, including every error they report."""
 
 import logging
 import os
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.data.kaldi import (AudioFileError, DataDirError, load_audio, read_data_dir,
-                            read_kaldi_map, spk2utt_from_utt2spk, validate_data_dir,
-                            write_data_dir)
+from asr.audio import AudioFileError, load_audio
+from nar.base.kaldi import (DataDirError, read_data_dir, read_kaldi_map, spk2utt_from_utt2spk,
+                            validate_data_dir, write_data_dir)
 
 
 def _good_dir(tmp_path, segments=False):
@@ -193,7 +193,7 @@ def test_load_audio_downmix_when_allowed(tmp_path):
 def test_load_audio_resamples_with_warning(tmp_path, caplog):
     path = str(tmp_path / "eight_k.wav")
     _write(path, 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000), sr=8000)
-    with caplog.at_level(logging.WARNING, logger="asr.data.kaldi"):
+    with caplog.at_level(logging.WARNING, logger="asr.audio"):
         audio = load_audio(path, target_sr=16000)
     assert audio.dtype == np.float32 and abs(audio.shape[0] - 16000) <= 2
     assert any(path in r.getMessage() and "8000 Hz" in r.getMessage() for r in caplog.records)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.data.kaldi import read_data_dir
+from nar.base.kaldi import read_data_dir
 from asr.data.real import POCKETSPHINX_DATA, parse_transcription, prepare_test_real
 from asr.data.text import MissingToolError
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from asr.data import synth_en as se
-from asr.data.kaldi import read_data_dir, read_kaldi_map, validate_data_dir
+from nar.base.kaldi import read_data_dir, read_kaldi_map, validate_data_dir
 from asr.data.text import MissingToolError, Sentence, filter_sentences
 
 TOOLS = ("espeak-ng", "flite", "festival", "sox")

@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from asr import Speech2Text
-from asr.data.kaldi import AudioFileError, read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
+from asr.audio import AudioFileError
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import yaml
 
 from asr import Speech2Text
 from asr.audio import as_waveform
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from asr.longform import Piece, pack_batches, plan_segments, stitch
 from asr.task import NARASRTask
 

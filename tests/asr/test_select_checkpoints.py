@@ -15,7 +15,7 @@ from asr import Speech2Text
 from asr.audio import as_waveform
 from asr.bin import select_checkpoints as sc
 from asr.bin.average_checkpoints import average
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from asr.scoring import score
 
 

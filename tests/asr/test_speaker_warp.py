@@ -86,7 +86,7 @@ def test_ties_go_to_no_warp_and_input_checks():
 def test_decode_with_speaker_warps_matches_direct_decoding(tiny_recipe, tmp_path):
     from asr.audio import as_waveform
     from asr.bin import decode
-    from asr.data.kaldi import read_kaldi_map
+    from nar.base.kaldi import read_kaldi_map
     from asr.inference import Speech2Text
 
     model_dir = tiny_recipe / "exp/asr_train_tiny_char"
@@ -118,7 +118,7 @@ def test_decode_with_speaker_warps_matches_direct_decoding(tiny_recipe, tmp_path
 
 def test_api_recognize_speaker(tiny_recipe):
     from asr.audio import as_waveform
-    from asr.data.kaldi import read_kaldi_map
+    from nar.base.kaldi import read_kaldi_map
     from asr.inference import Speech2Text
 
     s2t = Speech2Text(tiny_recipe / "exp/asr_train_tiny_char", search="greedy", timestamps=False)

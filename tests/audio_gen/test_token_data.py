@@ -72,7 +72,7 @@ def test_audio_list_errors(tmp_path):
     with pytest.raises(AudioListError, match="piped commands"):
         read_audio_list(tmp_path)
     (tmp_path / "wav.scp").write_text("a /nonexistent.wav\nbroken\n")
-    with pytest.raises(AudioListError, match="wav.scp:2: expected"):
+    with pytest.raises(AudioListError, match="wav.scp:2: key .broken. has no value"):
         read_audio_list(tmp_path)
 
 
@@ -191,13 +191,8 @@ def test_as_mono_wave_shapes_and_errors():
         as_mono_wave(bad, "prompt 3")
 
 
-def test_read_token_list_and_construct_model(tmp_path):
-    from audio_gen.experiment import construct_model, read_token_list
-
-    (tmp_path / "tokens.txt").write_text("<blank>\n\nhello\n |\n")
-    assert read_token_list(tmp_path / "tokens.txt", "caption-token") == ["<blank>", "hello", " |"]
-    with pytest.raises(FileNotFoundError, match="missing.txt does not exist \\(run the phoneme stage\\)"):
-        read_token_list(tmp_path / "missing.txt", "phoneme")
+def test_construct_model():
+    from audio_gen.experiment import construct_model
 
     class Model(torch.nn.Module):
         def __init__(self, codebook_size: int, num_codebooks: int = 1, d_model: int = 8):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asr.data.kaldi import read_kaldi_map
+from nar.base.kaldi import read_kaldi_map
 from tts.duration import PhoneDurationModel, same_speaker_pairs
 from tts.text import BOUNDARY
 

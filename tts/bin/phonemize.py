@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asr.data.kaldi import read_kaldi_map, write_kaldi_map
+from nar.base.kaldi import read_kaldi_map, write_kaldi_map
 from tts.text import PhonemizeError, Phonemizer, PhoneTokenizer
 
 logger = logging.getLogger("tts.bin.phonemize")

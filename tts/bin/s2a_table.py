@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asr.data.kaldi import read_kaldi_map, write_kaldi_map
+from nar.base.kaldi import read_kaldi_map, write_kaldi_map
 from tts.bin.synthesize import write_wav
 
 logger = logging.getLogger(__name__)

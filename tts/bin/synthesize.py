@@ -28,8 +28,8 @@ import torch
 from tqdm import tqdm
 
 from audio_gen.data import AudioListError, load_item, read_audio_list
-from asr.data.kaldi import read_kaldi_map, write_kaldi_map
-from nar.fileio import atomic_path
+from nar.base.kaldi import read_kaldi_map, write_kaldi_map
+from nar.base.files import atomic_path
 from tts.duration import same_speaker_pairs
 
 logger = logging.getLogger("tts.bin.synthesize")

@@ -52,6 +52,7 @@ from torch.nn import functional as F
 from audio_gen.transformer import BidirectionalTransformer, apply_input_conv, make_input_conv
 from nar.mask_predict import MaskPredictConfig, mask_predict
 from nar.masking import Generators
+from nar.base.tensors import length_mask
 
 
 def _arange(n: int, like: Tensor) -> Tensor:
@@ -88,10 +89,6 @@ def _choose_masked(prompt: Tensor, lengths: Tensor, ratio: Tensor, size: int) ->
     return (ranks < count[:, None]) & region
 
 
-def _lengths_valid(lengths: Tensor, size: int) -> Tensor:
-    return torch.arange(size, device=lengths.device) < lengths[:, None]
-
-
 def _target_view(x: Tensor, prompt: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Gather each item's target frames [P_b, P_b + L_b) of x (B, T, ...) to the front:
     returns (B, max L, ...) and the gather index (B, max L) (clamped inside T)."""
@@ -104,7 +101,7 @@ def _target_view(x: Tensor, prompt: Tensor, target: Tensor) -> tuple[Tensor, Ten
 def _scatter_target(full: Tensor, part: Tensor, prompt: Tensor, target: Tensor) -> Tensor:
     """Write part (B, max L, D) back at [P_b, P_b + L_b) of a copy of full (B, T, D)."""
     out = full.clone()
-    b, j = torch.nonzero(_lengths_valid(target, part.shape[1]), as_tuple=True)
+    b, j = torch.nonzero(length_mask(target, part.shape[1]), as_tuple=True)
     out[b, prompt[b] + j] = part[b, j]
     return out
 
@@ -128,7 +125,7 @@ def align_frames(semantic: Tensor, sem_lens: Tensor, frames: Tensor, semantic_ra
     idx = torch.floor(j * (semantic_rate / acoustic_rate) + 1e-9).long()[None, :]  # (1, T)
     idx = torch.minimum(idx, (sem_lens[:, None] - 1).clamp(min=0))  # (B, T)
     out = semantic.gather(1, idx.clamp(max=max(semantic.shape[1] - 1, 0)))
-    return out.masked_fill(~_lengths_valid(frames, size), 0)
+    return out.masked_fill(~length_mask(frames, size), 0)
 
 
 class T2SModel(AbsESPnetModel):
@@ -173,11 +170,11 @@ class T2SModel(AbsESPnetModel):
         """(B, T, D) hidden states of the semantic positions of ``[phones | semantic]``."""
         b, n_ph = phones.shape
         size = semantic.shape[1]
-        sem_valid = _lengths_valid(sem_lens, size)
+        sem_valid = length_mask(sem_lens, size)
         sem_x = apply_input_conv(self.input_conv, self.sem_emb(semantic), sem_valid)
         x = torch.cat([self.phone_emb(phones.clamp(min=0)) + self.segment_emb.weight[0],
                        sem_x + self.segment_emb.weight[1]], dim=1)
-        valid = torch.cat([_lengths_valid(phone_lens, n_ph), sem_valid], dim=1)
+        valid = torch.cat([length_mask(phone_lens, n_ph), sem_valid], dim=1)
         sem_pos = _arange(size, semantic).expand(b, size)
         if "rope" in self.encoder.position:  # one sequence per item: semantic frame j is at L_b + j
             sem_pos = sem_pos + phone_lens[:, None]
@@ -225,7 +222,7 @@ class T2SModel(AbsESPnetModel):
         size = int(lengths.max())
         tokens = torch.full((b, size), self.mask_id, dtype=torch.long, device=phones.device)
         p = min(prompt.shape[1], size)
-        pinned = _lengths_valid(prompt_lens, size)
+        pinned = length_mask(prompt_lens, size)
         tokens[:, :p] = torch.where(pinned[:, :p], prompt[:, :p].long(), tokens[:, :p])
         no_phones = phones[:, :0]
 
@@ -243,7 +240,7 @@ class T2SModel(AbsESPnetModel):
         out = mask_predict(forward, tokens, config, lengths=lengths, pinned=pinned, head=self.head,
                            generator=generator, progress=progress)
         target, _ = _target_view(out, prompt_lens, target_lens)
-        return target.masked_fill(~_lengths_valid(target_lens, target.shape[1]), 0), target_lens
+        return target.masked_fill(~length_mask(target_lens, target.shape[1]), 0), target_lens
 
 
 class S2AModel(AbsESPnetModel):
@@ -282,7 +279,7 @@ class S2AModel(AbsESPnetModel):
     def hidden(self, sem_frames: Tensor, tokens: Tensor, lengths: Tensor, stage: Tensor) -> Tensor:
         """sem_frames (B, T) aligned semantic tokens, tokens (B, K, T) codes (mask id where
         unknown), lengths (B,), stage (B,) codebook being predicted -> (B, T, D)."""
-        valid = _lengths_valid(lengths, tokens.shape[-1])
+        valid = length_mask(lengths, tokens.shape[-1])
         x = self.sem_emb(sem_frames) + self.code_emb(tokens + self.code_offset[None, :, None]).sum(1)
         x = apply_input_conv(self.input_conv, x, valid) + self.stage_emb(stage)[:, None]
         return self.encoder(x, valid)
@@ -309,7 +306,7 @@ class S2AModel(AbsESPnetModel):
         stage = torch.multinomial(weights, b, replacement=True)  # (B,)
         prompt = _prompt_lengths(codes_lengths, _rand((b,), dev) < self.prompt_prob, self.prompt_max_ratio)
         masked = _choose_masked(prompt, codes_lengths, _mask_ratio(b, dev, self.min_mask_ratio), size)  # (B, T)
-        after_prompt = ~_lengths_valid(prompt, size)  # (B, T)
+        after_prompt = ~length_mask(prompt, size)  # (B, T)
         cb = torch.arange(k_all, device=dev)[None, :, None]  # (1, K, 1)
         hide = ((cb > stage[:, None, None]) & after_prompt[:, None]) | ((cb == stage[:, None, None]) & masked[:, None])
         inputs = codes.masked_fill(hide, self.mask_id)
@@ -354,7 +351,7 @@ class S2AModel(AbsESPnetModel):
         sem = _scatter_target(sem[..., None], sem_t[..., None], prompt_code_lens, target_frames)[..., 0]
         tokens = torch.full((b, k_all, size), self.mask_id, dtype=torch.long, device=dev)
         p = min(prompt_codes.shape[2], size)
-        pin_t = _lengths_valid(prompt_code_lens, size)  # (B, T)
+        pin_t = length_mask(prompt_code_lens, size)  # (B, T)
         tokens[..., :p] = torch.where(pin_t[:, None, :p], prompt_codes[..., :p].long(), tokens[..., :p])
         pinned = pin_t[:, None].expand(b, k_all, size).clone()
         current = {"stage": torch.zeros(b, dtype=torch.long, device=dev)}
@@ -379,5 +376,5 @@ class S2AModel(AbsESPnetModel):
         out = mask_predict(forward, tokens, config, lengths=lengths, pinned=pinned, head=head,
                            generator=generator, progress=progress)
         tgt, _ = _target_view(out.transpose(1, 2), prompt_code_lens, target_frames)  # (B, L, K)
-        tgt = tgt.transpose(1, 2).masked_fill(~_lengths_valid(target_frames, tgt.shape[1])[:, None], 0)
+        tgt = tgt.transpose(1, 2).masked_fill(~length_mask(target_frames, tgt.shape[1])[:, None], 0)
         return tgt, target_frames

@@ -8,10 +8,14 @@
 #   local/data.sh --train_hours 10 --nj 8 --seed 1
 #   local/data.sh --synth_opts "--engine_shares espeak=0.5,flite=0.3,festival=0.2"
 #
-# Writes data/{train,dev,test,test_real} (Kaldi data dirs; with --unseen_dev_warps also
-# dev_unseen) and data/lm_train.txt (text for an n-gram LM: the sources' sentences minus dev
-# and test); audio under --synth_dir (default downloads/synth_en/<options>, so other options
-# never clash with a finished build).
+# Writes data/{train,dev,test,test_real} (Kaldi data dirs, absolute wav paths; with
+# --unseen_dev_warps also dev_unseen) and data/lm_train.txt (text for an n-gram LM: the sources'
+# sentences minus dev and test); audio under --synth_dir (default
+# <asr1>/downloads/synth_en/<options>, so other options never clash with a finished build).
+# One synthesis per set of options for every synth_en recipe: codec1 and tts1 link their
+# local/data.sh to this file, and the default --synth_dir is beside this file's real location
+# (asr1), not the calling recipe's, so a corpus asr1 built is reused (the build is idempotent:
+# a finished one is not synthesised again), whichever recipe asks first.
 # Needs Debian packages espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k
 # festvox-us-slt-hts sox fortunes bible-kjv pocketsphinx-testdata.
 set -euo pipefail
@@ -34,7 +38,9 @@ parse_opts "$@"
 
 if [ -f path.sh ]; then . ./path.sh; fi
 if [ -z "${synth_dir}" ]; then
-  synth_dir=downloads/synth_en/h${train_hours}_dev${dev_utts}_test${test_utts}_seed${seed}
+  # the recipe this script belongs to (asr1), also when called through a link (codec1, tts1)
+  corpus_home=$(cd -P "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
+  synth_dir=${corpus_home}/downloads/synth_en/h${train_hours}_dev${dev_utts}_test${test_utts}_seed${seed}
   [ "${max_vocab}" != 0 ] && synth_dir+="_vocab${max_vocab}"
   [ -n "${test_engine_shares}" ] && synth_dir+="_test${test_engine_shares//[=,]/}"
   [ -n "${formant_warps}" ] && synth_dir+="_warp${formant_warps}"
@@ -58,9 +64,15 @@ splits=(train dev test)
 for x in "${splits[@]}"; do
   mkdir -p "${datadir}/${x}"
   rm -f "${datadir}/${x}/segments" "${datadir}/${x}/feats.scp"
-  for f in wav.scp text utt2spk spk2utt utt2dur; do
+  for f in text utt2spk spk2utt utt2dur; do
     cp "${synth_dir}/${x}/${f}" "${datadir}/${x}/${f}"
   done
+  # synth_en writes <out>/wav/<speaker>/<utt>.wav, relative when a corpus was built with a
+  # relative --out (as this script did before): the paths are rewritten into ${synth_dir}, so
+  # they hold from any recipe directory
+  awk -v dir="${synth_dir}" '{ n = split($2, p, "/")
+    if (n >= 3 && p[n - 2] == "wav") $2 = dir "/wav/" p[n - 1] "/" p[n]
+    print }' "${synth_dir}/${x}/wav.scp" > "${datadir}/${x}/wav.scp"
 done
 
 # text-only LM corpus: every sentence of the sources that is in neither dev nor test
@@ -70,7 +82,7 @@ log "Preparing ${datadir}/test_real from pocketsphinx-testdata"
 python -m asr.data.real --out "${datadir}/test_real"
 
 for x in "${splits[@]}" test_real; do
-  python -c "import sys; from asr.data.kaldi import validate_data_dir; validate_data_dir(sys.argv[1])" \
+  python -c "import sys; from nar.base.kaldi import validate_data_dir; validate_data_dir(sys.argv[1])" \
       "${datadir}/${x}"
   log "${datadir}/${x}: $(wc -l < "${datadir}/${x}/text") utterances, $(wc -l < "${datadir}/${x}/spk2utt") speakers"
 done

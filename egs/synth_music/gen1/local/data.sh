@@ -41,7 +41,7 @@ python -m audio_gen.music --datadir "${datadir}" \
     --soundfont "${soundfont}" "${extra[@]}"
 
 for x in train dev test; do
-  python -c "import sys; from asr.data.kaldi import validate_data_dir; validate_data_dir(sys.argv[1])" \
+  python -c "import sys; from nar.base.kaldi import validate_data_dir; validate_data_dir(sys.argv[1])" \
       "${datadir}/${x}"
   log "${datadir}/${x}: $(wc -l < "${datadir}/${x}/text") clips"
 done

@@ -6,9 +6,7 @@ half-written. These helpers write to a temporary name in the same directory and 
 the target (``os.replace``, atomic on POSIX within one file system); if the writer raises, the
 temporary file is removed and the target is left as it was.
 
-The one piece of shared infrastructure in the core that is not about alignment or decoding
-(``asr``, ``tts`` and ``audio_gen`` all depend on ``nar``, and on nothing common else); like the
-rest of the core it needs only the standard library and torch.
+Part of the base layer (:mod:`nar.base`): the standard library and torch only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Kaldi/ESPnet data directories and audio loading.
+"""Kaldi/ESPnet maps and data directories (part of the base layer, :mod:`nar.base`).
 
 A data directory holds ``wav.scp`` (``<recording> <path>``), ``text`` (``<utt> <words>``),
 ``utt2spk``, ``spk2utt`` and optionally ``segments``
@@ -13,27 +13,17 @@ archive offsets (``foo.ark:123``) are not checked for existence.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-import numpy as np
-import soundfile as sf
-
-from nar.fileio import write_lines
-
-logger = logging.getLogger(__name__)
+from nar.base.files import write_lines
 
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 
 
 class DataDirError(ValueError):
     """A data directory is malformed; the message names the file and the problem."""
-
-
-class AudioFileError(ValueError):
-    """An audio file is missing, unreadable or unusable; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -51,28 +41,42 @@ class DataDir:
 # --------------------------------------------------------------------------- files
 
 
-def read_kaldi_map(path: str, allow_empty_value: bool = False) -> dict[str, str]:
-    """Read ``<key> <value>`` lines into an ordered dict.
+def read_kaldi_map(path: str | os.PathLike, allow_empty_value: bool = False, skip_blank_lines: bool = False,
+                   require_entries: bool = False, error: type[Exception] = DataDirError) -> dict[str, str]:
+    """Read ``<key> <value>`` lines (``wav.scp``, ``text``, ``utt2spk``, ...) into a dict in
+    file order; the value is the rest of the line, stripped.
+
+    Args:
+        path: the file.
+        allow_empty_value: a key alone on its line maps to ``""`` (an empty transcript)
+            instead of being an error.
+        skip_blank_lines: blank lines are skipped instead of being an error.
+        require_entries: a file without any entry is an error.
+        error: the exception class raised (a family's own ``ValueError`` subclass).
 
     Raises:
-        DataDirError: missing file, duplicate key, or (unless ``allow_empty_value``)
-            a key without a value; the message names the file and the line.
+        ``error``: missing file, blank line, duplicate key, key without a value, no entries;
+            the message names the file and the line.
     """
     if not os.path.isfile(path):
-        raise DataDirError(f"{path}: file missing")
+        raise error(f"{path}: file missing")
     mapping: dict[str, str] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip():
-                raise DataDirError(f"{path}:{lineno}: empty line")
+                if skip_blank_lines:
+                    continue
+                raise error(f"{path}:{lineno}: empty line")
             key, value = (line.split(None, 1) + [""])[:2]
             value = value.strip()
             if key in mapping:
-                raise DataDirError(f"{path}:{lineno}: duplicate key {key!r}")
+                raise error(f"{path}:{lineno}: duplicate key {key!r}")
             if not value and not allow_empty_value:
-                raise DataDirError(f"{path}:{lineno}: key {key!r} has no value")
+                raise error(f"{path}:{lineno}: key {key!r} has no value (expected '<key> <value>')")
             mapping[key] = value
+    if require_entries and not mapping:
+        raise error(f"{path}: no entries")
     return mapping
 
 
@@ -225,76 +229,3 @@ def validate_data_dir(path: str, check_audio: bool = True) -> None:
             audio = _audio_path(value)
             if audio is not None and not os.path.isfile(audio):
                 raise DataDirError(f"{files['wav.scp']}: audio file of {rec!r} missing: {audio}")
-
-
-# --------------------------------------------------------------------------- audio
-
-
-def load_audio(path: str, target_sr: int | None = 16000,
-               allow_multichannel: bool = False) -> np.ndarray:
-    """Read an audio file as mono float32 in [-1, 1], resampled to ``target_sr``.
-
-    Args:
-        path: audio file (any format libsndfile reads).
-        target_sr: output sample rate; another rate is resampled with a warning naming
-            the file (torchaudio, else soxr, else scipy); ``None`` keeps the file's rate.
-        allow_multichannel: average the channels of a multichannel file instead of
-            raising.
-
-    Returns:
-        samples: shape (T,), float32.
-
-    Raises:
-        AudioFileError: the file is missing, unreadable, empty, all zeros, contains
-            NaN/Inf, is multichannel (unless allowed) or cannot be resampled.
-    """
-    if not os.path.isfile(path):
-        raise AudioFileError(f"{path}: audio file missing")
-    try:
-        audio, sr = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
-    except Exception as e:  # libsndfile raises its own error types
-        raise AudioFileError(f"{path}: cannot read audio ({e})") from e
-    if audio.shape[0] == 0:
-        raise AudioFileError(f"{path}: audio is empty (0 samples)")
-    if not np.isfinite(audio).all():
-        raise AudioFileError(f"{path}: audio contains NaN or Inf samples")
-    if audio.shape[1] > 1:
-        if not allow_multichannel:
-            raise AudioFileError(
-                f"{path}: audio has {audio.shape[1]} channels, expected mono; downmix it "
-                f"(sox {path} -c 1 out.wav) or pass allow_multichannel=True to average them")
-        audio = audio.mean(axis=1, keepdims=True)
-    audio = audio[:, 0]  # (T,)
-    if not np.any(audio):
-        raise AudioFileError(f"{path}: audio is all zeros (silent)")
-    if target_sr is not None and sr != target_sr:
-        logger.warning("%s: sample rate %d Hz, resampling to %d Hz", path, sr, target_sr)
-        audio = resample(audio, sr, target_sr, path=path)
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int, path: str = "<array>") -> np.ndarray:
-    """Resample ``audio`` (shape (T,)) with torchaudio, soxr or scipy, whichever imports."""
-    try:
-        import torch
-        import torchaudio.functional as taf
-    except Exception:  # torchaudio missing or broken (e.g. a CPU wheel without its libs)
-        pass
-    else:
-        return taf.resample(torch.from_numpy(audio), orig_sr, target_sr).numpy()
-    try:
-        import soxr
-    except ImportError:
-        pass
-    else:
-        return soxr.resample(audio, orig_sr, target_sr).astype(np.float32)
-    try:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-    except ImportError:
-        raise AudioFileError(f"{path}: sample rate {orig_sr} Hz needs resampling to "
-                             f"{target_sr} Hz but none of torchaudio, soxr, scipy imports; "
-                             f"convert it: sox {path} -r {target_sr} out.wav") from None
-    g = gcd(orig_sr, target_sr)
-    return resample_poly(audio, target_sr // g, orig_sr // g).astype(np.float32)

@@ -1,4 +1,4 @@
-"""nar.fileio: a file under its final name is complete — after success, after an exception in the
+"""nar.base.files: a file under its final name is complete — after success, after an exception in the
 writer, and after the writing process is killed; writers that pick formats by extension work."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nar.fileio import atomic_open, atomic_path, save_torch, temporary_name, write_json, write_lines, write_text
+from nar.base.files import atomic_open, atomic_path, save_torch, temporary_name, write_json, write_lines, write_text
 
 
 UTF8 = st.characters(blacklist_categories=("Cs",))  # lone surrogates cannot be written as UTF-8
@@ -107,7 +107,7 @@ def test_a_killed_writer_leaves_no_target(tmp_path):
     target = tmp_path / "out.txt"
     child = (
         "import sys, time\n"
-        "from nar.fileio import atomic_open\n"
+        "from nar.base.files import atomic_open\n"
         f"with atomic_open({str(target)!r}) as f:\n"
         "    f.write('half'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
     )

@@ -1,0 +1,100 @@
+"""Input validators shared by the core and the families.
+
+Every public function of nar-speech validates what it is given and raises ``TypeError`` (wrong
+type or dtype) or ``ValueError`` (wrong value or shape) with a message that names the argument
+and the offending value; these helpers are the one implementation of those checks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_choice", "check_int", "check_lengths", "check_number", "check_tensor"]
+
+
+def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """``value`` as an int (a bool is not an int here), within ``[minimum, maximum]``.
+
+    Raises:
+        TypeError: ``value`` is not an int; ValueError: it is out of range. Both name ``name``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_number(value: Any, name: str, minimum: Optional[float] = None, maximum: Optional[float] = None,
+                 strict: bool = False) -> float:
+    """``value`` (int or float, not bool, not NaN) as a float within ``[minimum, maximum]``;
+    ``strict``: the bounds themselves are excluded."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if minimum is not None and (value < minimum or (strict and value == minimum)):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+    if maximum is not None and (value > maximum or (strict and value == maximum)):
+        raise ValueError(f"{name} must be {'<' if strict else '<='} {maximum}, got {value}")
+    return float(value)
+
+
+def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``choices``; else a ValueError listing them."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_tensor(value, name: str, ndim: int, kind: str, shape_doc: str) -> Tensor:
+    """Check that ``value`` is a tensor of rank ``ndim`` and dtype kind ``kind``.
+
+    ``kind`` is ``"float"`` (floating point), ``"int"`` (integer, not bool) or ``"bool"``.
+    ``shape_doc`` (e.g. ``"(B, T, V)"``) is used in the error message. Returns ``value``.
+    """
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(value).__name__}")
+    if value.dim() != ndim:
+        raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(value.shape)}")
+    ok = {
+        "float": value.is_floating_point(),
+        "int": not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool,
+        "bool": value.dtype == torch.bool,
+    }[kind]
+    if not ok:
+        raise TypeError(f"{name} must have a {kind} dtype, got {value.dtype}")
+    return value
+
+
+def check_lengths(lengths, batch: int, max_len: int, name: str = "lengths", device=None) -> Tensor:
+    """Validate a (B,) integer lengths tensor with values in [0, max_len]; return it as int64.
+
+    Args:
+        lengths (Tensor): shape (B,), integer dtype.
+        batch (int): expected B.
+        max_len (int): largest allowed value (the padded size of the matching tensor).
+        name (str): argument name used in error messages.
+        device: device to move the result to (default: unchanged).
+    """
+    check_tensor(lengths, name, 1, "int", "(B,)")
+    if lengths.numel() != batch:
+        raise ValueError(f"{name} must have shape ({batch},) to match the batch, got {tuple(lengths.shape)}")
+    lengths = lengths.to(device=device if device is not None else lengths.device, dtype=torch.long)
+    if batch == 0:
+        return lengths
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 0:
+        item = int(torch.argmin(lengths))
+        raise ValueError(f"{name} must be >= 0, got {name}[{item}] = {lo}")
+    if hi > max_len:
+        item = int(torch.argmax(lengths))
+        raise ValueError(f"{name}[{item}] = {hi} is longer than the padded size {max_len}")
+    return lengths
+
+
