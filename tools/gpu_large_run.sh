@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Train egs/synth_en/asr1's larger configuration on a lent GPU machine (no registry access).
-# Prepared here: .whl/ (bash ../shared/tools/device-wheels.sh) and .gpu/ (train/dev data dirs
-# whose wav.scp points to Opus files .gpu/audio/*.ogg, ~20 kbit/s, made from the synthesised
-# 16 kHz WAVs because at most 64 MiB travel). Decoding and scoring happen back on the CPU
-# machine, on the original WAVs, with the model this script writes to $OUT.
+# Prepared beforehand on a machine with registry access:
+#   .whl/  wheels of every Python package the recipe imports that the GPU host lacks (espnet
+#          and the dependencies of it and of nar-speech that are not on the host; torch with
+#          CUDA is expected there, being far larger than what can travel), fetched with
+#          `pip download --no-deps --only-binary=:all: --python-version <host's> --platform
+#          <host's> -d .whl <package==version> ...` at the versions pinned in pyproject.toml;
+#          installed below with --no-index --no-deps, so the list must be complete.
+#   .gpu/  train/dev data dirs whose wav.scp points to Opus files .gpu/audio/*.ogg (~20 kbit/s,
+#          made from the synthesised 16 kHz WAVs because at most 64 MiB travel).
+# Decoding and scoring happen back on the CPU machine, on the original WAVs, with the model
+# this script writes to $OUT.
 # Usage (device run, carry [".whl", ".gpu"]): bash tools/gpu_large_run.sh [train_seconds]
 set -uo pipefail
 budget=${1:-330}
