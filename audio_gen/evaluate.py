@@ -25,18 +25,13 @@ projection to the embedding (D=128) and one linear head per field. Trained with 
 crops (4 s) with the sum of the fields' cross-entropies; evaluation pools over the whole clip.
 ``model.pt`` holds the weights of the epoch with the best mean dev accuracy; ``config.json``
 the features, model, label vocabularies and training history: inference reads only these two.
-Training is resumable: ``checkpoint.pt`` is written after every epoch and a rerun of the same
-command continues from it (with a larger ``--epochs`` it trains on); features are cached in
+Training is resumable: ``checkpoint.pt`` (of :class:`nar.base.training.StepTrainer`, one step =
+one epoch) is written after every epoch and a rerun of the same command continues from it (with a
+larger ``--epochs`` it trains on); features are cached in
 ``<out_dir>/feats_{train,valid}.pt``.
 
-Measured on 2 shared, loaded CPU cores, one torch thread, on the synthetic MIDI corpus (1200
-train / 100 dev / 100 test clips of 10 s at 16 kHz; 8 melody and 8 accompaniment families, 3 tempo
-buckets): features 18 s (cached), 20-26 s per epoch with the dev accuracy, so the default 20 epochs
-took 7.8 min (dev accuracy at the best epoch: melody_family 0.87, accomp_family 0.90, tempo_bucket
-0.67, mode 0.59 = the majority baseline, drums 0.99). Continuing to 40 epochs (7.4 min more) gave
-test accuracy 0.98 / 0.97 / 0.80 / 0.51 / 1.00. FD of real dev vs real test clips (100 vs 100):
-35 (20 epochs), 55 (40 epochs): the floor a generated set cannot be expected to beat; FD values of
-different classifiers are not comparable. 1 thread was faster than 2 on that loaded machine.
+Measured training times, accuracies and FD floors are in ``egs/synth_music/gen1/RESULTS.md``
+(History); FD values of different classifiers are not comparable.
 Limitation: 64 mels do not resolve semitones below ~1 kHz and pooling discards pitch relations,
 so ``mode`` (major/minor) stays at chance (also on a tiny synthetic task of random-root triad
 arpeggios, where timbre, drums and tempo reach >= 0.94); its column says nothing about a system.
@@ -81,7 +76,9 @@ from torch import nn
 from tqdm import tqdm
 
 from audio_gen.data import AudioItem, AudioListError, load_item
+from nar.base import evalcli
 from nar.base.files import save_torch, write_json
+from nar.base.training import StepTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -97,23 +94,8 @@ class EvaluationError(ValueError):
 # --------------------------------------------------------------------------- inputs
 
 def read_scp(path: PathLike) -> dict[str, str]:
-    """``<utt> <path>`` lines -> ``{utt: path}`` in file order."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: file not found")
-    out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2:
-            raise EvaluationError(f"{path}:{n}: expected '<utt> <path>', got {line!r}")
-        if parts[0] in out:
-            raise EvaluationError(f"{path}:{n}: duplicate utt {parts[0]!r}")
-        out[parts[0]] = parts[1].strip()
-    if not out:
-        raise EvaluationError(f"{path}: no entries")
-    return out
+    """``<utt> <path>`` lines -> ``{utt: path}`` in file order (blank lines skipped)."""
+    return evalcli.read_scp(path, error=EvaluationError)
 
 
 def read_fields(path: PathLike) -> dict[str, dict[str, Any]]:
@@ -442,30 +424,25 @@ def score_system(classifier: FieldClassifier, wav_scp: PathLike, fields_path: Pa
 
 
 def write_score(score: Score, out_dir: PathLike, extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """``out_dir/result.json`` and ``out_dir/predictions.jsonl``; returns the result path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """``out_dir/result.json`` and ``out_dir/predictions.jsonl`` (each atomically); returns the
+    result path."""
     result = {"name": score.name, "n_clips": score.adherence.n_clips, "accuracy": score.adherence.accuracy,
               "adherence": score.adherence.mean, "frechet_distance": score.frechet_distance,
               "n_reference": score.n_reference, **(extra or {})}
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for row in score.predictions:
-            f.write(json.dumps(row) + "\n")
-    return out_dir / "result.json"
+    evalcli.write_rows(Path(out_dir) / "predictions.jsonl", (json.dumps(row) for row in score.predictions))
+    return evalcli.write_result_json(out_dir, result)
 
 
 def read_result(path: PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: result file not found")
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise EvaluationError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(result, dict) or not isinstance(result.get("accuracy"), dict) or "adherence" not in result:
+    """A ``result.json`` of ``score``; errors name the file."""
+    result = evalcli.read_result_json(path, error=EvaluationError, missing=EvaluationError)
+    if not isinstance(result.get("accuracy"), dict) or "adherence" not in result:
         raise EvaluationError(f"{path}: not a result.json of 'python -m audio_gen.evaluate score'")
     return result
+
+
+def _fd_cell(fd: Optional[float]) -> Optional[str]:
+    return None if fd is None else f"{fd:.1f}" if fd >= 10 else f"{fd:.3f}"
 
 
 def format_table(rows: Sequence[tuple[str, Mapping[str, Any]]], relative_to: Optional[str] = None) -> str:
@@ -479,17 +456,16 @@ def format_table(rows: Sequence[tuple[str, Mapping[str, Any]]], relative_to: Opt
     fields = list(dict.fromkeys(f for _, r in rows for f in r["accuracy"]))
     ref = dict(rows)[relative_to]["adherence"] if relative_to is not None else None
     head = ["system", "clips", *fields, "mean"] + ([f"rel. to {relative_to}"] if ref is not None else []) + ["FD"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    body = []
     for name, r in rows:
-        cells = [str(name).replace("|", "/"), str(r.get("n_clips", "–"))]
-        cells += [f"{100 * r['accuracy'][f]:.1f}" if f in r["accuracy"] else "–" for f in fields]
+        cells = [name, r.get("n_clips")]
+        cells += [f"{100 * r['accuracy'][f]:.1f}" if f in r["accuracy"] else None for f in fields]
         cells.append(f"{100 * r['adherence']:.1f}")
         if ref is not None:
-            cells.append(f"{100 * r['adherence'] / ref:.1f}" if ref > 0 else "–")
-        fd = r.get("frechet_distance")
-        cells.append("–" if fd is None else f"{fd:.1f}" if fd >= 10 else f"{fd:.3f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            cells.append(f"{100 * r['adherence'] / ref:.1f}" if ref > 0 else None)
+        cells.append(_fd_cell(r.get("frechet_distance")))
+        body.append(cells)
+    return evalcli.markdown_table(head, body, right_align=True)
 
 
 # --------------------------------------------------------------------------- training
@@ -617,20 +593,21 @@ def fit_classifier(train_dir: PathLike, valid_dir: PathLike, out_dir: PathLike,
     opt = torch.optim.Adam(net.parameters(), lr=opts.lr)
     train_cfg = {**asdict(opts), "train_dir": str(train_dir.resolve()), "valid_dir": str(valid_dir.resolve())}
     train_cfg.pop("epochs")
+    fingerprint = {"train": json.loads(json.dumps(train_cfg)), "labels": labels}
+    trainer = StepTrainer(out_dir / "checkpoint.pt", {"net": net, "opt": opt}, fingerprint, opts.epochs,
+                          mismatch=lambda _: EvaluationError(
+                              f"{out_dir}: holds a run with other options, data or labels; "
+                              "use a new --out_dir (or delete checkpoint.pt)"),
+                          desc="classifier", unit="epoch")
     history: list[dict[str, Any]] = []
-    ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, weights_only=True)
-        if ckpt["train"] != json.loads(json.dumps(train_cfg)) or ckpt["labels"] != labels:
-            raise EvaluationError(f"{out_dir}: holds a run with other options, data or labels; "
-                                  "use a new --out_dir (or delete checkpoint.pt)")
-        net.load_state_dict(ckpt["net"])
-        opt.load_state_dict(ckpt["opt"])
-        history = ckpt["history"]
+    if trainer.resume():
+        history = list(trainer.extra["history"])
         logger.info(f"{out_dir}: resuming after epoch {len(history)}")
     config = {"feature": asdict(opts.feature), "model": model_cfg, "labels": labels,
               "train": {**train_cfg, "epochs": opts.epochs}, "valid_majority_baseline": majority}
-    for epoch in range(len(history) + 1, opts.epochs + 1):
+
+    def train_epoch(done: int) -> dict[str, float]:
+        epoch = done + 1
         start = time.perf_counter()
         loss = _train_epoch(net, opt, feats, y, opts, epoch)
         acc = _accuracy(net, v_feats, v_y)
@@ -639,12 +616,13 @@ def fit_classifier(train_dir: PathLike, valid_dir: PathLike, out_dir: PathLike,
         history.append(row)
         if row["valid_mean"] >= max(h["valid_mean"] for h in history):
             save_torch(net.state_dict(), out_dir / "model.pt")
-        save_torch({"net": net.state_dict(), "opt": opt.state_dict(), "history": history,
-                    "train": json.loads(json.dumps(train_cfg)), "labels": labels}, ckpt_path)
-        _write_config(config, history, out_dir)
         logger.info(f"epoch {epoch}: loss {loss:.3f}, dev accuracy "
                     + " ".join(f"{f}={a:.3f}" for f, a in acc.items()) + f" (mean {row['valid_mean']:.3f}), "
                     f"{row['seconds']:.1f} s")
+        return {"loss": loss, "dev": row["valid_mean"]}
+
+    trainer.run(train_epoch, extra=lambda: {"history": history},
+                after_save=lambda _step, _stats: _write_config(config, history, out_dir))
     best = _write_config(config, history, out_dir)
     return FitResult(out_dir, best["epoch"], best["valid_accuracy"], history)
 
@@ -659,16 +637,15 @@ def _write_config(config: dict[str, Any], history: list[dict[str, Any]], out_dir
 
 # --------------------------------------------------------------------------- CLI
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+PROG = "python -m audio_gen.evaluate"
 
 
 def _fit_main(args: argparse.Namespace) -> int:
     feature = FeatureConfig(n_mels=args.n_mels, n_fft=args.n_fft, hop_length=args.hop_length)
-    opts = TrainOptions(fields=_csv(args.fields), epochs=args.epochs, crop_seconds=args.crop_seconds,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        channels=tuple(int(c) for c in _csv(args.channels)), embed_dim=args.embed_dim,
-                        feature=feature)
+    opts = TrainOptions(fields=tuple(evalcli.split_csv(args.fields)), epochs=args.epochs,
+                        crop_seconds=args.crop_seconds, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        channels=tuple(int(c) for c in evalcli.split_csv(args.channels)),
+                        embed_dim=args.embed_dim, feature=feature)
     start = time.perf_counter()
     res = fit_classifier(args.train_dir, args.valid_dir, args.out_dir, opts)
     print(f"best epoch {res.best_epoch}: dev accuracy "
@@ -679,7 +656,7 @@ def _fit_main(args: argparse.Namespace) -> int:
 
 def _score_main(args: argparse.Namespace) -> int:
     classifier = FieldClassifier.from_dir(args.classifier)
-    names = _csv(args.field_names) if args.field_names else None
+    names = evalcli.split_csv(args.field_names) if args.field_names else None
     score = score_system(classifier, args.wav_scp, args.fields, args.reference_wav_scp, args.name, names,
                          max_seconds=args.max_seconds)
     extra = {"classifier": str(args.classifier), "wav_scp": str(args.wav_scp), "fields": str(args.fields),
@@ -694,22 +671,16 @@ def _score_main(args: argparse.Namespace) -> int:
 
 def _table_main(args: argparse.Namespace) -> int:
     results = [read_result(p) for p in args.results]
-    names = list(_csv(args.names)) if args.names else [
-        r.get("name", p.parent.name) for r, p in zip(results, args.results, strict=True)]
-    if len(names) != len(results):
-        raise EvaluationError(f"--names gives {len(names)} names for {len(results)} --results files")
-    table = format_table(list(zip(names, results, strict=True)), args.relative_to)
-    print(table, end="")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table, encoding="utf-8")
+    names = evalcli.table_names(args.names, args.results, [r.get("name", p.parent.name) for r, p in
+                                                           zip(results, args.results, strict=True)],
+                                error=EvaluationError)
+    evalcli.emit_table(format_table(list(zip(names, results, strict=True)), args.relative_to), args.out)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m audio_gen.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--num_threads", type=int, default=1,
-                   help="torch threads (0: torch's default); on 2 shared cores 1 thread trained 2x faster than 2")
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    evalcli.add_threads_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
     d = TrainOptions()
     f = sub.add_parser("fit", help="train the field classifier on real renders (resumable)")
@@ -739,26 +710,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="judge only the first seconds of every clip, generated and reference alike")
     s.add_argument("--out_dir", type=Path, required=True, help="writes result.json and predictions.jsonl")
     s.set_defaults(func=_score_main)
-    t = sub.add_parser("table", help="a markdown table of several result.json files")
-    t.add_argument("--results", type=Path, nargs="+", required=True)
-    t.add_argument("--names", default=None, help="comma-separated row names (default: the results' names)")
+    t = evalcli.add_table_command(sub, _table_main, "the results' names")
     t.add_argument("--relative_to", default=None, help="row name: adherence relative to it, in %%")
-    t.add_argument("--out", type=Path, default=None, help="also write the table here")
-    t.set_defaults(func=_table_main)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        logger.debug("input error", exc_info=True)
-        print(f"python -m audio_gen.evaluate: error: {e}", file=sys.stderr)
-        return 2
+    return evalcli.run_cli(PROG, build_parser(), argv, logger)
 
 
 if __name__ == "__main__":

@@ -44,11 +44,9 @@ From Python, loading each judge once for several systems::
     results = evaluate_systems({"ground truth": gt_wavs, "MaskGCT": tts_wavs}, texts, prompts, judges)
     print(format_table([(name, r.summary) for name, r in results.items()]))
 
-Speed measured on 2 shared CPU cores, one torch thread (load; seconds per utterance of 3-7 s):
-pocketsphinx 0.4 s; 1.5 s. asr (mostly importing ESPnet) 16 s; 0.2 s. distillmos 0.1-0.7 s; 0.45 s.
-dnsmos 0.2 s; 2.5 s. sim 3.3 s (librosa's imports); 0.2 s with a distinct prompt per utterance.
-The CLI runs torch on one thread by default: on that loaded machine two threads made every judge
-slower, sim 25x (OpenMP threads waiting for each other).
+The CLI runs torch on one thread by default (``--num_threads``); each ``result.json`` records the
+judges' load and scoring times (``timing``); measured speeds are in
+``egs/synth_en/tts1/RESULTS.md`` (History).
 
 Shapes: N samples (1-D signals at 16 kHz), D embedding dim.
 """
@@ -57,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
 import os
@@ -76,7 +73,7 @@ import torch
 import torchaudio.functional as taf
 from tqdm import tqdm
 
-from nar.base.kaldi import read_kaldi_map
+from nar.base import evalcli
 from asr.data.text import normalize_text
 from asr.scoring import score
 
@@ -310,7 +307,7 @@ LOADERS: dict[str, Callable[[Judges], Any]] = {
 
 def read_scp(path: PathLike) -> dict[str, str]:
     """``<utt> <value>`` lines (wav.scp, prompt.scp, text) -> dict; errors name the file and line."""
-    return read_kaldi_map(str(path))
+    return evalcli.read_scp(path)
 
 
 def _check_audio_file(path: PathLike, what: str) -> None:
@@ -544,29 +541,17 @@ def format_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         if not isinstance(summary, Mapping):
             raise TypeError(f"summary of {name!r} must be a mapping, got {type(summary).__name__}")
     cols = [c for c in TABLE_COLUMNS if any(s.get(c[0]) is not None for _, s in rows)]
-    lines = ["| system | " + " | ".join(head for _, head, _ in cols) + " |",
-             "|---|" + "---|" * len(cols)]
+    body = []
     for name, summary in rows:
-        cells = []
-        for key, _, fmt in cols:
-            v = summary.get(key)
-            cells.append("–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt))
-        lines.append(f"| {str(name).replace('|', '/')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        values = [summary.get(key) for key, _, _ in cols]
+        body.append([name] + [None if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+                              for v, (_, _, fmt) in zip(values, cols)])
+    return evalcli.markdown_table(["system"] + [head for _, head, _ in cols], body)
 
 
 def read_result(path: PathLike) -> dict[str, Any]:
     """A ``result.json`` written by ``python -m tts.evaluate`` -> its summary dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: result file not found")
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(result, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(result).__name__}")  # noqa: TRY004 (bad file)
-    return result
+    return evalcli.read_result_json(path)
 
 
 def _cell(v: Any) -> str:
@@ -576,16 +561,14 @@ def _cell(v: Any) -> str:
 
 
 def write_outputs(evaluation: Evaluation, out_dir: PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """``out_dir/result.json`` (the summary, plus ``extra``) and ``out_dir/per_utt.tsv``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """``out_dir/result.json`` (the summary, plus ``extra``) and ``out_dir/per_utt.tsv``, each
+    written atomically."""
     result = {**(extra or {}), **evaluation.summary, "per_utt": "per_utt.tsv"}
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     columns = list(dict.fromkeys(c for row in evaluation.rows for c in row))
     lines = ["\t".join(columns)]
     lines += ["\t".join(_cell(row.get(c, "")) for c in columns) for row in evaluation.rows]
-    (out_dir / "per_utt.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out_dir / "result.json"
+    evalcli.write_rows(Path(out_dir) / "per_utt.tsv", lines)
+    return evalcli.write_result_json(out_dir, result)
 
 
 def summary_line(summary: Mapping[str, Any]) -> str:
@@ -601,9 +584,10 @@ def summary_line(summary: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- CLI
 
+PROG = "python -m tts.evaluate"
+
+
 def _score_main(args: argparse.Namespace) -> int:
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
     judges = Judges(args.judges, asr_model_dir=args.asr_model_dir, device=args.device,
                     asr_batch_seconds=args.asr_batch_seconds)
     wavs = read_scp(args.wav_scp)
@@ -619,19 +603,13 @@ def _score_main(args: argparse.Namespace) -> int:
 
 
 def _table_main(args: argparse.Namespace) -> int:
-    names = [n.strip() for n in args.names.split(",")] if args.names else [p.parent.name for p in args.results]
-    if len(names) != len(args.results):
-        raise ValueError(f"--names gives {len(names)} names for {len(args.results)} --results files")
-    table = format_table([(n, read_result(p)) for n, p in zip(names, args.results)])
-    print(table, end="")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table, encoding="utf-8")
+    names = evalcli.table_names(args.names, args.results, [p.parent.name for p in args.results])
+    evalcli.emit_table(format_table([(n, read_result(p)) for n, p in zip(names, args.results)]), args.out)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tts.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("score", help="score one system (the default command)")
     s.add_argument("--wav_scp", type=Path, required=True, help="<utt> <synthesised wav> lines")
@@ -642,15 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {', '.join(JUDGES)} (default: %(default)s)")
     s.add_argument("--out_dir", type=Path, required=True, help="writes result.json and per_utt.tsv here")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--num_threads", type=int, default=1,
-                   help="torch threads (0: torch's default); on a shared CPU 1 avoids OpenMP contention")
+    evalcli.add_threads_argument(s)
     s.add_argument("--asr_batch_seconds", type=float, default=120.0)
     s.set_defaults(func=_score_main)
-    t = sub.add_parser("table", help="a markdown table of several result.json files")
-    t.add_argument("--results", type=Path, nargs="+", required=True)
-    t.add_argument("--names", default=None, help="comma-separated row names (default: the results' dir names)")
-    t.add_argument("--out", type=Path, default=None, help="also write the table here")
-    t.set_defaults(func=_table_main)
+    evalcli.add_table_command(sub, _table_main, "the results' dir names")
     return p
 
 
@@ -658,14 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in ("score", "table", "-h", "--help"):
         argv.insert(0, "score")  # "python -m tts.evaluate --wav_scp ..." scores
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        logger.debug("input error", exc_info=True)
-        print(f"python -m tts.evaluate: error: {e}", file=sys.stderr)
-        return 2
+    return evalcli.run_cli(PROG, build_parser(), argv, logger)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ Usage:
 
 The output directory is a complete tokenizer (``load_tokenizer(out_dir)``: the same codebooks,
 ``decode`` through the trained :class:`audio_gen.tokenizers.vocoder.MelVocoder`); the training
-state lives in ``<out_dir>/train/`` (``checkpoint.pt``, written every ``--checkpoint_every``
-steps by tmp + rename; ``log.jsonl``, one line per evaluation). A killed run resumes from its
-last checkpoint when started again with the same command; batches are drawn from a generator
-seeded by (seed, step), so a resumed run sees the batches an uninterrupted one would.
+state lives in ``<out_dir>/train/`` (``checkpoint.pt`` of :class:`nar.base.training.StepTrainer`,
+written atomically every ``--checkpoint_every`` steps; ``log.jsonl``, one line per evaluation). A
+killed run resumes from its last checkpoint when started again with the same command; batches
+are drawn from a generator seeded by (seed, step) and the random states are restored, so a
+resumed run computes what an uninterrupted one would.
 
 Each step: ``batch_size`` random crops of ``segment_frames`` frames from the training audio;
 the vocoder's input is the crop's log-mel, or, with probability ``quantized_prob`` per crop,
@@ -45,7 +46,7 @@ from audio_gen.tokenizers.vocoder import (
     multi_resolution_stft_loss,
     num_parameters,
 )
-from nar.base.files import save_torch
+from nar.base.training import StepTrainer
 
 logger = logging.getLogger("train_vocoder")
 
@@ -192,19 +193,19 @@ def main(argv=None) -> int:
     vocoder = MelVocoder(cfg)
     opt = torch.optim.AdamW(vocoder.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=0.0)
     disc = Discriminator(args.disc_channels, args.lr) if args.adversarial_start >= 0 else None
-    step = 0
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["config"] != cfg.__dict__:
-            raise SystemExit(f"{ckpt_path}: was trained with {state['config']}, this run asks for {cfg.__dict__}; "
-                             "use another --out_dir or delete the old one")
-        vocoder.load_state_dict(state["vocoder"])
-        opt.load_state_dict(state["opt"])
-        if disc is not None and state.get("disc"):
-            disc.model.load_state_dict(state["disc"])
-            disc.opt.load_state_dict(state["disc_opt"])
-        step = int(state["step"])
-        logger.info(f"resuming {ckpt_path} at step {step}")
+    parts = {"vocoder": vocoder, "opt": opt}
+    if disc is not None:
+        parts.update(disc=disc.model, disc_opt=disc.opt)
+
+    def mismatch(stored):
+        return SystemExit(f"{ckpt_path}: was trained with {stored}, this run asks for {cfg.__dict__}; "
+                          "use another --out_dir or delete the old one")
+
+    # a run that turns the GAN on later resumes a checkpoint without a discriminator
+    trainer = StepTrainer(ckpt_path, parts, cfg.__dict__, args.steps, every=args.checkpoint_every,
+                          mismatch=mismatch, optional=("disc", "disc_opt"), desc="vocoder")
+    if trainer.resume():
+        logger.info(f"resuming {ckpt_path} at step {trainer.step}")
     else:
         stat_gen = random.Random(args.seed)
         sample = stat_gen.sample(wavs, min(len(wavs), 300))
@@ -213,58 +214,53 @@ def main(argv=None) -> int:
     logger.info(f"vocoder: {num_parameters(vocoder) / 1e6:.2f} M parameters, {len(wavs)} training utterances, "
                 f"crops of {args.segment_frames} frames x {args.batch_size}")
 
-    def checkpoint():
-        save_torch({"config": cfg.__dict__, "step": step, "vocoder": vocoder.state_dict(), "opt": opt.state_dict(),
-                     "disc": disc.model.state_dict() if disc else None,
-                     "disc_opt": disc.opt.state_dict() if disc else None}, ckpt_path)
-
     vocoder.train()
     gen_q = torch.Generator()
-    bar = tqdm(total=args.steps, initial=step, desc="vocoder", file=sys.stderr, dynamic_ncols=True)
     t0, seen = time.time(), 0
+
+    def train_step(step: int) -> dict[str, float]:
+        nonlocal seen
+        wav = draw_batch(wavs, args.batch_size, samples, args.seed, step)
+        lens = torch.full((wav.shape[0],), samples)
+        with torch.no_grad():
+            feats, n_frames = vocoder.log_mel(wav, lens)
+            gen_q.manual_seed(args.seed * 7919 + step)
+            use_q = torch.rand(wav.shape[0], generator=gen_q) < args.quantized_prob
+            if bool(use_q.any()):
+                codes, _ = tok.encode(wav[use_q], lens[use_q])
+                feats[use_q] = tok.codes_to_log_mel(codes)
+        for group in opt.param_groups:
+            group["lr"] = args.lr * lr_factor(step, args.steps)
+        y, _ = vocoder(feats, n_frames)
+        y = y[:, :samples]
+        recon = mel_l1(vocoder, y, wav, lens) + multi_resolution_stft_loss(y, wav)
+        loss, stats = recon, {"recon": float(recon.detach())}
+        adversarial = disc is not None and step >= args.adversarial_start
+        if adversarial:
+            adv, fm = disc.generator_loss(y, wav)
+            loss = 45.0 * recon + adv + 2.0 * fm
+            stats.update(adv=float(adv.detach()), fm=float(fm.detach()))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vocoder.parameters(), 10.0)
+        opt.step()
+        if adversarial:
+            stats["disc"] = disc.step(y, wav)
+        if not math.isfinite(float(loss.detach())):
+            raise SystemExit(f"step {step}: the loss is {float(loss.detach())}; lower --lr (last good checkpoint: {ckpt_path})")
+        seen += 1
+        return stats
+
     with open(train_dir / "log.jsonl", "a") as log_file:
-        while step < args.steps:
-            wav = draw_batch(wavs, args.batch_size, samples, args.seed, step)
-            lens = torch.full((wav.shape[0],), samples)
-            with torch.no_grad():
-                feats, n_frames = vocoder.log_mel(wav, lens)
-                gen_q.manual_seed(args.seed * 7919 + step)
-                use_q = torch.rand(wav.shape[0], generator=gen_q) < args.quantized_prob
-                if bool(use_q.any()):
-                    codes, _ = tok.encode(wav[use_q], lens[use_q])
-                    feats[use_q] = tok.codes_to_log_mel(codes)
-            for group in opt.param_groups:
-                group["lr"] = args.lr * lr_factor(step, args.steps)
-            y, _ = vocoder(feats, n_frames)
-            y = y[:, :samples]
-            recon = mel_l1(vocoder, y, wav, lens) + multi_resolution_stft_loss(y, wav)
-            loss, stats = recon, {"recon": float(recon.detach())}
-            adversarial = disc is not None and step >= args.adversarial_start
-            if adversarial:
-                adv, fm = disc.generator_loss(y, wav)
-                loss = 45.0 * recon + adv + 2.0 * fm
-                stats.update(adv=float(adv.detach()), fm=float(fm.detach()))
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vocoder.parameters(), 10.0)
-            opt.step()
-            if adversarial:
-                stats["disc"] = disc.step(y, wav)
-            if not math.isfinite(float(loss.detach())):
-                raise SystemExit(f"step {step}: the loss is {float(loss.detach())}; lower --lr (last good checkpoint: {ckpt_path})")
-            step += 1
-            seen += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
-            if step % args.checkpoint_every == 0 or step == args.steps:
-                checkpoint()
-                line = {"step": step, **{k: round(v, 4) for k, v in stats.items()},
-                        "sec_per_step": round((time.time() - t0) / seen, 3)}
-                if dev:
-                    line.update(evaluate(vocoder, tok, dev))
-                log_file.write(json.dumps(line) + "\n")
-                log_file.flush()
-    bar.close()
+        def log(step: int, stats: dict[str, float]) -> None:
+            line = {"step": step, **{k: round(v, 4) for k, v in stats.items()},
+                    "sec_per_step": round((time.time() - t0) / max(seen, 1), 3)}
+            if dev:
+                line.update(evaluate(vocoder, tok, dev))
+            log_file.write(json.dumps(line) + "\n")
+            log_file.flush()
+
+        step = trainer.run(train_step, after_save=log)
     tok.attach_vocoder(vocoder.eval())
     tok.save(out)
     print(f"{out}: {tok.describe()} ({num_parameters(vocoder) / 1e6:.2f} M vocoder parameters, {step} steps)")

@@ -134,6 +134,36 @@ def test_resume_continues_to_the_same_model(tmp_path, tiny):
         ev.fit_classifier(train, test, tmp_path / "b", ev.TrainOptions(**dict(opts, lr=0.1)))
 
 
+def test_killed_fit_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, tiny, monkeypatch):
+    """Killed during epoch 2 (after the epoch-1 checkpoint), a rerun continues at epoch 2 and
+    ends with the weights, history and model.pt of an uninterrupted run."""
+    _, train, _, test, _ = tiny
+    opts = ev.TrainOptions(**dict(TINY, epochs=3, channels=(4, 4, 8, 8), embed_dim=8))
+    once = ev.fit_classifier(train, test, tmp_path / "once", opts)
+    real_epoch = ev._train_epoch
+    epochs_run = []
+
+    def dies_in_epoch_2(net, opt, feats, y, o, epoch):
+        epochs_run.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(net, opt, feats, y, o, epoch)
+
+    monkeypatch.setattr(ev, "_train_epoch", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        ev.fit_classifier(train, test, tmp_path / "twice", opts)
+    assert torch.load(tmp_path / "twice" / "checkpoint.pt", weights_only=True)["step"] == 1
+    monkeypatch.setattr(ev, "_train_epoch", lambda *a: epochs_run.append(a[-1]) or real_epoch(*a))
+    twice = ev.fit_classifier(train, test, tmp_path / "twice", opts)
+    assert epochs_run == [1, 2, 2, 3]
+    assert [h["epoch"] for h in twice.history] == [1, 2, 3] and twice.best_epoch == once.best_epoch
+    for name in ("checkpoint.pt", "model.pt"):
+        a, b = (torch.load(tmp_path / d / name, weights_only=True) for d in ("once", "twice"))
+        a, b = (x["net"] if name == "checkpoint.pt" else x for x in (a, b))
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], msg=f"{name} {k}", rtol=0, atol=0)
+
+
 # --------------------------------------------------------------------------- Fréchet distance
 
 def _closed_form_commuting(mu1, d1, mu2, d2):
