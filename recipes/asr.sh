@@ -14,6 +14,14 @@
 #   4 statistics collection (shapes, feats mean/var)
 #   5 training (python -m asr.bin.train)   6 decoding of every test set and decode config
 #   7 scoring (WER/CER) and RESULTS.md
+#
+# Hand-off to the recipes that use the ASR model (recipes/codec.sh: semantic tokens and WER;
+# recipes/tts.sh: WER judge): after a successful training (stage 5) of a CTC model (`model: ctc`
+# in the trained config.yaml; --record_model true/false decides for any model), this script
+# writes the absolute path of the model directory, one line, into ${expdir}/asr_model_dir and logs
+# it. Those recipes read that file (their --asr_model_record) unless given --asr_model_dir, and
+# stop with an error when it is missing. Rerunning stage 5 of a finished model rewrites it (the
+# training resumes at its end); the last CTC model trained is the one recorded.
 set -euo pipefail
 recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
 . "${recipe_utils}/options.sh"
@@ -47,6 +55,7 @@ opt feats_normalize global_mvn "global_mvn (needs the stats stage) or utterance_
 opt inference_configs "conf/decode_greedy.yaml" "space-separated decode configs"
 opt inference_batch_size 16 "utterances per decoding batch"
 opt inference_model "" "checkpoint in the experiment dir to decode with, e.g. dev_unseen.wer.ave.pth of asr.bin.select_checkpoints (default: asr.inference's choice, valid.loss.ave.pth first); decode dirs get its name as a suffix"
+opt record_model auto "after training, write the model dir into <expdir>/asr_model_dir for the codec and tts recipes: auto (CTC models only), true or false"
 opt results_title "" "section of RESULTS.md to write (default: the experiment tag)"
 opt dumpdir dump "directory for formatted data"
 opt expdir exp "directory for experiments"
@@ -75,6 +84,8 @@ ngram_file=${expdir}/ngram_${token_type}
 ngram_file+=/${ngram_order}gram.arpa
 word_ngram_file=${expdir}/ngram_word/${word_ngram_order}gram.arpa
 case "${use_ngram}" in true|false) ;; *) log "--use_ngram must be true or false, got '${use_ngram}'"; exit 2 ;; esac
+case "${record_model}" in auto|true|false) ;; *) log "--record_model must be auto, true or false, got '${record_model}'"; exit 2 ;; esac
+asr_model_record=${expdir}/asr_model_dir
 inference_suffix=""
 [ -n "${inference_model}" ] && inference_suffix=_$(basename "${inference_model}" .pth)
 # The command line that reproduces this run, for RESULTS.md.
@@ -183,6 +194,20 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     cp "${asr_stats_dir}/train/feats_stats.npz" "${asr_exp}/feats_stats.npz"
   fi
   grep -E "[0-9]+epoch results" "${asr_exp}/train.log" | tail -n 3 || true
+  _record=${record_model}
+  if [ "${_record}" = auto ]; then
+    # the model type the trainer wrote (ESPnet fills in the default); the config's before that
+    _cfg=${asr_exp}/config.yaml
+    [ -f "${_cfg}" ] || _cfg=${asr_config}
+    _record=false
+    if [ "$(awk '$1 == "model:" { print $2; exit }' "${_cfg}")" = ctc ]; then _record=true; fi
+  fi
+  if [ "${_record}" = true ]; then
+    _dir=$(cd "${asr_exp}" && pwd)
+    printf '%s\n' "${_dir}" > "${asr_model_record}.tmp"
+    mv "${asr_model_record}.tmp" "${asr_model_record}"
+    log "Stage 5: recorded ${_dir} in ${asr_model_record} (the ASR model of the codec and tts recipes)"
+  fi
 fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then

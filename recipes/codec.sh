@@ -13,10 +13,17 @@
 #   3 fit the mel-RVQ acoustic tokenizer (+ train its vocoder with --vocoder_steps N > 0, into
 #     exp/tokenizer_<tag>_vocoder: same codes, decoded by the trained vocoder instead of Griffin-Lim)
 #                                               4 acoustic codes of every set (npy + codes.scp)
-#   5 fit the semantic tokenizer (k-means over an ASR encoder layer; needs --asr_model_dir)
+#   5 fit the semantic tokenizer (k-means over an encoder layer of the ASR model)
 #   6 semantic tokens of every set              7 ESPnet GAN codec training (needs --codec_config)
-#   8 evaluation of the tokenizers on the test sets (bench/tokenizers.py) and RESULTS.md
+#   8 evaluation of the tokenizers on the test sets (bench/tokenizers.py; WER by the ASR model)
+#     and RESULTS.md
 # Codes are written resumably: rerunning a killed stage 4/6 skips the utterances already done.
+#
+# The ASR model (stages 5 and 8): --asr_model_dir DIR, or else the directory named in the file
+# --asr_model_record (one line, written by recipes/asr.sh after training: <asr expdir>/asr_model_dir).
+# When stage 5 or 8 is in the stage range and neither gives a trained model directory, the
+# script stops before its first stage with an error naming the record and --asr_model_hint (the
+# command that trains the model). --asr_model_dir none skips stages 5, 6 and 8, saying so.
 set -euo pipefail
 recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
 . "${recipe_utils}/options.sh"
@@ -38,7 +45,9 @@ opt tokenizer_opts "" "options for python -m audio_gen.bin.fit_tokenizer (e.g. -
 opt tokenizer_tag "mel_rvq" "acoustic tokenizer name: exp/tokenizer_<tag>, dump/codes_<tag>"
 opt vocoder_steps 0 "training steps of the mel vocoder in stage 3 (0: none, Griffin-Lim only)"
 opt vocoder_opts "" "extra options for python -m audio_gen.bin.train_vocoder (e.g. --batch_size 16 --dim 256)"
-opt asr_model_dir "" "trained ASR model dir for the semantic tokenizer and the WER of stage 8"
+opt asr_model_dir "" "trained ASR model dir for the semantic tokenizer and the WER of stage 8 (empty: the one --asr_model_record names; none: skip stages 5, 6 and 8)"
+opt asr_model_record "" "file naming the trained ASR model dir (written by recipes/asr.sh: <asr expdir>/asr_model_dir), read when --asr_model_dir is empty"
+opt asr_model_hint "" "the command that trains the ASR model and writes --asr_model_record (for the error when it is missing)"
 opt semantic_layer -1 "ASR encoder block whose output is clustered (1-based; -1: last)"
 opt semantic_codebook_size 512 "semantic k-means clusters"
 opt semantic_tag "" "semantic tokenizer name (default: l<layer>_k<size>)"
@@ -63,6 +72,38 @@ semantic_dir=${expdir}/semantic_${semantic_tag}
 codec_exp=${expdir}/codec_${codec_tag}
 run_command="$0$(printf " %q" "$@")"
 all_sets=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+
+# resolve_asr_model WHAT: sets asr_model_dir from --asr_model_record when it is empty; stops with
+# an error (naming the record and the command that writes it) unless it is a trained model dir.
+resolve_asr_model() {
+  local what=$1 from="" skip="--asr_model_dir none skips stages 5, 6 and 8"
+  [ "${asr_model_dir}" = none ] && return 0
+  if [ -z "${asr_model_dir}" ]; then
+    if [ -z "${asr_model_record}" ]; then
+      log "Error: no ASR model for ${what}: pass --asr_model_dir DIR or --asr_model_record FILE (${skip})" >&2
+      exit 1
+    fi
+    if [ ! -s "${asr_model_record}" ]; then
+      log "Error: the ASR model for ${what} is not recorded: ${asr_model_record} does not exist." \
+          "Train it first: ${asr_model_hint:-the ASR recipe writes that file after training};" \
+          "or pass --asr_model_dir DIR (${skip})." >&2
+      exit 1
+    fi
+    asr_model_dir=$(head -n 1 "${asr_model_record}")
+    from=" (named in ${asr_model_record})"
+  fi
+  if [ ! -f "${asr_model_dir}/config.yaml" ]; then
+    log "Error: the ASR model dir ${asr_model_dir}${from} has no config.yaml: not a trained model." \
+        "Train it first: ${asr_model_hint:-see the ASR recipe}; or pass --asr_model_dir DIR (${skip})." >&2
+    exit 1
+  fi
+  log "ASR model for ${what}: ${asr_model_dir}${from}"
+}
+# checked before any stage runs: a missing model stops the run at once, not after hours of stages
+_asr_need=""
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then _asr_need="stage 5 (semantic tokenizer)"; fi
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then _asr_need+="${_asr_need:+ and }stage 8 (evaluation)"; fi
+if [ -n "${_asr_need}" ]; then resolve_asr_model "${_asr_need}"; fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
   log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
@@ -99,8 +140,8 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     --device "${device}"
 fi
 
-if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ] && [ -z "${asr_model_dir}" ]; then
-  log "Stages 5-6: skipped (no --asr_model_dir for the semantic tokenizer)"
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ] && [ "${asr_model_dir}" = none ]; then
+  log "Stages 5-6: skipped (--asr_model_dir none: no semantic tokenizer)"
 elif [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ]; then
   if [ "${stage}" -le 5 ]; then
     log "Stage 5: semantic tokenizer (layer ${semantic_layer} of ${asr_model_dir}, k=${semantic_codebook_size}) into ${semantic_dir}"
@@ -109,6 +150,7 @@ elif [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ]; then
       --device "${device}"
   fi
   if [ "${stop_stage}" -ge 6 ]; then
+    [ -f "${semantic_dir}/semantic.json" ] || { log "Error: ${semantic_dir} is not a fitted semantic tokenizer (run stage 5)" >&2; exit 1; }
     log "Stage 6: semantic tokens of ${all_sets}into ${dumpdir}/semantic_${semantic_tag}/<set>"
     _in=(); _out=()
     for dset in ${all_sets}; do _in+=("${data_feats}/${dset}"); _out+=("${dumpdir}/semantic_${semantic_tag}/${dset}"); done
@@ -143,8 +185,8 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ -n "${codec_config}" ]
 fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
-  if [ -z "${asr_model_dir}" ]; then
-    log "Stage 8: skipped (the evaluation scores intelligibility with --asr_model_dir)"
+  if [ "${asr_model_dir}" = none ]; then
+    log "Stage 8: skipped (--asr_model_dir none: the evaluation scores intelligibility with the ASR model)"
   else
     tokenizers="${tokenizer_tag}=${tok_dir}"
     [ -f "${tok_dir}_vocoder/vocoder.pt" ] && tokenizers+=" ${tokenizer_tag}_vocoder=${tok_dir}_vocoder"

@@ -20,6 +20,13 @@
 #   8 evaluate ground truth, resynthesis and MaskGCT (WER by pocketsphinx and by our ASR,
 #     DistillMOS, speaker similarity to the prompt) and append the table to RESULTS.md
 # Training resumes after a kill (ESPnet --resume); tokens and synthesis skip finished utterances.
+#
+# The ASR model of the judge asr (stage 8): --asr_model_dir DIR, or else the directory named in
+# the file --asr_model_record (one line, written by recipes/asr.sh after training:
+# <asr expdir>/asr_model_dir). When stage 8 is in the stage range with the judge asr and neither
+# gives a trained model directory, the script stops before its first stage with an error naming
+# the record and --asr_model_hint (the command that trains the model). --asr_model_dir none
+# drops the judge asr, saying so.
 set -euo pipefail
 recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
 . "${recipe_utils}/options.sh"
@@ -49,7 +56,9 @@ opt synth_opts "" "extra options for python -m tts.bin.synthesize (e.g. --max_ut
 opt decode_opts "" "MaskGCT decoding options of stage 7 (python -m tts.bin.synthesize --t2s_*/--s2a_*: steps, temperature, cfg_scale)"
 opt batch_size 16 "synthesis batch size"
 opt synth_tag "" "name of the synthesis run under exp/synth (default maskgct_<duration>; give another when synth_opts or decode_opts change, since synthesis resumes)"
-opt asr_model_dir "" "trained ASR model dir (our ASR for the WER of stage 8)"
+opt asr_model_dir "" "trained ASR model dir (our ASR for the WER of stage 8; empty: the one --asr_model_record names; none: no judge asr)"
+opt asr_model_record "" "file naming the trained ASR model dir (written by recipes/asr.sh: <asr expdir>/asr_model_dir), read when --asr_model_dir is empty"
+opt asr_model_hint "" "the command that trains the ASR model and writes --asr_model_record (for the error when it is missing)"
 opt judges "pocketsphinx,asr,distillmos,sim" "stage 8 judges (python -m tts.evaluate)"
 opt dumpdir dump "directory for formatted data and tokens"
 opt expdir exp "directory for experiments"
@@ -70,6 +79,43 @@ synth_name="MaskGCT (${synth_tag:-${duration}})"  # its row in the results table
 [ -n "${synth_tag}" ] || synth_tag="maskgct_${duration}"
 run_command="$0$(printf " %q" "$@")"
 all_sets=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+
+# resolve_asr_model: sets asr_model_dir from --asr_model_record when it is empty; stops with an
+# error (naming the record and the command that writes it) unless it is a trained model dir.
+resolve_asr_model() {
+  local what="the judge asr of stage 8" from="" skip="--asr_model_dir none drops the judge asr"
+  if [ -z "${asr_model_dir}" ]; then
+    if [ -z "${asr_model_record}" ]; then
+      log "Error: no ASR model for ${what}: pass --asr_model_dir DIR or --asr_model_record FILE (${skip})" >&2
+      exit 1
+    fi
+    if [ ! -s "${asr_model_record}" ]; then
+      log "Error: the ASR model for ${what} is not recorded: ${asr_model_record} does not exist." \
+          "Train it first: ${asr_model_hint:-the ASR recipe writes that file after training};" \
+          "or pass --asr_model_dir DIR (${skip})." >&2
+      exit 1
+    fi
+    asr_model_dir=$(head -n 1 "${asr_model_record}")
+    from=" (named in ${asr_model_record})"
+  fi
+  if [ ! -f "${asr_model_dir}/config.yaml" ]; then
+    log "Error: the ASR model dir ${asr_model_dir}${from} has no config.yaml: not a trained model." \
+        "Train it first: ${asr_model_hint:-see the ASR recipe}; or pass --asr_model_dir DIR (${skip})." >&2
+    exit 1
+  fi
+  log "ASR model for ${what}: ${asr_model_dir}${from}"
+}
+# stage 8's judges; checked before any stage runs: a missing model stops the run at once
+eval_judges=${judges}
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && [[ ",${judges}," == *,asr,* ]]; then
+  if [ "${asr_model_dir}" = none ]; then
+    eval_judges=$(echo "${judges}" | tr ',' '\n' | { grep -vx asr || true; } | paste -sd, -)
+    log "Stage 8: without the judge asr (--asr_model_dir none): ${eval_judges}"
+    [ -n "${eval_judges}" ] || { log "Error: no stage 8 judge left (--judges ${judges})" >&2; exit 1; }
+  else
+    resolve_asr_model
+  fi
+fi
 
 need_tokenizers() {
   if [ -z "${semantic_tokenizer}" ] || [ ! -f "${semantic_tokenizer}/semantic.json" ]; then
@@ -173,9 +219,8 @@ fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
   _asr=()
-  [ -n "${asr_model_dir}" ] && _asr=(--asr_model_dir "${asr_model_dir}")
-  _judges=${judges}
-  [ -z "${asr_model_dir}" ] && _judges=$(echo "${judges}" | tr ',' '\n' | grep -vx asr | paste -sd, -)
+  case ",${eval_judges}," in *,asr,*) _asr=(--asr_model_dir "${asr_model_dir}") ;; esac
+  _judges=${eval_judges}
   for dset in ${test_sets}; do
     synth=${expdir}/synth/${synth_tag}/${dset}
     results=()

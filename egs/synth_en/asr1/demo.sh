@@ -3,7 +3,10 @@
 #
 #   1  CTC from scratch: ./run.sh (corpus, tokens, n-gram LM, stats, training, decoding, scoring);
 #      --ctc_config conf/train_ctc_sp.yaml (speed perturbation) with --feats_normalize
-#      utterance_mvn, the configuration measured best on the held-out voices (RESULTS.md)
+#      utterance_mvn, the configuration measured best on the held-out voices (RESULTS.md).
+#      Its model directory (exp/asr_train_ctc_sp_char by default) is recorded in
+#      exp/asr_model_dir (recipes/asr.sh --record_model true), where the codec1 and tts1 recipes
+#      find their ASR model; the fine-tunings of stage 2 do not touch that record.
 #   2  Paraformer, CASS-NAT and the AR baseline (ESPnet's hybrid CTC/attention model) start from
 #      the CTC model's encoder and CTC head (ESPnet --init_param), which stay frozen
 #      (--freeze_param; --finetune_freeze "" trains them too), and train their decoders with an
@@ -15,8 +18,8 @@
 #   3  bench/asr_decode.py on the --bench_set: every system on the same batches, same threads;
 #      WER, CER, times, real-time factor, speed-up over AR beam 10; table, JSON and plots
 #
-# Time budget (2 CPU cores): a CTC epoch takes ~1.65 min here (~2.4 on a slower machine), a fine-tuning epoch ~2
-# min (three at once); the defaults took 32.7 min in all, install included (README). Less time: --ctc_epochs 6.
+# Time: the README gives the measured time of the defaults; less time: --ctc_epochs 6
+# --finetune_epochs 1.
 # Everything resumes: a finished stage is skipped on a rerun (training resumes mid-way).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,7 +53,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
   # test-time VTLN (a warp factor per speaker, nine passes); demo stage 3 decodes test with
   # plain CTC prefix beam too
   ./run.sh --asr_config "${ctc_config}" --feats_normalize "${feats_normalize}" --asr_args "--max_epoch ${ctc_epochs}" \
-    --inference_configs "${ctc_decode_configs}" ${run_args}
+    --inference_configs "${ctc_decode_configs}" --record_model true ${run_args}
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
@@ -59,7 +62,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     local name=$1; shift
     # shellcheck disable=SC2086
     ./run.sh --stage 5 --stop_stage 5 --asr_config "conf/train_${name}.yaml" --asr_tag "ft_${name}_char" \
-      --init_param "${ctc_ckpt}:encoder:encoder ${ctc_ckpt}:ctc:ctc" --feats_normalize "${feats_normalize}" \
+      --init_param "${ctc_ckpt}:encoder:encoder ${ctc_ckpt}:ctc:ctc" --feats_normalize "${feats_normalize}" --record_model false \
       --asr_args "--max_epoch ${finetune_epochs}${finetune_freeze:+ --freeze_param ${finetune_freeze}}" \
       ${run_args} "$@"
   }

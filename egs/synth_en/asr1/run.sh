@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# synth_en ASR recipe: the demo configuration (CTC, char tokens, CPU, ~25 minutes on 2 cores).
-# Demo corpus: 2 h of synthetic speech over a closed 1,000-word vocabulary; test voices held out.
+# synth_en ASR recipe: CTC, char tokens, on the CPU (make demo runs it through demo.sh, with
+# speed perturbation, and fine-tunes the other model families on its encoder).
+# Corpus: 2 h of synthetic speech over a closed 1,000-word vocabulary; test voices held out. Its
+# options are in conf/corpus.sh, shared with the codec1 and tts1 recipes (the same corpus).
+# Hand-off: after training a CTC model (stage 5), exp/asr_model_dir names its directory (one
+# line, absolute path; see recipes/asr.sh); codec1 and tts1 read it for their ASR model.
 # Options: ./run.sh --help
 # Larger configuration: ./run.sh --asr_config conf/train_ctc_large.yaml --token_type bpe --nbpe 300 \
 #   --local_data_opts "--train_hours 4" --ngpu 1 --num_workers 12   (see RESULTS.md)
@@ -10,6 +14,8 @@
 # CASS-NAT: ./run.sh --asr_config conf/train_cassnat.yaml; AR baseline: --asr_config conf/train_aed.yaml
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=SCRIPTDIR/conf/corpus.sh
+. conf/corpus.sh  # corpus_opts
 
 # Decode configs follow the model type of --asr_config (an explicit --inference_configs wins).
 asr_config=conf/train_ctc.yaml
@@ -30,7 +36,7 @@ esac
     --train_set train \
     --valid_set dev \
     --test_sets "dev test test_real" \
-    --local_data_opts "--train_hours 2.0 --max_vocab 1000 --test_engine_shares espeak=0.6,flite=0.25,festival=0.15 --formant_warps 0.8,0.9,1.1,1.2,1.3" \
+    --local_data_opts "${corpus_opts}" \
     --token_type char \
     --use_ngram true \
     --lm_train_text data/lm_train.txt \
