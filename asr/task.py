@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 from espnet2.asr.ctc import CTC
-from espnet2.asr.decoder.abs_decoder import AbsDecoder
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from espnet2.layers import augmentation as espnet_augmentation
 from espnet2.tasks import asr as espnet_asr
@@ -41,9 +40,21 @@ from asr.data.formant import formant_warp_effect
 from asr.models.cassnat import CassNATDecoder, CassNATModel
 from asr.models.ctc import CTCModel
 from asr.models.paraformer import CIFPredictor, ParaformerDecoder, ParaformerModel
+from nar.base.tokens import read_token_list
 
-# preprocessor_conf.data_aug_effects may name our effect: [w, formant_warp, {min_alpha, max_alpha}]
-espnet_augmentation.effects_dict.setdefault("formant_warp", formant_warp_effect)
+#: our data-augmentation effects, by the name ``preprocessor_conf.data_aug_effects`` uses
+#: (``[w, formant_warp, {min_alpha, max_alpha}]``); added to ESPnet's table by
+#: :func:`register_augmentations`
+AUGMENTATIONS = {"formant_warp": formant_warp_effect}
+
+
+def register_augmentations() -> None:
+    """Add :data:`AUGMENTATIONS` to ESPnet's effect table (idempotent). Called by the task where
+    it builds the preprocessor, the one place ESPnet looks the names up; never at import."""
+    for name, effect in AUGMENTATIONS.items():
+        registered = espnet_augmentation.effects_dict.setdefault(name, effect)
+        if registered is not effect:
+            raise ValueError(f"ESPnet already has a data augmentation effect named {name!r}")
 
 #: our model classes; the keys are the YAML ``model:`` names
 NAR_MODELS: dict[str, type] = {"ctc": CTCModel, "paraformer": ParaformerModel, "cassnat": CassNATModel}
@@ -65,7 +76,9 @@ model_choices = ClassChoices(
 decoder_choices = ClassChoices(
     "decoder",
     classes=dict(paraformer=ParaformerDecoder, cassnat=CassNATDecoder, **espnet_asr.decoder_choices.classes),
-    type_check=AbsDecoder,
+    # ESPnet's decoders are AbsDecoder (autoregressive scorers); ours are plain modules with
+    # their own one-pass contract (asr.models.paraformer.decoder, asr.models.cassnat)
+    type_check=torch.nn.Module,
     default=None,
     optional=True,
 )
@@ -88,19 +101,6 @@ frontend_choices = ClassChoices(
     default="default",
     optional=True,
 )
-
-
-def read_token_list(token_list: str | list[str]) -> list[str]:
-    """A token list given as a file path (one token per line) or as a list."""
-    if isinstance(token_list, (list, tuple)):
-        return list(token_list)
-    path = Path(token_list)
-    if not path.is_file():
-        raise FileNotFoundError(f"token_list file {path} does not exist (run the token stage)")
-    tokens = [line.rstrip("\n") for line in path.open(encoding="utf-8")]
-    if not tokens:
-        raise ValueError(f"token_list file {path} is empty")
-    return tokens
 
 
 def build_encoder_stack(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
@@ -159,6 +159,21 @@ class NARASRTask(ASRTask):
     ]
 
     @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        """Training entry: our augmentations registered, and a ``--token_list`` file read once
+        and stored inline, so that ``config.yaml`` (written by ESPnet from ``args`` after
+        :meth:`build_model`) is self-contained; :meth:`build_model` itself changes nothing."""
+        register_augmentations()
+        if isinstance(args.token_list, (str, Path)) and (getattr(args, "model", None) or "ctc") in NAR_MODELS:
+            args.token_list = read_token_list(args.token_list)
+        super().main_worker(args)
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
+        register_augmentations()
+        return super().build_preprocess_fn(args, train)
+
+    @classmethod
     def build_model_from_dict(cls, config: dict[str, Any]) -> AbsESPnetModel:
         """Build a model from a (resolved or partial) config mapping, as in config.yaml.
 
@@ -175,8 +190,6 @@ class NARASRTask(ASRTask):
         if model_name not in NAR_MODELS:
             return super().build_model(args)
         token_list = read_token_list(args.token_list)
-        # As in ESPnet: the token list is stored inline so config.yaml is self-contained.
-        args.token_list = token_list
         needed = MODEL_PARTS[model_name]
         for part in ("decoder", "predictor"):
             if part not in needed and getattr(args, part, None) is not None:

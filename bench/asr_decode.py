@@ -361,6 +361,7 @@ def main(argv=None) -> int:
     from asr.audio import as_waveform
     from nar.base.kaldi import read_kaldi_map
     from asr.inference import Speech2Text
+    from asr.model_dir import load_model_config
 
     for name in ("wav.scp", "text"):
         if not (args.data_dir / name).is_file():
@@ -377,8 +378,9 @@ def main(argv=None) -> int:
     if args.baseline and args.baseline not in names:
         parser.error(f"--baseline {args.baseline!r} is not one of the systems {names}")
     systems = [
-        (name, Speech2Text(path, device=args.device, timestamps=False, **{
-            "maxlenratio": args.maxlenratio, **search_options(search, args.ngram_file)}), search)
+        (name, Speech2Text(path, device=args.device, timestamps=False, **{  # maxlenratio: AED systems only
+            **({"maxlenratio": args.maxlenratio} if load_model_config(path).get("model") == "espnet" else {}),
+            **search_options(search, args.ngram_file)}), search)
         for name, path, search in specs
     ]
     rates = {s2t.sample_rate for _, s2t, _ in systems}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from nar.base.checks import check_int, check_lengths, check_number, check_tensor
@@ -302,6 +303,32 @@ def spans_to_timestamps(spans: list, frame_shift: float) -> list:
         if not isinstance(span, TokenSpan):
             raise TypeError(f"spans must hold TokenSpan items, got {type(span).__name__}")
     return [(span.start * frame_shift, span.end * frame_shift) for span in spans]
+
+
+def token_ends(labels: Tensor, lengths: Tensor, blank: int = 0) -> Tensor:
+    """(B, T) bool: True at the last frame of every token of a frame alignment (a run of one
+    non-blank label, as :func:`token_spans` merges them) and False on padding.
+
+    Args:
+        labels (Tensor): shape (B, T), a CTC frame path (greedy or forced), integer.
+        lengths (Tensor): shape (B,), valid frames of each path.
+        blank (int): the blank label.
+    """
+    lengths = _check_alignment(labels, lengths, blank)
+    frames = labels.shape[1]
+    nxt = F.pad(labels[:, 1:], (0, 1), value=blank)
+    last = torch.arange(frames, device=labels.device)[None, :] == (lengths - 1)[:, None]
+    return length_mask(lengths, frames) & (labels != blank) & ((labels != nxt) | last)
+
+
+def fits_ctc(lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """(B,) bool: each non-empty target fits a CTC path over its frames (L tokens plus one blank
+    between each pair of repeated neighbours must not exceed T); what :func:`forced_align`
+    requires. targets (B, L) (padding ignored), target_lengths (B,), lengths (B,) frames."""
+    valid = length_mask(target_lengths, targets.shape[1])
+    prev = F.pad(targets, (1, 0), value=-2)[:, :-1]
+    repeats = (valid & (targets == prev)).sum(1)
+    return (target_lengths + repeats <= lengths) & (target_lengths > 0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -272,3 +272,38 @@ def fire_timestamps(token_starts: Tensor, token_ends: Tensor, token_lengths: Ten
     for s_row, e_row, n in zip(token_starts.tolist(), token_ends.tolist(), counts.tolist()):
         out.append([(s * shift + offset, (e + 1) * shift + offset) for s, e in zip(s_row[:n], e_row[:n])])
     return out
+
+
+def segment_alphas(ends: Tensor, lengths: Tensor, end_token: bool = False) -> tuple[Tensor, Tensor]:
+    """CIF weights (B, T) that fire one token per segment of a frame alignment, and the token
+    counts (B,): Paraformer-v2-style firing from CTC instead of the predictor.
+
+    A token's segment is the frames after the previous token's last frame up to its own last
+    frame; each frame of it gets ``1 / (frames of the segment)`` so the segment integrates to
+    exactly one token (threshold 1). The frames after the last token form one more segment (an
+    end token) with ``end_token`` and get weight 0 otherwise.
+
+    Args:
+        ends (Tensor): shape (B, T), bool, True at the last frame of each token
+            (:func:`nar.align.token_ends`).
+        lengths (Tensor): shape (B,), valid frames.
+        end_token (bool): the trailing frames form an end token.
+    """
+    check_tensor(ends, "ends", 2, "bool", "(B, T)")
+    lengths = check_lengths(lengths, ends.shape[0], ends.shape[1], device=ends.device)
+    frames = ends.shape[1]
+    valid = length_mask(lengths, frames)
+    ends = ends & valid
+    tokens = ends.sum(1)
+    segment = (ends.cumsum(1) - ends.long()).masked_fill(~valid, 0)  # (B, T): token ends before t
+    use = valid & (segment < tokens[:, None])
+    counts = tokens
+    if end_token:
+        tail = valid & (segment == tokens[:, None])
+        use = use | tail
+        counts = tokens + tail.any(1).long()
+    size = torch.zeros(ends.shape[0], frames + 1, device=ends.device)
+    size.scatter_add_(1, segment, use.float())
+    alphas = torch.where(use, 1.0 / size.gather(1, segment).clamp(min=1), torch.zeros_like(size[:, :frames]))
+    return alphas, counts
+

@@ -215,7 +215,7 @@ def load_pocketsphinx(judges: Judges | None = None) -> Recognizer:
 
 def load_asr(judges: Judges) -> Recognizer:
     """Our ASR (:class:`asr.Speech2Text`, greedy, batched); silent inputs get ``""``."""
-    # tts may import asr (DESIGN.md); ESPnet is imported here, only when the judge is asked
+    # tts may import asr (docs/architecture.md); ESPnet is imported here, only when the judge is asked
     from asr.inference import Speech2Text
 
     s2t = Speech2Text(judges.asr_model_dir, device=judges.device, search="greedy", timestamps=False,

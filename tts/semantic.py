@@ -39,7 +39,7 @@ class ASREncoderFeatures:
     kind = "asr_encoder"
 
     def __init__(self, model_dir: Union[str, Path], layer: int = -1, device: str = "cpu"):
-        from asr.inference import Speech2Text  # tts may import asr (DESIGN.md)
+        from asr.inference import Speech2Text  # tts may import asr (docs/architecture.md)
 
         self.model_dir = Path(model_dir).resolve()
         self.s2t = Speech2Text(self.model_dir, device=device, max_seconds=None, progress=False)

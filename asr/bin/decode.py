@@ -24,37 +24,23 @@ import itertools
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import yaml
 
 from asr.audio import as_waveform
+from asr.decoding import DecodeConfig
 from nar.base.kaldi import read_kaldi_map
 from asr.longform import DEFAULT_BATCH_SECONDS
 from asr.speaker_warp import check_warps
 
-#: keys a decode config may set, and their defaults
+#: keys a decode config may set, and their defaults: every option of asr.decoding.DecodeConfig
+#: (its docstring says which family reads which), and the front end's options
 DECODE_DEFAULTS = {
-    "search": "greedy",
-    "beam_size": 10,
-    "nbest": 1,
+    **asdict(DecodeConfig()),
     "timestamps": True,
-    "length_candidates": None,  # Paraformer: rescore token counts L-k..L+k (None: model config)
-    "rescore_ctc_weight": None,  # Paraformer: CTC weight in that rescoring
-    "firing": None,  # Paraformer: "predictor" or "ctc" (segments from the CTC greedy path)
-    "ctc_weight": 0.3,  # AED beam search: CTC prefix score weight
-    "penalty": 0.0,  # AED beam search: length bonus per token
-    "maxlenratio": 0.0,  # AED beam search: max output length / encoder frames (0: frames)
-    "ngram_file": None,  # CTC beam: ARPA n-gram LM over the model's tokens (asr.bin.train_ngram)
-    "ngram_weight": None,  # CTC beam: its weight (None: 0.5 with ngram_file; --ngram_file fills configs that set it)
-    "ngram_unit": "token",  # CTC beam: "token" LM, or "word" LM through a lexicon (char models; --word_ngram_file)
-    "oov_penalty": None,  # word LM: None = closed vocabulary; else log penalty of a word outside it
-    "num_samples": 16,  # CASS-NAT esa: alignment copies
-    "threshold": 0.9,  # CASS-NAT esa: resample frames whose CTC probability is below this
-    "rank": None,  # CASS-NAT esa: "ar" (AR head) or "nar" (None: "ar" if the model has one)
-    "seed": 0,  # CASS-NAT esa: seed of each utterance's sampling generator
-    "rank_model_dir": None,  # CASS-NAT esa: rank with this AED model dir (the AR baseline)
     "speaker_warps": None,  # test-time VTLN: per speaker (utt2spk) the formant-warp factor of this list
     # whose decoding scores best (asr.speaker_warp; e.g. [0.85, 0.9, ..., 1.25]); chosen factors in spk2warp
     "batch_seconds": DEFAULT_BATCH_SECONDS,  # padded seconds per batch (duration batching)

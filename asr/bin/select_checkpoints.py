@@ -31,7 +31,8 @@ from asr.audio import as_waveform
 from asr.bin.average_checkpoints import average
 from asr.bin.decode import apply_ngram_file, load_decode_config
 from nar.base.kaldi import read_kaldi_map
-from asr.inference import Speech2Text, epoch_checkpoints
+from asr.inference import Speech2Text
+from nar.base.experiment import epoch_checkpoints
 from nar.base.files import save_torch, write_json
 
 METRICS = ("cer", "wer")

@@ -1,7 +1,7 @@
 """Tune n-gram shallow fusion on a development set: a grid of LM weight x length bonus x beam.
 
 The CTC posteriors of the data dir are computed once; every grid point then only re-runs the
-prefix beam search (``asr.Speech2Text.decode_log_probs``), so a grid of dozens of points costs
+prefix beam search (``asr.decoding.CTCSearch.decode_log_probs``), so a grid of dozens of points costs
 about one decoding pass each. Tune on ``dev``, never on a test set.
 
 Usage:
@@ -49,6 +49,7 @@ def main(argv=None) -> list[dict]:
     args = get_parser().parse_args(argv)
     from asr.audio import as_waveform
     from nar.base.kaldi import read_kaldi_map
+    from asr.decoding import DecodeConfig
     from asr.inference import Speech2Text
     from asr.lm import NgramLM
     from asr.scoring import score
@@ -78,11 +79,11 @@ def main(argv=None) -> list[dict]:
     for path, weight, penalty, beam, oov in tqdm(grid, desc="grid", leave=False):
         if weight == 0 and (penalty != 0 or path != args.ngram_file[0] or oov is not None):
             continue  # no LM: one row per beam (a length bonus without an LM is not a CTC beam option)
-        s2t.beam_size, s2t.nbest = beam, 1
-        s2t.use_ngram(lms[path] if weight else None, weight, penalty, args.ngram_unit, oov)
+        search = s2t.model.make_decoder(DecodeConfig(search="beam", beam_size=beam))
+        search.use_ngram(lms[path] if weight else None, weight, penalty, args.ngram_unit, oov)
         start, hyps = time.perf_counter(), {}
         for batch, log_probs, lengths in posteriors:
-            for k, nbest in zip(batch, s2t.decode_log_probs(log_probs, lengths, timestamps=False)):
+            for k, nbest in zip(batch, s2t.to_hypotheses(search.decode_log_probs(log_probs, lengths, spans=False))):
                 hyps[k] = nbest[0].text
         seconds = time.perf_counter() - start
         report, _ = score({k: refs[k] for k in keys}, hyps)

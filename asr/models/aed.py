@@ -22,6 +22,7 @@ from espnet.nets.scorers.ctc import CTCPrefixScorer
 from espnet.nets.scorers.length_bonus import LengthBonus
 from espnet2.asr.espnet_model import ESPnetASRModel
 
+from asr.decoding import DecodeConfig, TokenHypothesis, reject_foreign, with_aligned_spans
 from asr.models.ctc import EncoderOutput
 from asr.models.padding import pad_safe_convolutions
 
@@ -34,6 +35,8 @@ class AEDHypothesis:
 
 class AEDAdapter(torch.nn.Module):
     """Wrap a trained ``ESPnetASRModel`` for batched encoding and per-utterance beam search."""
+
+    family = "aed"
 
     def __init__(self, model: ESPnetASRModel):
         super().__init__()
@@ -121,3 +124,31 @@ class AEDAdapter(torch.nn.Module):
         finally:
             logging.getLogger().setLevel(level)
         return out
+
+    def make_decoder(self, config: DecodeConfig) -> "AEDSearch":
+        """The decode protocol (:mod:`asr.decoding`)."""
+        return AEDSearch(self, config)
+
+
+class AEDSearch:
+    """The AR baseline's decoder (:mod:`asr.decoding` protocol): ESPnet's batch beam search per
+    input (``beam``: ``beam_size``; ``greedy``: beam 1); spans by forced alignment of each
+    hypothesis on the CTC posteriors."""
+
+    family = "aed"
+    searches = ("greedy", "beam")
+    options = ("ctc_weight", "penalty", "maxlenratio")
+
+    def __init__(self, model: AEDAdapter, config: DecodeConfig):
+        reject_foreign(config, self.family, self.searches, self.options)
+        self.model, self.config = model, config
+
+    def decode(self, enc: EncoderOutput, *, wavs=None, names=None, spans: bool = True) -> list[list[TokenHypothesis]]:
+        cfg = self.config
+        nbest = self.model.recognize(enc, beam_size=cfg.beam_size if cfg.search == "beam" else 1,
+                                     ctc_weight=cfg.ctc_weight, penalty=cfg.penalty,
+                                     maxlenratio=cfg.maxlenratio, nbest=cfg.nbest)
+        candidates = [[(tuple(h.token_ids), h.score) for h in hyps] for hyps in nbest]
+        log_probs = self.model.ctc_log_probs(enc).float().cpu() if spans else None
+        return with_aligned_spans(candidates, log_probs, enc.lengths.cpu(), self.model.blank_id, spans)
+

@@ -33,7 +33,6 @@ Shapes: B batch, T encoder frames, D model dim, V vocabulary, L tokens, N sample
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,7 +48,6 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
     PositionwiseFeedForward,
 )
 from espnet2.asr.ctc import CTC
-from espnet2.asr.decoder.abs_decoder import AbsDecoder
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
@@ -59,21 +57,13 @@ from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from asr.decoding import DecodeConfig, TokenHypothesis, encode_waveforms, reject_foreign, warn_empty
 from asr.models.ctc import CTCModel, EncoderOutput
-from nar.align import error_based_sampling, forced_align, token_spans, trigger_mask
+from asr.models.layers import sinusoidal_positions
+from nar.align import error_based_sampling, fits_ctc, forced_align, token_spans, trigger_mask
 from nar.base.tensors import length_mask
 
 RANKERS = ("ar", "nar")
-
-
-def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(length, dim) sinusoidal encodings of positions 0..length-1 (Vaswani et al.)."""
-    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(length, dim, device=device)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return pe.to(dtype)
 
 
 @torch.no_grad()
@@ -127,8 +117,12 @@ class TAEExtractor(torch.nn.Module):
         return x + self.dropout(self.feed_forward(self.norm_ff(x)))
 
 
-class CassNATDecoder(AbsDecoder):
+class CassNATDecoder(torch.nn.Module):
     """TAE extractor → self-attention blocks → mixed-attention blocks → output layer.
+
+    Its contract is its own, not ESPnet's ``AbsDecoder``/``ScorerInterface`` (autoregressive
+    scorers for a beam search): :meth:`forward` maps a trigger mask to per-slot logits in one
+    pass. Registered as ``decoder: cassnat`` in :class:`asr.task.NARASRTask`.
 
     Args (``decoder_conf``):
         num_self_blocks: bidirectional self-attention blocks over the TAEs (reference: 5).
@@ -200,9 +194,6 @@ class CassNATDecoder(AbsDecoder):
             x, _, _, _ = layer(x, tgt_mask, hs_pad, memory_mask)
         return self.output_layer(self.after_norm(x)), slots
 
-    def score(self, ys, state, x):  # ScorerInterface; not an autoregressive scorer
-        raise NotImplementedError("CassNATDecoder is non-autoregressive: use CassNATModel.recognize")
-
 
 @dataclass(frozen=True)
 class CassNATResult:
@@ -228,6 +219,8 @@ class CassNATResult:
 class CassNATModel(CTCModel):
     """Encoder + CTC head + CTC-alignment-based parallel decoder (+ optional AR head).
 
+    Decoding: :meth:`make_decoder` (the :mod:`asr.decoding` protocol) or :meth:`recognize`.
+
     Built by :class:`asr.task.NARASRTask` from ``model: cassnat`` with ``decoder: cassnat``;
     the remaining keyword arguments come from ``model_conf``.
 
@@ -242,6 +235,8 @@ class CassNATModel(CTCModel):
         ar_decoder_conf: keyword arguments of ESPnet's ``TransformerDecoder`` for the AR head.
         num_samples, threshold, rank: inference defaults (ESA copies, ESA threshold, ranker).
     """
+
+    family = "cassnat"
 
     def __init__(
         self,
@@ -335,6 +330,10 @@ class CassNATModel(CTCModel):
             raise ValueError("rank='ar' needs the AR head (model_conf.ar_weight > 0 in training)")
         return rank
 
+    def make_decoder(self, config: DecodeConfig) -> "CassNATSearch":
+        """The decode protocol (:mod:`asr.decoding`)."""
+        return CassNATSearch(self, config)
+
     # ---------------------------------------------------------------- building blocks
     def decode_alignment(self, enc_hidden: torch.Tensor, enc_lengths: torch.Tensor,
                          labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -350,14 +349,6 @@ class CassNATModel(CTCModel):
         ys = ys.masked_fill(ys < 0, self.ignore_id)
         ys[torch.arange(ys.size(0), device=ys.device), text_lengths] = self.eos
         return ys
-
-    @staticmethod
-    def alignable(enc_lengths: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
-        """(B,) bool: the reference fits a CTC path (L + repeated neighbours <= T)."""
-        valid = length_mask(text_lengths, text.size(1))
-        prev = torch.nn.functional.pad(text, (1, 0), value=-2)[:, :-1]
-        repeats = (valid & (text == prev)).sum(1)
-        return (text_lengths + repeats <= enc_lengths) & (text_lengths > 0)
 
     # ---------------------------------------------------------------- training
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
@@ -385,7 +376,7 @@ class CassNATModel(CTCModel):
             return forced_align(log_probs, enc.lengths, text.clamp(min=0), text_lengths, blank=self.blank_id)[0]
 
     def _nar_loss(self, enc: EncoderOutput, text, text_lengths):
-        ok = self.alignable(enc.lengths, text, text_lengths)
+        ok = fits_ctc(enc.lengths, text, text_lengths)
         if not bool(ok.any()):
             logging.warning("CASS-NAT: no utterance of the batch fits a CTC alignment; CE skipped")
             zero = enc.hidden.sum() * 0.0
@@ -484,3 +475,61 @@ class CassNATModel(CTCModel):
             out_scores.append(float(scores[b, chosen[b]]))
             out_counts.append(int(counts[i]) if int(enc.lengths[b]) > 0 else 0)
         return CassNATResult(token_ids, out_scores, frames, torch.tensor(out_counts), chosen.cpu())
+
+
+class CassNATSearch:
+    """The CASS-NAT family's decoder (:mod:`asr.decoding` protocol): ``greedy`` (the greedy CTC
+    alignment → TAE → one decoder pass) or ``esa`` (``num_samples`` error-based alignment samples
+    decoded as one batch, ranked by the AR head, the NAR decoder, or a separately trained AED
+    model given as ``rank_model_dir``); spans are the chosen alignment's token segments. Every
+    input's samples come from its own generator seeded with ``seed``, so a result does not
+    depend on the batch it was decoded in."""
+
+    family = "cassnat"
+    searches = ("greedy", "esa")
+    options = ("num_samples", "threshold", "rank", "seed", "rank_model_dir")
+
+    def __init__(self, model: CassNATModel, config: DecodeConfig):
+        reject_foreign(config, self.family, self.searches, self.options)
+        self.model, self.config = model, config
+        self.num = config.num_samples if config.search == "esa" else 1
+        self.rank = model.check_inference_options(config.num_samples, config.threshold, config.rank)
+        self.ranker = None
+        if config.rank_model_dir is not None:
+            from asr.model_dir import load_asr_model
+
+            device = next(model.parameters()).device
+            ranker, _, _ = load_asr_model(config.rank_model_dir, device=str(device))
+            if getattr(ranker, "family", None) != "aed":
+                raise ValueError(f"rank_model_dir {config.rank_model_dir} must be an AED (model: espnet) dir, "
+                                 f"got a {getattr(ranker, 'family', type(ranker).__name__)} model")
+            if ranker.token_list != model.token_list:
+                raise ValueError(f"rank_model_dir {config.rank_model_dir}: its token list differs from the model's")
+            self.ranker = ranker
+
+    def _scorer(self, wavs, batch: int):
+        if self.ranker is None or self.num == 1:
+            return None
+        if wavs is None:
+            raise ValueError("ranking with rank_model_dir needs the waveforms")
+        aed = self.ranker
+        enc = encode_waveforms(aed, wavs, next(aed.parameters()).device)
+
+        def scorer(hyps):
+            return teacher_forced_scores(aed.model.decoder, enc.hidden.repeat_interleave(self.num, 0),
+                                         enc.lengths.repeat_interleave(self.num), hyps, aed.sos, aed.eos)
+        return scorer
+
+    def decode(self, enc: EncoderOutput, *, wavs=None, names=None, spans: bool = True) -> list[list[TokenHypothesis]]:
+        batch = enc.hidden.size(0)
+        gens = [torch.Generator(device=enc.hidden.device).manual_seed(self.config.seed) for _ in range(batch)]
+        res = self.model.recognize(enc, num_samples=self.num, threshold=self.config.threshold, rank=self.rank,
+                                   generator=gens, scorer=self._scorer(wavs, batch))
+        names = names or [f"inputs[{b}]" for b in range(batch)]
+        out = []
+        for b, ids in enumerate(res.token_ids):
+            if int(res.token_counts[b]) == 0:
+                warn_empty(names, b, f"the CTC alignment has no token ({int(enc.lengths[b])} encoder frames)")
+            out.append([TokenHypothesis(tuple(ids), float(res.scores[b]), tuple(res.frames[b]) if spans else ())])
+        return out
+

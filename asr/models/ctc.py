@@ -28,6 +28,7 @@ from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
+from asr.decoding import CTCSearch, DecodeConfig
 from asr.models.padding import pad_safe_convolutions
 
 
@@ -46,6 +47,8 @@ class CTCModel(AbsESPnetModel):
     Constructed by :class:`asr.task.NARASRTask` from a YAML config with ``model: ctc``; the
     keyword arguments it does not set come from ``model_conf``.
     """
+
+    family = "ctc"  # the label Speech2Text reports (never dispatched on)
 
     def __init__(
         self,
@@ -129,6 +132,12 @@ class CTCModel(AbsESPnetModel):
     def ctc_log_probs(self, enc: EncoderOutput) -> torch.Tensor:
         """Final-layer CTC log-posteriors (B, T, V)."""
         return self.ctc.log_softmax(enc.hidden)
+
+    def make_decoder(self, config: DecodeConfig) -> CTCSearch:
+        """The decode protocol (:mod:`asr.decoding`): greedy or prefix beam search on the CTC head."""
+        if self.ctc is None:
+            raise ValueError("the model has no CTC head (model_conf.ctc_weight = 0): it cannot be decoded as CTC")
+        return CTCSearch(self, config)
 
     # ---------------------------------------------------------------- training
     def forward(

@@ -20,21 +20,9 @@ import torch
 from audio_gen.tokenizers.base import AcousticTokenizer, register
 from audio_gen.tokenizers.spectral import num_frames
 from nar.base.tensors import length_mask
+from nar.base.experiment import find_checkpoint
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_ORDER = ("valid.mel_loss.best.pth", "train.mel_loss.best.pth", "latest.pth")
-
-
-def _pick_checkpoint(exp: Path) -> Path:
-    for name in CHECKPOINT_ORDER:
-        if (exp / name).is_file():
-            return exp / name
-    epochs = sorted(exp.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
-    if epochs:
-        return epochs[-1]
-    raise FileNotFoundError(f"{exp}: no checkpoint ({', '.join(CHECKPOINT_ORDER)} or <N>epoch.pth)")
-
 
 @register
 class EspnetCodecTokenizer(AcousticTokenizer):
@@ -67,7 +55,7 @@ class EspnetCodecTokenizer(AcousticTokenizer):
         config = exp / "config.yaml"
         if not config.is_file():
             raise FileNotFoundError(f"{exp}: no config.yaml; is this an ESPnet gan_codec training dir?")
-        ckpt = Path(model_file) if model_file else _pick_checkpoint(exp)
+        ckpt = Path(model_file) if model_file else find_checkpoint(exp)
         model, _ = GANCodecTask.build_model_from_file(config, ckpt, "cpu")
         return cls(model.codec, config, ckpt, target_bw)
 

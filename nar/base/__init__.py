@@ -1,6 +1,6 @@
 """nar.base — the base layer beneath the families: what every family needs and no algorithm is.
 
-Depends on torch, PyYAML and the standard library only (never on espnet, asr, tts or
+Depends on torch, PyYAML, tqdm and the standard library only (never on espnet, asr, tts or
 audio_gen), so ``asr``, ``tts`` and ``audio_gen`` all import it; the algorithms of :mod:`nar`
 (alignment, CIF, CTC search, masking, mask-predict) use its tensor helpers and validators.
 
@@ -13,6 +13,7 @@ audio_gen), so ``asr``, ``tts`` and ``audio_gen`` all import it; the algorithms 
 :mod:`nar.base.tensors`     length masks
 :mod:`nar.base.checks`      input validators whose errors name the argument
 :mod:`nar.base.evalcli`     the scaffold of the evaluation command-line tools
+:mod:`nar.base.training`    the one training loop outside ESPnet: steps, atomic checkpoints, resume
 ==========================  ==================================================================
 
 The submodules are imported by name (``from nar.base.kaldi import read_kaldi_map``); this

@@ -81,7 +81,7 @@ def test_cassnat_options_are_checked(cassnat_dir):
         Speech2Text(cassnat_dir, search="beam")
     with pytest.raises(ValueError, match="rank"):
         Speech2Text(cassnat_dir, search="esa", rank="lm")
-    with pytest.raises(ValueError, match="Paraformer options"):
+    with pytest.raises(ValueError, match=r"\['length_candidates'\] are not options of a cassnat model"):
         Speech2Text(cassnat_dir, length_candidates=1)
 
 
@@ -129,7 +129,7 @@ def test_cassnat_esa_ranked_by_the_ar_baseline(cassnat_dir, aed_dir, tiny_aed_re
         assert one.score == pytest.approx(hyp.score, abs=1e-3)
     with pytest.raises(ValueError, match="must be an AED"):
         Speech2Text(cassnat_dir, search="esa", rank_model_dir=cassnat_dir)
-    with pytest.raises(ValueError, match="CASS-NAT option"):
+    with pytest.raises(ValueError, match=r"\['rank_model_dir'\] are not options of a aed model"):
         Speech2Text(aed_dir, search="beam", rank_model_dir=aed_dir)
 
 

@@ -75,9 +75,11 @@ def test_espnet_effect_draws_alpha_in_range_and_is_registered():
     import torch
     from espnet2.layers import augmentation
 
-    import asr.task  # noqa: F401  (registers the effect)
     from asr.data.formant import formant_warp_effect
+    from asr.task import register_augmentations
 
+    register_augmentations()  # the task calls it where it builds the preprocessor; idempotent
+    register_augmentations()
     assert augmentation.effects_dict["formant_warp"] is formant_warp_effect
     x = torch.from_numpy(_vowel(seconds=0.3))
     fixed = formant_warp_effect(x, SR, alpha=0.9)

@@ -107,7 +107,7 @@ def test_bad_model_dirs(model_dir, tmp_path):
     config = yaml.safe_load((broken / "config.yaml").read_text())
     del config["encoder_conf"]
     (broken / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(KeyError, match="encoder_conf"):
+    with pytest.raises(ValueError, match="encoder_conf"):
         Speech2Text(broken)
     (broken / "config.yaml").unlink()
     with pytest.raises(FileNotFoundError, match="config.yaml"):
@@ -134,7 +134,7 @@ def test_ngram_fusion_batch_score_and_errors(tiny_recipe, model_dir, wavs, tmp_p
     log_probs[0, torch.arange(len(path)), torch.tensor(path)] = 0.0
     log_probs = log_probs.log_softmax(-1)
     lengths = torch.tensor([len(path)])
-    hyp = s2t.decode_log_probs(log_probs, lengths)[0][0]
+    hyp = s2t.to_hypotheses(s2t.decoder.decode_log_probs(log_probs, lengths))[0][0]
     assert list(hyp.token_ids) == [5, 7, 9]
     acoustic = -torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.tensor([list(hyp.token_ids)]), lengths,
                                              torch.tensor([3]), reduction="sum")

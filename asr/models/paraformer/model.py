@@ -56,16 +56,8 @@ from typing import Optional, Sequence
 import editdistance
 import torch
 import torch.nn.functional as F
-from espnet.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
-from espnet.nets.pytorch_backend.transformer.decoder_layer import DecoderLayer
-from espnet.nets.pytorch_backend.transformer.embedding import PositionalEncoding
 from espnet.nets.pytorch_backend.transformer.label_smoothing_loss import LabelSmoothingLoss
-from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
-from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
-    PositionwiseFeedForward,
-)
 from espnet2.asr.ctc import CTC
-from espnet2.asr.decoder.abs_decoder import AbsDecoder
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from espnet2.asr.postencoder.abs_postencoder import AbsPostEncoder
@@ -74,201 +66,17 @@ from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 
-from asr.models.cassnat import CassNATModel, sinusoidal_positions
+from asr.decoding import DecodeConfig, TokenHypothesis, reject_foreign, warn_empty
 from asr.models.ctc import CTCModel, EncoderOutput
-from nar.align import forced_align
-from nar.cif import CIFOutput, cif, quantity_loss
-from nar.masking import glancing_mask
+from asr.models.paraformer.decoder import ParaformerDecoder
+from asr.models.paraformer.predictor import CIFPredictor
+from nar.align import fits_ctc, forced_align, token_ends
+from nar.base.checks import check_choice, check_int, check_number
 from nar.base.tensors import length_mask
+from nar.cif import cif, quantity_loss, segment_alphas
+from nar.masking import glancing_mask
 
-PREDICTOR_VARIANTS = ("v1", "v2")
 FIRING_MODES = ("predictor", "ctc")
-
-
-# ------------------------------------------------------------------------------ predictor
-class CIFPredictor(torch.nn.Module):
-    """Per-frame CIF weights: conv1d over encoder frames → ReLU → linear → sigmoid.
-
-    ``alphas = relu(sigmoid(x) * smooth_factor - noise_threshold)``, zero on padding.
-
-    Args:
-        idim: encoder output dim D.
-        l_order, r_order: left/right context of the convolution (kernel l + r + 1).
-        threshold: CIF firing threshold.
-        dropout: dropout on the convolution output (variant v1 only, as in FunASR).
-        smooth_factor, noise_threshold: see the formula above.
-        tail_threshold: inference-only weight added right after each item's last frame so a
-            nearly complete last token still fires (FunASR's ``tail_process_fn``); 0 disables.
-        variant: ``"v2"`` (FunASR ``CifPredictorV2``: full convolution, no residual) or
-            ``"v1"`` (FunASR ``CifPredictor``: depthwise convolution + residual + dropout).
-
-    Padding frames are zeroed before the convolution, so an utterance gets the same alphas
-    alone or in a padded batch.
-    """
-
-    def __init__(
-        self,
-        idim: int,
-        l_order: int = 1,
-        r_order: int = 1,
-        threshold: float = 1.0,
-        dropout: float = 0.1,
-        smooth_factor: float = 1.0,
-        noise_threshold: float = 0.0,
-        tail_threshold: float = 0.45,
-        variant: str = "v2",
-    ):
-        super().__init__()
-        if variant not in PREDICTOR_VARIANTS:
-            raise ValueError(f"predictor_conf.variant must be one of {PREDICTOR_VARIANTS}, got {variant!r}")
-        if l_order < 0 or r_order < 0:
-            raise ValueError(f"predictor_conf l_order/r_order must be >= 0, got {l_order}, {r_order}")
-        if threshold <= 0 or tail_threshold < 0:
-            raise ValueError(f"need threshold > 0 and tail_threshold >= 0, got {threshold}, {tail_threshold}")
-        self.l_order, self.r_order = l_order, r_order
-        self.variant = variant
-        groups = idim if variant == "v1" else 1
-        self.cif_conv1d = torch.nn.Conv1d(idim, idim, l_order + r_order + 1, groups=groups)
-        self.cif_output = torch.nn.Linear(idim, 1)
-        self.dropout = torch.nn.Dropout(p=dropout)
-        self.threshold = float(threshold)
-        self.smooth_factor = float(smooth_factor)
-        self.noise_threshold = float(noise_threshold)
-        self.tail_threshold = float(tail_threshold)
-
-    def alphas(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """hidden (B, T, D), lengths (B,) -> alphas (B, T), zero on padding (float32)."""
-        valid = length_mask(lengths, hidden.size(1))
-        context = hidden.float().masked_fill(~valid[..., None], 0.0).transpose(1, 2)  # (B, D, T)
-        out = self.cif_conv1d(F.pad(context, (self.l_order, self.r_order)))
-        if self.variant == "v1":
-            out = self.dropout(out + context)
-        out = torch.relu(out.transpose(1, 2))
-        alphas = torch.sigmoid(self.cif_output(out)).squeeze(-1)  # (B, T)
-        alphas = torch.relu(alphas * self.smooth_factor - self.noise_threshold)
-        return alphas.masked_fill(~valid, 0.0)
-
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        lengths: torch.Tensor,
-        target_lengths: Optional[torch.Tensor] = None,
-    ) -> tuple[CIFOutput, torch.Tensor]:
-        """CIF on the encoder output.
-
-        Training (``target_lengths`` given): alphas scaled to fire exactly that many tokens.
-        Inference: the tail weight is added and ``floor(sum(alphas) + tail)`` tokens fire.
-
-        Returns:
-            (CIFOutput, alphas): the CIF result (embeddings (B, L, D), token_lengths (B,),
-            firing frames) and the unscaled alphas (B, T) for the quantity loss.
-        """
-        alphas = self.alphas(hidden, lengths)
-        tail = 0.0 if target_lengths is not None else self.tail_threshold
-        out = cif(hidden.float(), alphas, lengths, threshold=self.threshold,
-                  target_lengths=target_lengths, tail_threshold=tail)
-        return out, alphas
-
-
-# ------------------------------------------------------------------------------ decoder
-class ParaformerDecoder(AbsDecoder):
-    """Parallel (non-causal) transformer decoder over token acoustic embeddings.
-
-    Each of ``num_blocks`` layers: self-attention over all L positions (padding masked, no
-    causal mask) → cross-attention to the encoder → feed-forward, pre-norm by default. By
-    default the queries enter without positional encoding (their order comes from CIF), as in
-    FunASR's ``ParaformerSANDecoder``. ``embed`` holds the token embeddings the GLM sampler
-    substitutes (embedding scaled by sqrt(D) plus positional encoding, as FunASR's
-    ``decoder.embed``).
-
-    Two options give the decoder the token order that plain self-attention lacks (without them
-    it is permutation-equivariant over the queries, and neighbouring acoustic embeddings with
-    similar content tend to come out as the same token):
-
-    * ``query_positional``: a sinusoidal positional encoding is added to the queries;
-    * ``fsmn_kernel`` K > 0: before each layer, a depthwise convolution of width K over the
-      token axis (padding masked) is added to the queries as a residual — the memory block of
-      FunASR's SAN-M decoder, here in front of the self-attention instead of replacing it.
-    """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        encoder_output_size: int,
-        attention_heads: int = 4,
-        linear_units: int = 2048,
-        num_blocks: int = 6,
-        dropout_rate: float = 0.1,
-        positional_dropout_rate: float = 0.1,
-        self_attention_dropout_rate: float = 0.0,
-        src_attention_dropout_rate: float = 0.0,
-        normalize_before: bool = True,
-        concat_after: bool = False,
-        query_positional: bool = False,
-        fsmn_kernel: int = 0,
-    ):
-        super().__init__()
-        dim = encoder_output_size
-        if num_blocks < 1:
-            raise ValueError(f"decoder_conf.num_blocks must be >= 1, got {num_blocks}")
-        if fsmn_kernel < 0 or (fsmn_kernel and fsmn_kernel % 2 == 0):
-            raise ValueError(f"decoder_conf.fsmn_kernel must be 0 or an odd width, got {fsmn_kernel}")
-        self.query_positional = bool(query_positional)
-        self.fsmn = None
-        if fsmn_kernel:
-            self.fsmn = torch.nn.ModuleList(
-                torch.nn.Conv1d(dim, dim, fsmn_kernel, padding=fsmn_kernel // 2, groups=dim, bias=False)
-                for _ in range(num_blocks)
-            )
-        self.embed = torch.nn.Sequential(
-            torch.nn.Embedding(vocab_size, dim), PositionalEncoding(dim, positional_dropout_rate)
-        )
-        self.decoders = torch.nn.ModuleList(
-            DecoderLayer(
-                dim,
-                MultiHeadedAttention(attention_heads, dim, self_attention_dropout_rate),
-                MultiHeadedAttention(attention_heads, dim, src_attention_dropout_rate),
-                PositionwiseFeedForward(dim, linear_units, dropout_rate),
-                dropout_rate,
-                normalize_before,
-                concat_after,
-            )
-            for _ in range(num_blocks)
-        )
-        self.normalize_before = normalize_before
-        self.after_norm = LayerNorm(dim) if normalize_before else None
-        self.output_layer = torch.nn.Linear(dim, vocab_size)
-
-    def forward(
-        self,
-        hs_pad: torch.Tensor,
-        hlens: torch.Tensor,
-        ys_in_pad: torch.Tensor,
-        ys_in_lens: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """hs_pad (B, T, D) encoder output, hlens (B,), ys_in_pad (B, L, D) query embeddings,
-        ys_in_lens (B,) -> logits (B, L, V), ys_in_lens."""
-        x = ys_in_pad
-        valid = length_mask(ys_in_lens, x.size(1))
-        tgt_mask = valid[:, None, :]  # (B, 1, L)
-        memory_mask = length_mask(hlens, hs_pad.size(1))[:, None, :]  # (B, 1, T)
-        if self.query_positional:
-            x = x + sinusoidal_positions(x.size(1), x.size(2), x.device, x.dtype)[None]
-        for i, layer in enumerate(self.decoders):
-            if self.fsmn is not None:
-                keep = valid[..., None].to(x.dtype)
-                x = x + self.fsmn[i]((x * keep).transpose(1, 2)).transpose(1, 2) * keep
-            x, tgt_mask, _, _ = layer(x, tgt_mask, hs_pad, memory_mask)
-        if self.after_norm is not None:
-            x = self.after_norm(x)
-        return self.output_layer(x), ys_in_lens
-
-    def score(self, ys, state, x):  # ScorerInterface; not an autoregressive scorer
-        raise NotImplementedError("ParaformerDecoder is non-autoregressive: use ParaformerModel.recognize")
-
-    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L) token ids (>= 0) -> (B, L, D) reference embeddings for glancing sampling."""
-        return self.embed(tokens)
 
 
 # ------------------------------------------------------------------------------ results
@@ -294,6 +102,8 @@ class ParaformerResult:
 # ------------------------------------------------------------------------------ model
 class ParaformerModel(CTCModel):
     """Encoder → CIF predictor → parallel decoder, with GLM sampling and optional CTC / MWER.
+
+    Decoding: :meth:`make_decoder` (the :mod:`asr.decoding` protocol) or :meth:`recognize`.
 
     Built by :class:`asr.task.NARASRTask` from ``model: paraformer`` with ``decoder:
     paraformer`` and ``predictor: cif``; the remaining keyword arguments come from
@@ -321,6 +131,8 @@ class ParaformerModel(CTCModel):
             L - k .. L + k (k = length_candidates) and keep the candidate with the best
             ``(1 - w) * decoder + w * CTC`` log-likelihood (needs the CTC head when w > 0).
     """
+
+    family = "paraformer"
 
     def __init__(
         self,
@@ -416,8 +228,8 @@ class ParaformerModel(CTCModel):
         self.ignore_id = ignore_id
         self.length_candidates = length_candidates
         self.firing = firing
-        self.check_firing()
         self.rescore_ctc_weight = rescore_ctc_weight
+        self.inference_options()
         self.criterion_att = LabelSmoothingLoss(
             size=vocab_size,
             padding_idx=ignore_id,
@@ -522,20 +334,12 @@ class ParaformerModel(CTCModel):
             stats["loss_mwer"] = loss_mwer.detach()
         return loss_att, loss_pre, loss_mwer
 
-    def token_ends(self, path: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T) bool: the last frame of every token span of a CTC frame path (B, T)."""
-        frames = path.size(1)
-        valid = length_mask(lengths, frames)
-        nxt = F.pad(path[:, 1:], (0, 1), value=self.blank_id)
-        last = torch.arange(frames, device=path.device)[None, :] == (lengths - 1)[:, None]
-        return valid & (path != self.blank_id) & ((path != nxt) | last)
-
     @torch.no_grad()
     def forced_path(self, enc: EncoderOutput, text, text_lengths):
         """The reference force-aligned to the detached CTC posteriors, for the utterances whose
         reference fits their frames: (ok (B,) bool, labels (B_ok, T), lengths (B_ok,),
         text (B_ok, L_ok), text_lengths (B_ok,)); labels is None when none fits."""
-        ok = CassNATModel.alignable(enc.lengths, text, text_lengths)
+        ok = fits_ctc(enc.lengths, text, text_lengths)
         if not bool(ok.any()):
             return ok, None, None, None, None
         lengths, text_lengths = enc.lengths[ok], text_lengths[ok]
@@ -552,7 +356,7 @@ class ParaformerModel(CTCModel):
         if labels is None:
             return enc.hidden.sum() * 0.0
         with torch.no_grad():
-            ends = self.token_ends(labels, lengths)  # (B, T): L per item
+            ends = token_ends(labels, lengths, self.blank_id)  # (B, T): L per item
             token_index = (ends.cumsum(1) - 1).clamp(min=0)
             end_frame = torch.zeros_like(text, dtype=torch.long)  # (B, L)
             rows = torch.arange(labels.size(0), device=labels.device)[:, None].expand_as(labels)
@@ -626,36 +430,32 @@ class ParaformerModel(CTCModel):
         return ((posterior * relative).sum(-1) / ref_words.clamp(min=1)).mean()
 
     # ---------------------------------------------------------------- inference
-    def check_firing(self) -> None:
-        if self.firing not in FIRING_MODES:
-            raise ValueError(f"Paraformer firing must be one of {FIRING_MODES}, got {self.firing!r}")
-        if self.firing == "ctc" and self.ctc is None:
+    def inference_options(self, firing: Optional[str] = None, length_candidates: Optional[int] = None,
+                          rescore_ctc_weight: Optional[float] = None) -> tuple[str, int, float]:
+        """The effective ``(firing, length_candidates, rescore_ctc_weight)``: each given value,
+        else the model config's; checked (the module is not changed)."""
+        firing = self.firing if firing is None else firing
+        k = self.length_candidates if length_candidates is None else length_candidates
+        w = self.rescore_ctc_weight if rescore_ctc_weight is None else rescore_ctc_weight
+        check_choice(firing, "firing", FIRING_MODES)
+        check_int(k, "length_candidates", 0)
+        check_number(w, "rescore_ctc_weight", 0.0, 1.0)
+        if firing == "ctc" and self.ctc is None:
             raise ValueError("Paraformer firing 'ctc' needs the CTC head (a model trained with ctc_weight > 0)")
-        if self.firing == "ctc" and self.length_candidates > 0:
+        if firing == "ctc" and k > 0:
             raise ValueError("Paraformer firing 'ctc' takes its token count from the CTC path; "
                              "length_candidates must be 0 with it")
+        return firing, k, float(w)
+
+    def make_decoder(self, config: DecodeConfig) -> "ParaformerSearch":
+        """The decode protocol (:mod:`asr.decoding`)."""
+        return ParaformerSearch(self, config)
 
     def segment_alphas(self, path: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CIF weights (B, T) and token counts (B,) from a CTC frame path (B, T) (greedy or
-        forced): every frame gets 1 / (frames of its segment), a segment being the frames after
-        the previous token's last frame up to this token's last frame; frames after the last
-        token form the end token's segment with ``predictor_bias`` and get weight 0 otherwise."""
-        frames = path.size(1)
-        valid = length_mask(lengths, frames)
-        ends = self.token_ends(path, lengths)  # (B, T)
-        tokens = ends.sum(1)
-        # segment of frame t = number of token ends before t
-        segment = (ends.cumsum(1) - ends.long()).masked_fill(~valid, 0)  # (B, T)
-        use = valid & (segment < tokens[:, None])
-        counts = tokens
-        if self.predictor_bias:
-            tail = valid & (segment == tokens[:, None])
-            use = use | tail
-            counts = tokens + tail.any(1).long()
-        size = torch.zeros(path.size(0), frames + 1, device=path.device)
-        size.scatter_add_(1, segment, use.float())
-        alphas = torch.where(use, 1.0 / size.gather(1, segment).clamp(min=1), torch.zeros_like(size[:, :frames]))
-        return alphas, counts
+        forced), :func:`nar.cif.segment_alphas`; the frames after the last token form the end
+        token's segment with ``predictor_bias``."""
+        return segment_alphas(token_ends(path, lengths, self.blank_id), lengths, bool(self.predictor_bias))
 
     def ctc_firing_alphas(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`segment_alphas` of the CTC greedy path (inference with ``firing: ctc``)."""
@@ -676,19 +476,21 @@ class ParaformerModel(CTCModel):
         return alphas
 
     @torch.no_grad()
-    def recognize(self, enc: EncoderOutput) -> ParaformerResult:
+    def recognize(self, enc: EncoderOutput, firing: Optional[str] = None, length_candidates: Optional[int] = None,
+                  rescore_ctc_weight: Optional[float] = None) -> ParaformerResult:
         """Batched greedy Paraformer decoding of an encoder output (no per-item loop in the
-        network passes). Items for which nothing fires get an empty result."""
-        self.check_firing()
-        if self.firing == "ctc":
+        network passes). Items for which nothing fires get an empty result. Options: see
+        :meth:`inference_options` (None: the model config's)."""
+        firing, k, w = self.inference_options(firing, length_candidates, rescore_ctc_weight)
+        if firing == "ctc":
             alphas, counts = self.ctc_firing_alphas(enc)
             out = cif(enc.hidden.float(), alphas, enc.lengths, threshold=self.predictor.threshold,
                       target_lengths=counts)
         else:
             out, alphas = self.predictor(enc.hidden, enc.lengths)
             counts = out.token_lengths
-            if self.length_candidates > 0:
-                return self._recognize_candidates(enc, alphas, counts)
+            if k > 0:
+                return self._recognize_candidates(enc, alphas, counts, k, w)
         if int(counts.max()) == 0:
             log_probs = enc.hidden.new_zeros(enc.hidden.size(0), 0, self.vocab_size)
         else:
@@ -709,12 +511,11 @@ class ParaformerModel(CTCModel):
             frames.append([(s[k], e[k]) for k in keep])
         return ParaformerResult(token_ids, scores, frames, counts, log_probs)
 
-    def _recognize_candidates(self, enc: EncoderOutput, alphas, counts) -> ParaformerResult:
+    def _recognize_candidates(self, enc: EncoderOutput, alphas, counts, k: int, weight: float) -> ParaformerResult:
         """Decode token counts L-k..L+k for every item in one batch and keep the best by
         ``(1 - w) * decoder log-prob + w * CTC log-likelihood``."""
-        k = self.length_candidates
-        w = self.rescore_ctc_weight if self.ctc is not None else 0.0
-        if self.rescore_ctc_weight > 0 and self.ctc is None:
+        w = weight if self.ctc is not None else 0.0
+        if weight > 0 and self.ctc is None:
             logging.warning("rescore_ctc_weight > 0 but the model has no CTC head; using decoder scores")
         offsets = torch.arange(-k, k + 1, device=counts.device)  # (C,)
         cand = (counts[None, :] + offsets[:, None]).clamp(min=1)  # (C, B)
@@ -752,4 +553,31 @@ class ParaformerModel(CTCModel):
         return self._result(log_probs[pick], final_counts, out.token_starts[pick], out.token_ends[pick])
 
 
-__all__ = ["ParaformerModel", "ParaformerDecoder", "CIFPredictor", "ParaformerResult"]
+class ParaformerSearch:
+    """The Paraformer family's decoder (:mod:`asr.decoding` protocol): greedy (predictor or CTC
+    firing → CIF → one decoder pass → argmax); spans from the CIF firing frames."""
+
+    family = "paraformer"
+    searches = ("greedy",)
+    options = ("firing", "length_candidates", "rescore_ctc_weight")
+
+    def __init__(self, model: ParaformerModel, config: DecodeConfig):
+        reject_foreign(config, self.family, self.searches, self.options)
+        self.model = model
+        self.firing, self.length_candidates, self.rescore_ctc_weight = model.inference_options(
+            config.firing, config.length_candidates, config.rescore_ctc_weight)
+
+    def decode(self, enc: EncoderOutput, *, wavs=None, names=None, spans: bool = True) -> list[list[TokenHypothesis]]:
+        res = self.model.recognize(enc, self.firing, self.length_candidates, self.rescore_ctc_weight)
+        names = names or [f"inputs[{b}]" for b in range(len(res.token_ids))]
+        out = []
+        for b, ids in enumerate(res.token_ids):
+            if int(res.token_counts[b]) == 0:
+                warn_empty(names, b, f"the Paraformer predictor fired no token ({int(enc.lengths[b])} encoder frames)")
+            # CIF frames are (first, firing) inclusive; the protocol's spans end exclusive
+            frames = tuple((s, e + 1) for s, e in res.frames[b]) if spans else ()
+            out.append([TokenHypothesis(tuple(ids), float(res.scores[b]), frames)])
+        return out
+
+
+__all__ = ["ParaformerModel", "ParaformerResult", "ParaformerSearch"]
