@@ -14,7 +14,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 
 from asr.models.aed import AEDAdapter
 from asr.task import NARASRTask
-from nar.base.experiment import find_checkpoint, read_config
+from nar.base.experiment import find_checkpoint, load_weights, read_config
 
 #: keys of config.yaml that building a model reads
 REQUIRED_CONFIG_KEYS = ("token_list", "model", "encoder", "encoder_conf", "frontend", "ctc_conf")
@@ -103,11 +103,7 @@ def load_asr_model(model_dir: Union[str, Path], model_file: Union[str, Path, Non
     if not model_file.is_file():
         raise FileNotFoundError(f"checkpoint {model_file} does not exist")
     model = NARASRTask.build_model_from_dict(config)
-    state = torch.load(model_file, map_location="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{model_file} does not match the model of {model_dir / 'config.yaml'}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    load_weights(model, model_file, model_dir / "config.yaml")
     if isinstance(model, ESPnetASRModel):
         model = AEDAdapter(model)
     return model.to(device).eval(), config, model_file

@@ -56,14 +56,14 @@ def register_augmentations() -> None:
         if registered is not effect:
             raise ValueError(f"ESPnet already has a data augmentation effect named {name!r}")
 
-#: our model classes; the keys are the YAML ``model:`` names
+
+#: our model families, by their YAML ``model:`` names. A family is a :class:`CTCModel`
+#: subclass: it is built here from the shared encoder stack plus the parts it lists in its
+#: ``parts`` attribute (``<part>:`` + ``<part>_conf:``), and decoded through its
+#: ``make_decoder`` (:mod:`asr.decoding`); adding one is adding it to this table.
 NAR_MODELS: dict[str, type] = {"ctc": CTCModel, "paraformer": ParaformerModel, "cassnat": CassNATModel}
-#: the parts each model needs beyond the encoder stack, built from `<part>:` + `<part>_conf:`
-MODEL_PARTS: dict[str, tuple[str, ...]] = {
-    "ctc": (),
-    "paraformer": ("decoder", "predictor"),
-    "cassnat": ("decoder",),
-}
+#: the parts a family may take beyond the encoder stack
+PARTS = ("decoder", "predictor")
 
 model_choices = ClassChoices(
     "model",
@@ -164,7 +164,8 @@ class NARASRTask(ASRTask):
         and stored inline, so that ``config.yaml`` (written by ESPnet from ``args`` after
         :meth:`build_model`) is self-contained; :meth:`build_model` itself changes nothing."""
         register_augmentations()
-        if isinstance(args.token_list, (str, Path)) and (getattr(args, "model", None) or "ctc") in NAR_MODELS:
+        name = getattr(args, "model", None) or model_choices.default
+        if isinstance(args.token_list, (str, Path)) and issubclass(model_choices.get_class(name), CTCModel):
             args.token_list = read_token_list(args.token_list)
         super().main_worker(args)
 
@@ -187,11 +188,12 @@ class NARASRTask(ASRTask):
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
         model_name = getattr(args, "model", None) or model_choices.default
-        if model_name not in NAR_MODELS:
+        model_class = model_choices.get_class(model_name)
+        if not issubclass(model_class, CTCModel):  # ESPnet's own models, built by ESPnet
             return super().build_model(args)
         token_list = read_token_list(args.token_list)
-        needed = MODEL_PARTS[model_name]
-        for part in ("decoder", "predictor"):
+        needed = model_class.parts
+        for part in PARTS:
             if part not in needed and getattr(args, part, None) is not None:
                 raise ValueError(f"model '{model_name}' takes no `{part}:`; remove it from the config")
             if part in needed and getattr(args, part, None) is None:
@@ -209,7 +211,6 @@ class NARASRTask(ASRTask):
             parts["predictor"] = predictor_choices.get_class(args.predictor)(
                 idim=out_size, **(getattr(args, "predictor_conf", None) or {})
             )
-        model_class = model_choices.get_class(model_name)
         model = model_class(
             vocab_size=len(token_list), token_list=token_list, **parts, **args.model_conf
         )

@@ -17,7 +17,7 @@ from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str_or_none
 
-from nar.base.experiment import find_checkpoint, read_config, resolve_path
+from nar.base.experiment import find_checkpoint, load_weights, read_config, resolve_path
 from nar.base.tokens import read_token_list
 
 
@@ -95,9 +95,5 @@ def load_trained(task, model_dir: Union[str, Path], model_file: Optional[Union[s
     for key, value in config.items():
         setattr(args, key, value)
     model = task.build_model(args)
-    state = torch.load(model_file, map_location="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{model_file} does not match {model_dir / 'config.yaml'}: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+    load_weights(model, model_file, model_dir / "config.yaml")
     return model.to(device).eval(), config

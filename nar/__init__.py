@@ -11,12 +11,14 @@ B batch, T frames, L tokens, K codebooks, V vocabulary, D model dim.
 from nar.align import (
     TokenSpan,
     error_based_sampling,
+    fits_ctc,
     forced_align,
     spans_to_timestamps,
+    token_ends,
     token_spans,
     trigger_mask,
 )
-from nar.cif import CIFOutput, fire_timestamps, quantity_loss, token_count
+from nar.cif import CIFOutput, fire_timestamps, quantity_loss, segment_alphas, token_count
 from nar.ctc import (
     CTCGreedyResult,
     CTCHypothesis,
@@ -37,14 +39,17 @@ __all__ = [
     "ctc_prefix_beam_search",
     "error_based_sampling",
     "fire_timestamps",
+    "fits_ctc",
     "forced_align",
     "glancing_mask",
     "quantity_loss",
     "schedule",
+    "segment_alphas",
     "span_mask",
     "span_starts_for_rate",
     "spans_to_timestamps",
     "token_count",
+    "token_ends",
     "token_spans",
     "trigger_mask",
     "uniform_mask",

@@ -31,7 +31,7 @@ Usage::
     # score one system (wav.scp: "<utt> <wav>"; prompt.scp: "<utt> <prompt wav>")
     python -m tts.evaluate --wav_scp exp/tts/decode_test/wav.scp --text data/test/text \\
         --prompt_scp exp/tts/decode_test/prompt.scp \\
-        --asr_model_dir ../asr1/exp/asr_train_ctc_char --out_dir exp/tts/decode_test/eval
+        --asr_model_dir "$(cat ../asr1/exp/asr_model_dir)" --out_dir exp/tts/decode_test/eval
     # (the same as "python -m tts.evaluate score ..."); writes result.json and per_utt.tsv
 
     # rows side by side, e.g. ground truth, codec resynthesis and MaskGCT

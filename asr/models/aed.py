@@ -24,7 +24,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 
 from asr.decoding import DecodeConfig, TokenHypothesis, reject_foreign, with_aligned_spans
 from asr.models.ctc import EncoderOutput
-from asr.models.padding import pad_safe_convolutions
+from asr.models.padding import check_pad_safe, pad_safe_convolutions
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class AEDAdapter(torch.nn.Module):
             raise TypeError(f"AEDAdapter needs an ESPnetASRModel, got {type(model).__name__}")
         if model.decoder is None:
             raise ValueError("the ESPnet model has no attention decoder (ctc_weight 1.0): decode it as CTC")
+        check_pad_safe(model.encoder)
         self.model = model
         self.ctc = model.ctc
         self.blank_id = model.blank_id

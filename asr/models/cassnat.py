@@ -237,6 +237,7 @@ class CassNATModel(CTCModel):
     """
 
     family = "cassnat"
+    parts = ("decoder",)
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from asr.decoding import CTCSearch, DecodeConfig
-from asr.models.padding import pad_safe_convolutions
+from asr.models.padding import check_pad_safe, pad_safe_convolutions
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class CTCModel(AbsESPnetModel):
     """
 
     family = "ctc"  # the label Speech2Text reports (never dispatched on)
+    parts: tuple[str, ...] = ()  # what asr.task builds besides the encoder stack (`decoder`, `predictor`)
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class CTCModel(AbsESPnetModel):
             raise ValueError(f"model_conf.interctc_weight must be in [0, 1), got {interctc_weight}")
         if len(token_list) != vocab_size:
             raise ValueError(f"token_list has {len(token_list)} entries but vocab_size={vocab_size}")
+        check_pad_safe(encoder)
         self.vocab_size = vocab_size
         self.token_list = list(token_list)
         self.blank_id = blank_id

@@ -13,6 +13,10 @@ in a padded batch marks up to two frames per item as valid that were computed fr
 (a 37-frame item alone gives 8 frames after ``conv2d``, inside a 60-frame batch 10). The
 output mask is therefore recomputed from each item's own length.
 
+The fix is claimed for the encoders of :data:`SUPPORTED_ENCODERS` with the subsampling blocks
+of :data:`SUBSAMPLING_SLICES` (or none); :func:`check_pad_safe` refuses any other encoder with a
+clear error when a model is built, instead of silently leaving it unfixed.
+
 Shapes: B batch, T frames (after subsampling), C channels.
 """
 
@@ -22,6 +26,23 @@ import contextlib
 from typing import Iterator
 
 import torch
+from espnet2.asr.encoder.branchformer_encoder import BranchformerEncoder
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from espnet2.asr.encoder.e_branchformer_encoder import EBranchformerEncoder
+from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
+from espnet.nets.pytorch_backend.transformer.subsampling import (
+    Conv2dSubsampling,
+    Conv2dSubsampling1,
+    Conv2dSubsampling2,
+    Conv2dSubsampling6,
+    Conv2dSubsampling8,
+)
+
+from nar.base.tensors import length_mask
+
+#: ESPnet encoders whose layers are per-frame except masked attention and temporal Conv1d
+#: (which :func:`pad_safe_convolutions` masks): the ones a padded batch decodes like its items
+SUPPORTED_ENCODERS = (ConformerEncoder, EBranchformerEncoder, BranchformerEncoder, TransformerEncoder)
 
 
 def _slice_len(n: torch.Tensor, stop: int, step: int) -> torch.Tensor:
@@ -31,17 +52,32 @@ def _slice_len(n: torch.Tensor, stop: int, step: int) -> torch.Tensor:
 
 #: per ESPnet subsampling class, the (stop, step) slices it applies to the mask
 SUBSAMPLING_SLICES = {
-    "Conv2dSubsampling": ((2, 2), (2, 2)),
-    "Conv2dSubsampling1": ((2, 1), (2, 1)),
-    "Conv2dSubsampling2": ((2, 2), (2, 1)),
-    "Conv2dSubsampling6": ((2, 2), (4, 3)),
-    "Conv2dSubsampling8": ((2, 2), (2, 2), (2, 2)),
+    Conv2dSubsampling: ((2, 2), (2, 2)),
+    Conv2dSubsampling1: ((2, 1), (2, 1)),
+    Conv2dSubsampling2: ((2, 2), (2, 1)),
+    Conv2dSubsampling6: ((2, 2), (4, 3)),
+    Conv2dSubsampling8: ((2, 2), (2, 2), (2, 2)),
 }
+
+
+def check_pad_safe(encoder: torch.nn.Module) -> None:
+    """Refuse an encoder for which :func:`pad_safe_convolutions` cannot guarantee that a padded
+    batch encodes like its items: ValueError naming its class (and its input layer's)."""
+    if type(encoder) not in SUPPORTED_ENCODERS:
+        names = ", ".join(c.__name__ for c in SUPPORTED_ENCODERS)
+        raise ValueError(f"encoder {type(encoder).__name__}: nar-speech decodes batches padding-invariantly "
+                         f"only with {names}; choose one of them (encoder: conformer, e_branchformer, "
+                         f"branchformer, transformer)")
+    embed = encoder.embed
+    if type(embed) not in SUBSAMPLING_SLICES and not isinstance(embed, torch.nn.Sequential):
+        raise ValueError(f"encoder {type(encoder).__name__}: input layer {type(embed).__name__} is not one "
+                         f"whose output lengths are known (Conv2dSubsampling 1/2/4/6/8 or linear); choose "
+                         f"encoder_conf.input_layer conv2d, conv2d1, conv2d2, conv2d6, conv2d8 or linear")
 
 
 def subsampled_lengths(embed: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor | None:
     """Frames after ESPnet's subsampling block for unpadded inputs of ``lengths`` (B,)."""
-    slices = SUBSAMPLING_SLICES.get(type(embed).__name__)
+    slices = SUBSAMPLING_SLICES.get(type(embed))
     if slices is None:
         return None
     for stop, step in slices:
@@ -60,18 +96,15 @@ def pad_safe_convolutions(encoder: torch.nn.Module) -> Iterator[None]:
     The frame mask is taken from the output of ``encoder.embed`` when it is a subsampling block
     (which returns ``(x, mask)`` with a bool mask (B, 1, T) true on valid frames), so the
     encoder's own length arithmetic decides which frames are padding; an embedding without
-    subsampling (``input_layer: linear``) keeps the input lengths. Encoders without ``embed``
-    and ``encoders`` attributes are left untouched.
+    subsampling (``input_layer: linear``) keeps the input lengths. The encoder must pass
+    :func:`check_pad_safe` (checked here too).
     """
-    embed = getattr(encoder, "embed", None)
-    layers = getattr(encoder, "encoders", None)
-    if embed is None or layers is None:
-        yield
-        return
+    check_pad_safe(encoder)
+    embed, layers = encoder.embed, encoder.encoders
     state: dict[str, torch.Tensor] = {}
 
     def valid_frames(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-        return torch.arange(frames, device=lengths.device)[None, None, :] < lengths[:, None, None]
+        return length_mask(lengths, frames)[:, None, :]  # (B, 1, T)
 
     def keep_lengths(_module, args, kwargs):
         state["lengths"] = args[1] if len(args) > 1 else kwargs["ilens"]
@@ -84,9 +117,6 @@ def pad_safe_convolutions(encoder: torch.nn.Module) -> Iterator[None]:
         if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() == 3):
             return None
         lengths = subsampled_lengths(module, state["lengths"])
-        if lengths is None:  # an unknown block: trust its mask
-            state["valid"] = mask[:, -1:, :]
-            return None
         state["valid"] = valid_frames(lengths, mask.size(-1)) & mask[:, -1:, :]
         return x, state["valid"]
 

@@ -20,9 +20,11 @@ import re
 from pathlib import Path
 from typing import Any, Union
 
+import torch
 import yaml
 
-__all__ = ["CHECKPOINT_PREFERENCE", "epoch_checkpoints", "find_checkpoint", "read_config", "resolve_path"]
+__all__ = ["CHECKPOINT_PREFERENCE", "epoch_checkpoints", "find_checkpoint", "load_weights", "read_config",
+           "resolve_path"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -112,3 +114,25 @@ def resolve_path(path: PathLike, model_dir: PathLike) -> Path:
             return base / p
     raise FileNotFoundError(f"{model_dir}/config.yaml names {path}, which does not exist here or under "
                             f"{model_dir.parent.parent}")
+
+
+def load_weights(model: torch.nn.Module, model_file: PathLike, config_file: PathLike) -> None:
+    """Load the state dict in ``model_file`` into ``model`` (built from ``config_file``) strictly.
+
+    Raises:
+        FileNotFoundError: no such file; ValueError: not a readable torch state dict, or a
+            missing or unexpected key (the message names both files and the first keys).
+    """
+    model_file = Path(model_file)
+    if not model_file.is_file():
+        raise FileNotFoundError(f"checkpoint {model_file} does not exist")
+    try:
+        state = torch.load(model_file, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"{model_file}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{model_file}: expected a state dict, got {type(state).__name__}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{model_file} does not match the model of {config_file}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -44,18 +44,24 @@ def test_untrained_model_does_not_pass_the_tiny_task():
     assert sum(h == r for h, r in zip(res.tokens, refs)) / len(refs) < 0.5
 
 
-@pytest.mark.parametrize("encoder", ["conformer", "e_branchformer"])
+@pytest.mark.parametrize("encoder", ["conformer", "e_branchformer", "branchformer", "transformer"])
 def test_encoder_output_does_not_depend_on_padding(encoder):
+    """Every encoder asr.models.padding claims (SUPPORTED_ENCODERS) encodes a padded batch like
+    its items."""
     torch.manual_seed(1)
     conf = tiny_config()
+    common = dict(output_size=32, attention_heads=2, num_blocks=2, input_layer="conv2d",
+                  dropout_rate=0.0, positional_dropout_rate=0.0, attention_dropout_rate=0.0)
     if encoder == "e_branchformer":
-        conf["encoder"] = "e_branchformer"
-        conf["encoder_conf"] = dict(
-            output_size=32, attention_heads=2, cgmlp_linear_units=64, num_blocks=2,
-            linear_units=64, input_layer="conv2d", cgmlp_conv_kernel=7, merge_conv_kernel=5,
-            dropout_rate=0.0, positional_dropout_rate=0.0, attention_dropout_rate=0.0,
-            interctc_layer_idx=[1], interctc_use_conditioning=True,
-        )
+        conf["encoder_conf"] = dict(common, cgmlp_linear_units=64, linear_units=64, cgmlp_conv_kernel=7,
+                                    merge_conv_kernel=5, interctc_layer_idx=[1], interctc_use_conditioning=True)
+    elif encoder == "branchformer":
+        conf["encoder_conf"] = dict(common, cgmlp_linear_units=64, cgmlp_conv_kernel=7)
+        conf["model_conf"] = {}
+    elif encoder == "transformer":
+        conf["encoder_conf"] = dict(common, linear_units=64)
+        conf["model_conf"] = {}
+    conf["encoder"] = encoder
     model = NARASRTask.build_model_from_dict(conf).eval()
     feats = torch.randn(3, 60, 8)
     lens = torch.tensor([60, 37, 21])
@@ -66,6 +72,15 @@ def test_encoder_output_does_not_depend_on_padding(encoder):
             n = int(alone.lengths[0])
             assert int(batch.lengths[b]) == n
             torch.testing.assert_close(batch.hidden[b, :n], alone.hidden[0], atol=1e-5, rtol=1e-4)
+
+
+def test_an_encoder_without_the_padding_guarantee_is_refused():
+    conf = tiny_config()
+    conf["encoder"] = "rnn"
+    conf["encoder_conf"] = dict(num_layers=1, hidden_size=16, output_size=16)
+    conf["model_conf"] = {}
+    with pytest.raises(ValueError, match="encoder RNNEncoder: .*padding-invariantly only with ConformerEncoder"):
+        NARASRTask.build_model_from_dict(conf)
 
 
 def test_without_pad_safety_padding_leaks():

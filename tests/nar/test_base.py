@@ -131,3 +131,23 @@ def test_checks_name_the_argument():
     assert check_choice("ctc", "firing", ("predictor", "ctc")) == "ctc"
     with pytest.raises(ValueError, match=r"firing must be one of \('predictor', 'ctc'\), got 'x'"):
         check_choice("x", "firing", ("predictor", "ctc"))
+
+
+def test_load_weights_is_strict_and_names_the_files(tmp_path):
+    from nar.base.experiment import load_weights
+
+    src, dst = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    torch.save(src.state_dict(), tmp_path / "a.pth")
+    load_weights(dst, tmp_path / "a.pth", tmp_path / "config.yaml")
+    assert torch.equal(dst.weight, src.weight) and torch.equal(dst.bias, src.bias)
+    with pytest.raises(ValueError, match=r"a.pth does not match the model of .*config.yaml: missing \['1.weight'"):
+        load_weights(torch.nn.Sequential(torch.nn.Identity(), torch.nn.Linear(3, 2)), tmp_path / "a.pth",
+                     tmp_path / "config.yaml")
+    (tmp_path / "bad.pth").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pth: cannot be read as a torch checkpoint"):
+        load_weights(dst, tmp_path / "bad.pth", "config.yaml")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="expected a state dict, got list"):
+        load_weights(dst, tmp_path / "list.pth", "config.yaml")
+    with pytest.raises(FileNotFoundError, match="none.pth does not exist"):
+        load_weights(dst, tmp_path / "none.pth", "config.yaml")

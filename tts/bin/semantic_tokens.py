@@ -1,7 +1,7 @@
 """Semantic tokens: fit k-means over an ASR encoder layer, or encode a data dir (resumable).
 
 Usage:
-    python -m tts.bin.semantic_tokens fit --asr_model_dir ../asr1/exp/asr_train_ctc_char \
+    python -m tts.bin.semantic_tokens fit --asr_model_dir "$(cat ../asr1/exp/asr_model_dir)" \
         --layer 4 --data_dir data/train --out_dir exp/semantic_l4_k512 [--codebook_size 512]
     python -m tts.bin.semantic_tokens encode --tokenizer exp/semantic_l4_k512 \
         --data_dir data/train data/test --out_dir dump/semantic/train dump/semantic/test

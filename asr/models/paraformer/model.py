@@ -133,6 +133,7 @@ class ParaformerModel(CTCModel):
     """
 
     family = "paraformer"
+    parts = ("decoder", "predictor")
 
     def __init__(
         self,
