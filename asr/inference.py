@@ -30,7 +30,7 @@ from tqdm import tqdm
 from asr.audio import AudioInput, as_waveform
 from asr.decoding import DecodeConfig, TokenHypothesis, encode_waveforms
 from asr.longform import AUTO, DEFAULT_BATCH_SECONDS, Piece, pack_batches, plan_segments, resolve_window, stitch
-from asr.model_dir import frame_shift_seconds, load_asr_model, load_model_config, sample_rate, training_max_seconds
+from asr.model_dir import frame_shift_seconds, load_asr_model, sample_rate, training_max_seconds
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ class Speech2Text:
         self.batch_seconds, self.batch_size = float(batch_seconds), batch_size
         self.progress, self.progress_desc = progress, progress_desc
         self.model_dir = Path(model_dir)
-        config = load_model_config(self.model_dir)
+        self.model, self.config, self.model_file = load_asr_model(self.model_dir, model_file, device)
+        config = self.config
         train_seconds, shape_file = (
             training_max_seconds(config, self.model_dir) if AUTO in (max_seconds, overlap_seconds) else (None, None)
         )
@@ -110,7 +111,6 @@ class Speech2Text:
         )
         if shape_file is not None:
             self.window_source += f" in {shape_file}"
-        self.model, self.config, self.model_file = load_asr_model(self.model_dir, model_file, device)
         self.device = torch.device(device)
         self.token_list: list[str] = config["token_list"]
         self.token_type = config.get("token_type", "char")

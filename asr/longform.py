@@ -40,11 +40,9 @@ def resolve_window(max_seconds: float | str | None, overlap_seconds: float | str
     """Window length and overlap for long inputs -> ``(max_seconds, overlap_seconds, why)``.
 
     ``max_seconds="auto"``: the longest training utterance (``training_seconds``, rounded up to
-    0.1 s, at least 4 s): attention decoders degrade on inputs longer than they were trained on
-    (measured: the demo CASS-NAT, trained on <= 7.1 s, has 77.7 % WER on a 10-minute file in
-    30 s windows and 66.3 % in 8 s windows, against 64.0 % utterance by utterance), while
-    shorter windows cost little (CTC: 56.7 % at 30 s, 56.3 % at 8 s). Unknown training lengths:
-    30 s. ``overlap_seconds="auto"``: a quarter of the window, at most 4 s. None: never cut.
+    0.1 s, at least 4 s): attention decoders degrade on inputs longer than they were trained on,
+    while shorter windows cost a CTC model little (the measurement: RESULTS_LOG.md of
+    egs/synth_en/asr1, the 10-minute long-audio run). Unknown training lengths: 30 s. ``overlap_seconds="auto"``: a quarter of the window, at most 4 s. None: never cut.
     Explicit numbers are used as given (and checked by :func:`plan_segments`).
     """
     why = "given"

@@ -61,6 +61,7 @@ from asr.decoding import DecodeConfig, TokenHypothesis, encode_waveforms, reject
 from asr.models.ctc import CTCModel, EncoderOutput
 from asr.models.layers import sinusoidal_positions
 from nar.align import error_based_sampling, fits_ctc, forced_align, token_spans, trigger_mask
+from nar.base.checks import check_int, check_number
 from nar.base.tensors import length_mask
 
 RANKERS = ("ar", "nar")
@@ -274,8 +275,7 @@ class CassNATModel(CTCModel):
         if not isinstance(decoder, CassNATDecoder):
             raise ValueError(f"model 'cassnat' needs `decoder: cassnat`, got {type(decoder).__name__}")
         for name, value in (("left_trigger", left_trigger), ("right_trigger", right_trigger)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"model_conf.{name} must be an int >= 0, got {value!r}")
+            check_int(value, f"model_conf.{name}", 0)
         if ar_weight < 0:
             raise ValueError(f"model_conf.ar_weight must be >= 0, got {ar_weight}")
         super().__init__(
@@ -319,10 +319,8 @@ class CassNATModel(CTCModel):
     def check_inference_options(self, num_samples: int, threshold: float, rank: Optional[str]) -> str:
         """Validate ESA options; return the effective ranker (``None`` → "ar" if there is an AR
         head, else "nar")."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        check_int(num_samples, "num_samples", 1)
+        check_number(threshold, "threshold", 0.0, 1.0)
         if rank is None:
             return "ar" if self.ar_decoder is not None else "nar"
         if rank not in RANKERS:
