@@ -37,6 +37,7 @@ from espnet2.utils.types import str_or_none
 
 from audio_gen.data import pad_collate
 from audio_gen.experiment import TokenModelTask, construct_model
+from audio_gen.task import acoustic_info
 from nar.base.tokens import read_token_list
 from tts.models.maskgct import S2AModel, T2SModel
 
@@ -64,12 +65,9 @@ def tokenizer_info(semantic_dir: Optional[str], acoustic_dir: Optional[str]) -> 
         meta = json.loads(path.read_text())
         info.update(num_semantic=int(meta["codebook_size"]), semantic_rate=float(meta["frame_rate"]))
     if acoustic_dir:
-        path = Path(acoustic_dir) / "tokenizer.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"--acoustic_tokenizer {acoustic_dir}: no tokenizer.json")
-        meta = json.loads(path.read_text())
-        info.update(num_codebooks=int(meta["num_codebooks"]), codebook_size=int(meta["codebook_size"]),
-                    acoustic_rate=float(meta["frame_rate"]))
+        acoustic = acoustic_info(acoustic_dir)
+        info.update(num_codebooks=acoustic["num_codebooks"], codebook_size=acoustic["codebook_size"],
+                    acoustic_rate=acoustic["frame_rate"])
     return info
 
 
