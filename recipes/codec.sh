@@ -27,6 +27,7 @@
 set -euo pipefail
 recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
 . "${recipe_utils}/options.sh"
+. "${recipe_utils}/asr_model.sh"
 project_root="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage_text "Usage: $0 [options]   (see the header of recipes/codec.sh)"
@@ -73,37 +74,11 @@ codec_exp=${expdir}/codec_${codec_tag}
 run_command="$0$(printf " %q" "$@")"
 all_sets=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 
-# resolve_asr_model WHAT: sets asr_model_dir from --asr_model_record when it is empty; stops with
-# an error (naming the record and the command that writes it) unless it is a trained model dir.
-resolve_asr_model() {
-  local what=$1 from="" skip="--asr_model_dir none skips stages 5, 6 and 8"
-  [ "${asr_model_dir}" = none ] && return 0
-  if [ -z "${asr_model_dir}" ]; then
-    if [ -z "${asr_model_record}" ]; then
-      log "Error: no ASR model for ${what}: pass --asr_model_dir DIR or --asr_model_record FILE (${skip})" >&2
-      exit 1
-    fi
-    if [ ! -s "${asr_model_record}" ]; then
-      log "Error: the ASR model for ${what} is not recorded: ${asr_model_record} does not exist." \
-          "Train it first: ${asr_model_hint:-the ASR recipe writes that file after training};" \
-          "or pass --asr_model_dir DIR (${skip})." >&2
-      exit 1
-    fi
-    asr_model_dir=$(head -n 1 "${asr_model_record}")
-    from=" (named in ${asr_model_record})"
-  fi
-  if [ ! -f "${asr_model_dir}/config.yaml" ]; then
-    log "Error: the ASR model dir ${asr_model_dir}${from} has no config.yaml: not a trained model." \
-        "Train it first: ${asr_model_hint:-see the ASR recipe}; or pass --asr_model_dir DIR (${skip})." >&2
-    exit 1
-  fi
-  log "ASR model for ${what}: ${asr_model_dir}${from}"
-}
 # checked before any stage runs: a missing model stops the run at once, not after hours of stages
 _asr_need=""
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then _asr_need="stage 5 (semantic tokenizer)"; fi
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then _asr_need+="${_asr_need:+ and }stage 8 (evaluation)"; fi
-if [ -n "${_asr_need}" ]; then resolve_asr_model "${_asr_need}"; fi
+if [ -n "${_asr_need}" ]; then resolve_asr_model "${_asr_need}" "--asr_model_dir none skips stages 5, 6 and 8"; fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
   log "Stage 1: data preparation (local/data.sh ${local_data_opts})"

@@ -30,6 +30,7 @@
 set -euo pipefail
 recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
 . "${recipe_utils}/options.sh"
+. "${recipe_utils}/asr_model.sh"
 
 usage_text "Usage: $0 [options]   (see the header of recipes/tts.sh)"
 opt stage 1 "first stage to run"
@@ -80,31 +81,6 @@ synth_name="MaskGCT (${synth_tag:-${duration}})"  # its row in the results table
 run_command="$0$(printf " %q" "$@")"
 all_sets=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 
-# resolve_asr_model: sets asr_model_dir from --asr_model_record when it is empty; stops with an
-# error (naming the record and the command that writes it) unless it is a trained model dir.
-resolve_asr_model() {
-  local what="the judge asr of stage 8" from="" skip="--asr_model_dir none drops the judge asr"
-  if [ -z "${asr_model_dir}" ]; then
-    if [ -z "${asr_model_record}" ]; then
-      log "Error: no ASR model for ${what}: pass --asr_model_dir DIR or --asr_model_record FILE (${skip})" >&2
-      exit 1
-    fi
-    if [ ! -s "${asr_model_record}" ]; then
-      log "Error: the ASR model for ${what} is not recorded: ${asr_model_record} does not exist." \
-          "Train it first: ${asr_model_hint:-the ASR recipe writes that file after training};" \
-          "or pass --asr_model_dir DIR (${skip})." >&2
-      exit 1
-    fi
-    asr_model_dir=$(head -n 1 "${asr_model_record}")
-    from=" (named in ${asr_model_record})"
-  fi
-  if [ ! -f "${asr_model_dir}/config.yaml" ]; then
-    log "Error: the ASR model dir ${asr_model_dir}${from} has no config.yaml: not a trained model." \
-        "Train it first: ${asr_model_hint:-see the ASR recipe}; or pass --asr_model_dir DIR (${skip})." >&2
-    exit 1
-  fi
-  log "ASR model for ${what}: ${asr_model_dir}${from}"
-}
 # stage 8's judges; checked before any stage runs: a missing model stops the run at once
 eval_judges=${judges}
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && [[ ",${judges}," == *,asr,* ]]; then
@@ -113,7 +89,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && [[ ",${judges}," == *,as
     log "Stage 8: without the judge asr (--asr_model_dir none): ${eval_judges}"
     [ -n "${eval_judges}" ] || { log "Error: no stage 8 judge left (--judges ${judges})" >&2; exit 1; }
   else
-    resolve_asr_model
+    resolve_asr_model "the judge asr of stage 8" "--asr_model_dir none drops the judge asr"
   fi
 fi
 
