@@ -28,6 +28,7 @@ set -euo pipefail
 recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
 . "${recipe_utils}/options.sh"
 . "${recipe_utils}/asr_model.sh"
+. "${recipe_utils}/data_stages.sh"
 project_root="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage_text "Usage: $0 [options]   (see the header of recipes/codec.sh)"
@@ -80,19 +81,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then _asr_need="stage 5 (s
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then _asr_need+="${_asr_need:+ and }stage 8 (evaluation)"; fi
 if [ -n "${_asr_need}" ]; then resolve_asr_model "${_asr_need}" "--asr_model_dir none skips stages 5, 6 and 8"; fi
 
-if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
-  log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
-  # shellcheck disable=SC2086
-  local/data.sh --nj "${nj}" ${local_data_opts}
-fi
-
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  log "Stage 2: format data dirs into ${data_feats}"
-  for dset in ${all_sets}; do
-    [ -d "${data_feats}/${dset}" ] && [ "${data_feats}/${dset}/.done" -nt "data/${dset}/text" ] && continue
-    python -m asr.bin.format_data --src "data/${dset}" --dst "${data_feats}/${dset}"
-  done
-fi
+run_data_stages
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: fit the mel-RVQ tokenizer on ${train_set} into ${tok_dir}"

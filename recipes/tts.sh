@@ -31,6 +31,7 @@ set -euo pipefail
 recipe_utils="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/utils"
 . "${recipe_utils}/options.sh"
 . "${recipe_utils}/asr_model.sh"
+. "${recipe_utils}/data_stages.sh"
 
 usage_text "Usage: $0 [options]   (see the header of recipes/tts.sh)"
 opt stage 1 "first stage to run"
@@ -102,19 +103,7 @@ need_tokenizers() {
   fi
 }
 
-if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
-  log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
-  # shellcheck disable=SC2086
-  local/data.sh --nj "${nj}" ${local_data_opts}
-fi
-
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  log "Stage 2: format data dirs into ${data_feats}"
-  for dset in ${all_sets}; do
-    [ -d "${data_feats}/${dset}" ] && [ "${data_feats}/${dset}/.done" -nt "data/${dset}/text" ] && continue
-    python -m asr.bin.format_data --src "data/${dset}" --dst "${data_feats}/${dset}"
-  done
-fi
+run_data_stages
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: phonemes (espeak-ng ${language}) into ${phones_dir}/<set>, token list ${phones_dir}/tokens.txt"
