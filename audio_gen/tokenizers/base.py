@@ -30,6 +30,7 @@ import torchaudio
 
 from audio_gen.tokenizers.spectral import clip_ratio
 from nar.base.files import write_json
+from nar.base.tensors import length_mask
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class AcousticTokenizer(torch.nn.Module, ABC):
         if code_lens.shape != (b,) or bool((code_lens < 1).any()) or bool((code_lens > t).any()):
             raise ValueError(f"decode: code_lens must be ({b},) with values in [1, {t}], got {code_lens.tolist()}")
         codes = codes.long().cpu()
-        valid = torch.arange(t)[None, None, :] < code_lens[:, None, None]
+        valid = length_mask(code_lens, t)[:, None, :]  # (B, 1, T)
         bad = valid & ((codes < 0) | (codes >= self.codebook_size))
         if bad.any():
             i, kk, tt = torch.nonzero(bad)[0].tolist()
