@@ -132,6 +132,10 @@ def load_weights(model: torch.nn.Module, model_file: PathLike, config_file: Path
         raise ValueError(f"{model_file}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{model_file}: expected a state dict, got {type(state).__name__}")
+    if {"model", "optimizers", "reporter"} <= set(state):
+        raise ValueError(f"{model_file} is ESPnet's trainer checkpoint (model, optimizers, reporter), written to "
+                         f"resume training; decode with a model checkpoint instead: an <N>epoch.pth or *.ave.pth "
+                         f"of the same directory")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{model_file} does not match the model of {config_file}: "

@@ -149,5 +149,8 @@ def test_load_weights_is_strict_and_names_the_files(tmp_path):
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="expected a state dict, got list"):
         load_weights(dst, tmp_path / "list.pth", "config.yaml")
+    torch.save({"model": src.state_dict(), "optimizers": [], "reporter": {}}, tmp_path / "checkpoint.pth")
+    with pytest.raises(ValueError, match="checkpoint.pth is ESPnet's trainer checkpoint.*epoch.pth or \\*.ave.pth"):
+        load_weights(dst, tmp_path / "checkpoint.pth", "config.yaml")
     with pytest.raises(FileNotFoundError, match="none.pth does not exist"):
         load_weights(dst, tmp_path / "none.pth", "config.yaml")
