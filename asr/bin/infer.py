@@ -15,6 +15,7 @@ overlapping windows and stitched (timestamps in whole-file time).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -51,13 +52,16 @@ def main(argv=None) -> None:
     p.add_argument("--num_threads", type=int, default=2)
     p.add_argument("audio", nargs="+", help="audio files")
     args = p.parse_args(argv)
-    from asr.inference import Speech2Text
-
     torch.set_num_threads(args.num_threads)
-    s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
-                      search=args.search, beam_size=args.beam_size, timestamps=args.timestamps,
-                      batch_seconds=args.batch_seconds, max_seconds=args.max_seconds,
-                      overlap_seconds=args.overlap_seconds, progress=True)
+    # stdout carries results only (one JSON object per line with --json): what libraries print
+    # while ESPnet is imported and the model is built goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        from asr.inference import Speech2Text
+
+        s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
+                          search=args.search, beam_size=args.beam_size, timestamps=args.timestamps,
+                          batch_seconds=args.batch_seconds, max_seconds=args.max_seconds,
+                          overlap_seconds=args.overlap_seconds, progress=True)
     print(s2t.window_summary(), file=sys.stderr)
     if args.files_per_call < 1:
         p.error("--files_per_call must be >= 1")

@@ -185,6 +185,24 @@ def test_infer_cli_decodes_long_and_short_files(local_ctc_dir, utterances, tmp_p
         assert [tuple(t) for t in r["timestamps"]] == list(truth.timestamps)
 
 
+def test_infer_cli_json_stdout_is_json_only_in_a_fresh_process(local_ctc_dir, utterances, tmp_path):
+    """ESPnet prints a line to stdout when it is first imported; the CLI's stdout must still be
+    one JSON object per line (a fresh interpreter, so the import happens inside the CLI)."""
+    import json
+    import subprocess
+    import sys
+
+    import soundfile
+
+    path = tmp_path / "short.wav"
+    soundfile.write(path, utterances[0].numpy(), RATE)
+    out = subprocess.run([sys.executable, "-m", "asr.bin.infer", "--model_dir", str(local_ctc_dir), "--json",
+                          "--num_threads", "1", str(path)], capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(path)]
+    assert rows[0]["text"] == Speech2Text(local_ctc_dir)(utterances[0]).text
+
+
 def test_joined_pairs_bench_scores_joined_and_apart_decoding(ctc_dir, tiny_recipe, tmp_path):
     """bench/asr_joined_pairs.py: the 'apart' column is the per-utterance decoding scored
     against the joined references, the 'joined' column the whole-pair decoding."""
