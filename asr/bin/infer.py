@@ -6,7 +6,9 @@ Usage:
         --timestamps --json *.wav
 
 Prints ``<file> <text>`` per input (or one JSON object per line with ``--json``: text,
-tokens, score and per-token timestamps in seconds). Files are read ``--files_per_call`` at a
+tokens, score and per-token timestamps in seconds). A file that cannot be read is reported on
+stderr (and as ``{"file", "error"}`` with ``--json``), the others are still decoded, and the exit
+status is 1. Files are read ``--files_per_call`` at a
 time; within those, ``asr.Speech2Text`` sorts by duration and packs batches under
 ``--batch_seconds`` padded seconds; files longer than ``--max_seconds`` are decoded in
 overlapping windows and stitched (timestamps in whole-file time).
@@ -56,6 +58,7 @@ def main(argv=None) -> None:
     # stdout carries results only (one JSON object per line with --json): what libraries print
     # while ESPnet is imported and the model is built goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
+        from asr.audio import as_waveform
         from asr.inference import Speech2Text
 
         s2t = Speech2Text(args.model_dir, model_file=args.model_file, device=args.device,
@@ -65,14 +68,32 @@ def main(argv=None) -> None:
     print(s2t.window_summary(), file=sys.stderr)
     if args.files_per_call < 1:
         p.error("--files_per_call must be >= 1")
+    failed = 0
     for i in range(0, len(args.audio), args.files_per_call):
         files = args.audio[i : i + args.files_per_call]
-        for path, hyp in zip(files, s2t(files)):
+        wavs, errors = {}, {}
+        for path in files:  # a bad file is reported; the others are still decoded
+            try:
+                wavs[path] = as_waveform(path, s2t.sample_rate, name=path)
+            except (ValueError, OSError) as err:  # AudioFileError: missing, unreadable, empty, ...
+                errors[path] = str(err)
+        hyps = dict(zip(wavs, s2t(list(wavs.values())))) if wavs else {}
+        for path in files:
+            if path in errors:
+                failed += 1
+                print(f"{path}: error: {errors[path]}", file=sys.stderr)
+                if args.json:
+                    print(json.dumps({"file": path, "error": errors[path]}))
+                continue
+            hyp = hyps[path]
             if args.json:
                 print(json.dumps({"file": path, "text": hyp.text, "tokens": list(hyp.tokens),
                                   "score": round(hyp.score, 4), "timestamps": hyp.timestamps}))
             else:
                 print(f"{path} {hyp.text}")
+    if failed:
+        print(f"{failed} of {len(args.audio)} files could not be read (see above)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

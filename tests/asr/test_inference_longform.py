@@ -194,13 +194,22 @@ def test_infer_cli_json_stdout_is_json_only_in_a_fresh_process(local_ctc_dir, ut
 
     import soundfile
 
-    path = tmp_path / "short.wav"
+    path, bad = tmp_path / "short.wav", tmp_path / "bad.wav"
     soundfile.write(path, utterances[0].numpy(), RATE)
-    out = subprocess.run([sys.executable, "-m", "asr.bin.infer", "--model_dir", str(local_ctc_dir), "--json",
-                          "--num_threads", "1", str(path)], capture_output=True, text=True, check=True)
+    bad.write_bytes(b"RIFF not really a wav")
+    cmd = [sys.executable, "-m", "asr.bin.infer", "--model_dir", str(local_ctc_dir), "--json", "--num_threads", "1"]
+    out = subprocess.run(cmd + [str(path)], capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["file"] for r in rows] == [str(path)]
     assert rows[0]["text"] == Speech2Text(local_ctc_dir)(utterances[0]).text
+    # one unreadable file among good ones: reported (stderr and a JSON error entry), the others
+    # decoded in input order, exit status 1
+    out = subprocess.run(cmd + [str(bad), str(path)], capture_output=True, text=True)
+    assert out.returncode == 1
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(bad), str(path)]
+    assert "cannot read audio" in rows[0]["error"] and rows[1]["text"] == Speech2Text(local_ctc_dir)(utterances[0]).text
+    assert f"{bad}: error:" in out.stderr and "1 of 2 files could not be read" in out.stderr
 
 
 def test_joined_pairs_bench_scores_joined_and_apart_decoding(ctc_dir, tiny_recipe, tmp_path):
