@@ -16,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from nar.base.checks import check_int
+
 logger = logging.getLogger(__name__)
 
 AudioInput = Union[str, Path, np.ndarray, torch.Tensor]
@@ -131,17 +133,21 @@ def as_waveform(
 ) -> torch.Tensor:
     """Any supported input -> checked mono float32 tensor (N,) at ``model_rate``.
 
-    Arrays and tensors are taken to be at ``sample_rate`` (default: the model's rate).
+    Arrays and tensors are taken to be at ``sample_rate`` (default: the model's rate), which
+    must be a positive integer.
     """
     if isinstance(x, (str, Path)):
         # checks the file (missing, unreadable, empty, NaN, silent, stereo) and resamples
         return torch.from_numpy(load_audio(str(x), target_sr=model_rate))
     if not isinstance(x, (np.ndarray, torch.Tensor)):
         raise TypeError(f"{name}: expected a path, numpy array or torch tensor, got {type(x).__name__}")
+    if sample_rate is not None:
+        try:
+            check_int(sample_rate, "sample_rate", 1)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{name}: {err} (samples per second, e.g. 16000)") from None
     wav = check_signal(_from_array(x, name), name)
-    rate = sample_rate or model_rate
-    if rate <= 0:
-        raise ValueError(f"{name}: sample_rate must be positive, got {rate}")
+    rate = model_rate if sample_rate is None else sample_rate
     if rate != model_rate:
         logger.warning(f"{name}: resampling from {rate} Hz to the model's {model_rate} Hz")
         wav = torch.from_numpy(resample(wav.numpy(), rate, model_rate, path=name))

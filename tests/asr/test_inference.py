@@ -97,6 +97,11 @@ def test_bad_inputs_name_the_input(model_dir, tmp_path):
         s2t(np.ones((2, 1600), np.float32))
     with pytest.raises(ValueError, match="inputs is empty"):
         s2t([])
+    signal = np.ones(1600, np.float32) * 0.1
+    with pytest.raises(ValueError, match=r"inputs\[0\]: sample_rate must be >= 1, got 0"):
+        s2t(signal, sample_rate=0)  # was taken as "not given"
+    with pytest.raises(TypeError, match=r"inputs\[0\]: sample_rate must be an int, got 16000.5"):
+        s2t(signal, sample_rate=16000.5)  # was an error deep inside the resampler
 
 
 def test_bad_model_dirs(model_dir, tmp_path):
