@@ -506,7 +506,7 @@ class CassNATSearch:
                 raise ValueError(f"rank_model_dir {config.rank_model_dir}: its token list differs from the model's")
             self.ranker = ranker
 
-    def _scorer(self, wavs, batch: int):
+    def _scorer(self, wavs):
         if self.ranker is None or self.num == 1:
             return None
         if wavs is None:
@@ -523,7 +523,7 @@ class CassNATSearch:
         batch = enc.hidden.size(0)
         gens = [torch.Generator(device=enc.hidden.device).manual_seed(self.config.seed) for _ in range(batch)]
         res = self.model.recognize(enc, num_samples=self.num, threshold=self.config.threshold, rank=self.rank,
-                                   generator=gens, scorer=self._scorer(wavs, batch))
+                                   generator=gens, scorer=self._scorer(wavs))
         names = names or [f"inputs[{b}]" for b in range(batch)]
         out = []
         for b, ids in enumerate(res.token_ids):
