@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from nar.base.checks import check_int
+from nar.base.checks import check_int, check_waveform
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,17 @@ def load_audio(path: str, target_sr: int | None = 16000,
     """
     if not os.path.isfile(path):
         raise AudioFileError(f"{path}: audio file missing")
+    check_not_truncated(path)
     try:
+        declared = sf.info(path).frames
         audio, sr = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
     except Exception as e:  # libsndfile raises its own error types
-        raise AudioFileError(f"{path}: cannot read audio ({e})") from e
+        raise AudioFileError(f"{path}: cannot read audio ({e}); a truncated or corrupt file?") from e
     if audio.shape[0] == 0:
         raise AudioFileError(f"{path}: audio is empty (0 samples)")
+    if 0 < audio.shape[0] < declared:
+        raise AudioFileError(f"{path}: truncated: its header declares {declared} samples but only "
+                             f"{audio.shape[0]} could be read (an interrupted copy or download?)")
     if not np.isfinite(audio).all():
         raise AudioFileError(f"{path}: audio contains NaN or Inf samples")
     if audio.shape[1] > 1:
@@ -68,6 +73,48 @@ def load_audio(path: str, target_sr: int | None = 16000,
         logger.warning("%s: sample rate %d Hz, resampling to %d Hz", path, sr, target_sr)
         audio = resample(audio, sr, target_sr, path=path)
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+#: RIFF data sizes that mean "unknown length" (streamed WAV writers), never a truncation
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
+
+
+def check_not_truncated(path: str) -> None:
+    """Raise :class:`AudioFileError` if ``path`` is a WAV file whose ``data`` chunk declares more
+    bytes than the file holds (libsndfile reads what is there without a word: a wav cut in the
+    middle would be decoded as its first half). Other formats are checked by decoding
+    (:func:`load_audio` compares the frames read with the header's count)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            size = os.fstat(f.fileno()).st_size
+            block = 0
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return  # no data chunk: libsndfile reports that itself
+                cid, csize = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if cid == b"fmt ":
+                    fmt = f.read(min(csize, 16))
+                    block = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+                    f.seek(csize - len(fmt) + (csize & 1), os.SEEK_CUR)
+                    continue
+                if cid == b"data":
+                    if csize in _UNKNOWN_SIZES:
+                        return
+                    held = size - f.tell()
+                    if held < csize:
+                        unit = block if block > 0 else 1
+                        raise AudioFileError(
+                            f"{path}: truncated: the WAV header declares {csize // unit} samples ({csize} bytes of "
+                            f"audio) but the file holds {held // unit} ({held} bytes); it was cut short (an "
+                            f"interrupted copy or download?)")
+                    return
+                f.seek(csize + (csize & 1), os.SEEK_CUR)
+    except OSError as e:
+        raise AudioFileError(f"{path}: cannot read audio ({e})") from e
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int, path: str = "<array>") -> np.ndarray:
@@ -97,35 +144,15 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, path: str = "<arra
     return resample_poly(audio, target_sr // g, orig_sr // g).astype(np.float32)
 
 
-def check_signal(wav: torch.Tensor, name: str) -> torch.Tensor:
-    """Validate a 1-D signal (N,): non-empty, finite, not all zero. Returns it as float32."""
-    if wav.dim() != 1:
-        raise ValueError(f"{name}: expected a mono 1-D signal, got shape {tuple(wav.shape)}")
-    if wav.numel() == 0:
-        raise ValueError(f"{name}: the signal is empty")
-    if not torch.isfinite(wav).all():
-        raise ValueError(f"{name}: the signal contains NaN or Inf values")
-    if not bool((wav != 0).any()):
-        raise ValueError(f"{name}: the signal is all zeros (silence): nothing to recognise")
-    return wav.float()
-
-
-def _from_array(x: Union[np.ndarray, torch.Tensor], name: str) -> torch.Tensor:
-    wav = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
-    if not (wav.is_floating_point() or wav.dtype in (torch.int16, torch.int32)):
-        raise TypeError(f"{name}: expected float or int16/int32 samples, got dtype {wav.dtype}")
-    if wav.dtype == torch.int16:
-        wav = wav.float() / 32768.0
-    elif wav.dtype == torch.int32:
-        wav = wav.float() / 2147483648.0
-    if wav.dim() == 2 and 1 in wav.shape:
-        wav = wav.reshape(-1)
-    elif wav.dim() != 1:
-        raise ValueError(
-            f"{name}: expected a mono signal (N,), got shape {tuple(wav.shape)}; "
-            "for multi-channel audio pick or average a channel first"
-        )
-    return wav
+def check_signal(wav, name: str) -> torch.Tensor:
+    """A mono float32 signal (N,) from a tensor or array: int16/int32 rescaled, float checked to be in
+    [-1, 1] (a peak beyond 1.5 "looks like int16"), non-empty, finite, not all zero."""
+    try:
+        return check_waveform(wav, name, allow_silence=False)
+    except ValueError as err:
+        if "all zeros" in str(err):
+            raise ValueError(f"{name}: the signal is all zeros (silence): nothing to recognise") from None
+        raise
 
 
 def as_waveform(
@@ -146,7 +173,7 @@ def as_waveform(
             check_int(sample_rate, "sample_rate", 1)
         except (TypeError, ValueError) as err:
             raise type(err)(f"{name}: {err} (samples per second, e.g. 16000)") from None
-    wav = check_signal(_from_array(x, name), name)
+    wav = check_signal(x, name)
     rate = model_rate if sample_rate is None else sample_rate
     if rate != model_rate:
         logger.warning(f"{name}: resampling from {rate} Hz to the model's {model_rate} Hz")

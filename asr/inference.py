@@ -33,6 +33,12 @@ from asr.longform import AUTO, DEFAULT_BATCH_SECONDS, Piece, pack_batches, plan_
 from asr.model_dir import frame_shift_seconds, load_asr_model, sample_rate, training_max_seconds
 
 
+#: an input decoded in one piece (``max_seconds=None``) may need at most this much memory for one
+#: self-attention map (batch 1: frames^2 x heads x 4 bytes); a longer one is refused before any
+#: allocation, with the windowed alternative named (20 minutes at 40 ms frames, 4 heads: 14 GB)
+MAX_ATTENTION_BYTES = 4 * 2**30
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     """One recognition result."""
@@ -121,6 +127,61 @@ class Speech2Text:
             self.decoder = self.model.make_decoder(self.decode_config)
         except ValueError as err:  # the family's message, with the model named (same error type)
             raise type(err)(f"{self.model_dir}: {err}") from None
+        self._min_samples: int | None = None
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input (samples at :attr:`sample_rate`) this model turns into at least one
+        encoder frame: set by its front end (window, centring) and its subsampling layer, found once
+        by bisection on the model itself (a few encoder calls on inputs under a second)."""
+        if self._min_samples is None:
+            self._min_samples = self._find_min_samples()
+        return self._min_samples
+
+    def _find_min_samples(self) -> int:
+        def gives_a_frame(n: int) -> bool:
+            probe = 1e-2 * torch.sin(0.3 * torch.arange(n, dtype=torch.float32))
+            try:
+                return int(self.encode([probe]).lengths[0]) >= 1
+            except Exception:  # too short for the front end or the subsampling layer
+                return False
+
+        limit = 4 * self.sample_rate
+        lo, hi = 0, 16  # invariant: lo gives no frame (0 samples never does), hi does
+        while not gives_a_frame(hi):
+            if hi >= limit:
+                raise RuntimeError(f"{self.model_dir}: the model gives no encoder frame even for {limit} samples "
+                                   "of input; is the front end configured for this sample rate?")
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if gives_a_frame(mid) else (mid, hi)
+        return max(hi, 1)
+
+    def too_short(self, wav: torch.Tensor) -> bool:
+        """Whether a waveform at the model rate is shorter than :attr:`min_samples`."""
+        return wav.numel() < self.min_samples
+
+    def check_lengths(self, wavs: Sequence[torch.Tensor], names: Sequence[str]) -> None:
+        """Refuse, naming the input, a waveform too short for one encoder frame, or (``max_seconds``
+        None: decoded in one piece) one whose self-attention map would exceed
+        :data:`MAX_ATTENTION_BYTES`."""
+        for wav, name in zip(wavs, names):
+            n = wav.numel()
+            if n < self.min_samples:
+                raise ValueError(
+                    f"{name}: {n} samples ({1000 * n / self.sample_rate:.1f} ms) is too short for this model: "
+                    f"its front end and subsampling need at least {self.min_samples} samples "
+                    f"({1000 * self.min_samples / self.sample_rate:.0f} ms) for one encoder frame")
+            if self.max_seconds is None:
+                frames = n / self.sample_rate / self.frame_shift
+                heads = int((self.config.get("encoder_conf") or {}).get("attention_heads", 4))
+                need = frames * frames * heads * 4
+                if need > MAX_ATTENTION_BYTES:
+                    raise ValueError(
+                        f"{name}: {n / self.sample_rate:.0f} s in one piece (max_seconds=None) needs a "
+                        f"{frames:.0f} x {frames:.0f} self-attention map per head, about {need / 2**30:.1f} GiB; "
+                        f"decode it in windows: max_seconds='auto' (the default) or a number of seconds")
 
     @property
     def family(self) -> str:
@@ -174,6 +235,7 @@ class Speech2Text:
             as_waveform(x, self.sample_rate, sample_rate, name=f"inputs[{i}]")
             for i, x in enumerate(inputs)
         ]
+        self.check_lengths(wavs, [f"inputs[{i}]" for i in range(len(wavs))])
         segments = plan_segments([w.numel() for w in wavs], self.sample_rate, self.max_seconds,
                                  self.overlap_seconds, align=max(1, round(self.frame_shift * self.sample_rate)))
         windowed = {s.input_index for s in segments if s.windowed}

@@ -40,6 +40,7 @@ from asr.data.formant import formant_warp_effect
 from asr.models.cassnat import CassNATDecoder, CassNATModel
 from asr.models.ctc import CTCModel
 from asr.models.paraformer import CIFPredictor, ParaformerDecoder, ParaformerModel
+from nar.base.resume import ResumableTaskMixin
 from nar.base.tokens import read_token_list
 
 #: our data-augmentation effects, by the name ``preprocessor_conf.data_aug_effects`` uses
@@ -147,8 +148,9 @@ def build_encoder_stack(args: argparse.Namespace, vocab_size: int) -> dict[str, 
     )
 
 
-class NARASRTask(ASRTask):
-    """ESPnet's ASR task with the nar-speech model choices."""
+class NARASRTask(ResumableTaskMixin, ASRTask):
+    """ESPnet's ASR task with the nar-speech model choices; a killed training resumes exactly and one
+    writer at a time uses an experiment directory (:class:`nar.base.resume.ResumableTaskMixin`)."""
 
     class_choices_list = [
         *(

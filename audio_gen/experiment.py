@@ -17,11 +17,12 @@ from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str_or_none
 
+from nar.base.resume import ResumableTaskMixin
 from nar.base.experiment import find_checkpoint, load_weights, read_config, resolve_path
 from nar.base.tokens import read_token_list
 
 
-class TokenModelTask(AbsTask):
+class TokenModelTask(ResumableTaskMixin, AbsTask):
     """The part of an ESPnet task that every token-generation family shares: one optimizer,
     ESPnet's plain trainer, no preprocessing (the data are token dumps), the ``--token_list``
     argument and ``--init`` (accepted for ESPnet compatibility, unused).

@@ -15,6 +15,9 @@ Outputs in each --output_dir: ``text`` (hypotheses), ``token``, ``score``, ``tim
 Utterances are sorted by length and packed into batches of at most --batch_size utterances and
 ``batch_seconds`` padded seconds; recordings longer than ``max_seconds`` are decoded in
 overlapping windows (``asr.Speech2Text``). The output keeps the data dir's order.
+An utterance too short for one encoder frame is not decoded: its hypothesis is empty (scored as
+deletions), and stderr and ``rtf.json`` (``skipped_too_short``) list it. Each --output_dir is
+locked while it is written (``nar.base.lock``): a second decode into it stops, naming the first.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import yaml
 from asr.audio import as_waveform
 from asr.decoding import DecodeConfig
 from nar.base.kaldi import read_kaldi_map
+from nar.base.lock import DirectoryLock
 from asr.longform import DEFAULT_BATCH_SECONDS
 from asr.speaker_warp import check_warps
 
@@ -122,7 +126,8 @@ def main(argv=None) -> None:
                           **{k: v for k, v in config.items() if k != "speaker_warps"})
         print(s2t.window_summary(), file=sys.stderr)
         for _, data_dir, output_dir in group:
-            decode_set(s2t, Path(data_dir), Path(output_dir), config, args)
+            with DirectoryLock(output_dir, f"decoding {data_dir}"):  # one writer per output dir
+                decode_set(s2t, Path(data_dir), Path(output_dir), config, args)
 
 
 def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Namespace) -> None:
@@ -132,12 +137,24 @@ def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Name
     utts = read_kaldi_map(str(wav_scp))
     keys = list(utts)
     wavs = {k: as_waveform(utts[k], s2t.sample_rate, name=f"{wav_scp}:{k}") for k in keys}
+    from asr.inference import Hypothesis
+
+    skipped = [k for k in keys if s2t.too_short(wavs[k])]
+    if skipped:
+        # one unusable utterance must not cost the set: it gets an empty hypothesis (scored as
+        # deletions), and the log and rtf.json say which and why
+        print(f"{wav_scp}: skipped {len(skipped)} of {len(keys)} utterances shorter than the "
+              f"{s2t.min_samples} samples ({1000 * s2t.min_samples / s2t.sample_rate:.0f} ms) the model needs for "
+              f"one encoder frame; their hypotheses are empty: {' '.join(skipped[:20])}"
+              f"{' ...' if len(skipped) > 20 else ''}", file=sys.stderr)
+    decoded = [k for k in keys if k not in set(skipped)]
     start = time.perf_counter()
-    if config.get("speaker_warps"):
-        results = decode_speaker_warped(s2t, data_dir, out, keys, wavs, config["speaker_warps"])
-    else:
-        hyps = s2t.recognize_nbest([wavs[k] for k in keys])
-        results = {k: h[0] for k, h in zip(keys, hyps)}
+    results = {k: Hypothesis(text="", tokens=(), token_ids=(), score=float("-inf"), timestamps=()) for k in skipped}
+    if decoded and config.get("speaker_warps"):
+        results.update(decode_speaker_warped(s2t, data_dir, out, decoded, wavs, config["speaker_warps"]))
+    elif decoded:
+        hyps = s2t.recognize_nbest([wavs[k] for k in decoded])
+        results.update({k: h[0] for k, h in zip(decoded, hyps)})
     elapsed = time.perf_counter() - start
     audio_seconds = sum(w.numel() for w in wavs.values()) / s2t.sample_rate
     out.mkdir(parents=True, exist_ok=True)
@@ -152,6 +169,7 @@ def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Name
             fts.write(f"{k} {' '.join(f'{s:.3f}-{e:.3f}' for s, e in h.timestamps)}\n")
     rtf = {
         "utterances": len(keys),
+        "skipped_too_short": skipped,
         "audio_seconds": round(audio_seconds, 3),
         "decode_seconds": round(elapsed, 3),
         "rtf": round(elapsed / max(audio_seconds, 1e-9), 5),
@@ -162,8 +180,8 @@ def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Name
         "config": config,
     }
     (out / "rtf.json").write_text(json.dumps(rtf, indent=2))
-    print(f"{data_dir}: decoded {len(keys)} utterances ({audio_seconds:.1f} s of audio) in {elapsed:.1f} s, "
-          f"RTF {rtf['rtf']:.4f}")
+    print(f"{data_dir}: decoded {len(decoded)} utterances ({audio_seconds:.1f} s of audio) in {elapsed:.1f} s, "
+          f"RTF {rtf['rtf']:.4f}" + (f"; {len(skipped)} skipped (too short)" if skipped else ""))
 
 
 def decode_speaker_warped(s2t, data_dir: Path, out: Path, keys: list, wavs: dict, factors: list) -> dict:

@@ -74,7 +74,9 @@ def main(argv=None) -> None:
         wavs, errors = {}, {}
         for path in files:  # a bad file is reported; the others are still decoded
             try:
-                wavs[path] = as_waveform(path, s2t.sample_rate, name=path)
+                wav = as_waveform(path, s2t.sample_rate, name=path)
+                s2t.check_lengths([wav], [path])  # too short for one frame, too long for one piece
+                wavs[path] = wav
             except (ValueError, OSError) as err:  # AudioFileError: missing, unreadable, empty, ...
                 errors[path] = str(err)
         hyps = dict(zip(wavs, s2t(list(wavs.values())))) if wavs else {}
@@ -92,7 +94,7 @@ def main(argv=None) -> None:
             else:
                 print(f"{path} {hyp.text}")
     if failed:
-        print(f"{failed} of {len(args.audio)} files could not be read (see above)", file=sys.stderr)
+        print(f"{failed} of {len(args.audio)} files could not be decoded (see above)", file=sys.stderr)
         sys.exit(1)
 
 

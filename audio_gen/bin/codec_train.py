@@ -15,6 +15,9 @@ import sys
 import types
 
 import numpy as np
+from espnet2.tasks.gan_codec import GANCodecTask
+
+from nar.base.resume import ResumableTaskMixin
 
 
 class _RandomState(np.random.RandomState):
@@ -39,11 +42,14 @@ def patch_chunk_iterator() -> None:
     cif._nar_speech_patched = True
 
 
+class ResumableGANCodecTask(ResumableTaskMixin, GANCodecTask):
+    """ESPnet's GAN codec task; a killed training resumes exactly, one writer per experiment
+    directory (:class:`nar.base.resume.ResumableTaskMixin`)."""
+
+
 def main(argv=None) -> None:
     patch_chunk_iterator()
-    from espnet2.tasks.gan_codec import GANCodecTask
-
-    GANCodecTask.main(cmd=argv if argv is not None else sys.argv[1:])
+    ResumableGANCodecTask.main(cmd=argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["check_choice", "check_int", "check_lengths", "check_number", "check_tensor"]
+__all__ = ["check_choice", "check_int", "check_lengths", "check_number", "check_tensor", "check_waveform",
+           "MAX_FLOAT_AMPLITUDE"]
 
 
 def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
@@ -98,3 +99,56 @@ def check_lengths(lengths, batch: int, max_len: int, name: str = "lengths", devi
     return lengths
 
 
+
+
+#: a float waveform whose peak exceeds this is taken to be integer samples stored as float
+MAX_FLOAT_AMPLITUDE = 1.5
+
+_INT_SCALE = {torch.int16: 32768.0, torch.int32: 2147483648.0}
+
+
+def check_waveform(value: Any, name: str, allow_silence: bool = True) -> Tensor:
+    """A mono waveform (numpy array or tensor of shape (N,), (1, N) or (N, 1)) as float32 (N,) in [-1, 1].
+
+    int16 and int32 samples are rescaled to [-1, 1). A float waveform must already be in that range:
+    a peak beyond :data:`MAX_FLOAT_AMPLITUDE` (e.g. ``wav.float()`` of int16 samples, peak ~32767) is
+    an error that says so, never silently passed on (it saturates every front end).
+
+    Raises:
+        TypeError: not an array/tensor, or a dtype that is neither float nor int16/int32.
+        ValueError: more than one channel, empty, NaN/Inf samples, the int16/int32 scale in a float
+            array, or (``allow_silence=False``) all zeros. Every message names ``name``.
+    """
+    try:
+        import numpy as np
+    except ImportError:  # numpy ships with torch wheels; kept optional for the base layer
+        np = None
+    if np is not None and isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fiu" or value.dtype.itemsize > 8:
+            raise TypeError(f"{name}: expected float or int16/int32 samples, got dtype {value.dtype}")
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a waveform (torch tensor or numpy array), got {type(value).__name__}")
+    if not value.is_floating_point() and value.dtype not in _INT_SCALE:
+        raise TypeError(f"{name}: expected float or int16/int32 samples, got dtype {value.dtype}")
+    if value.dim() == 2 and 1 in value.shape:
+        value = value.reshape(-1)
+    if value.dim() != 1:
+        raise ValueError(f"{name}: expected a mono waveform (N,), got shape {tuple(value.shape)}; "
+                         "pick or average a channel first")
+    if value.numel() == 0:
+        raise ValueError(f"{name}: the waveform is empty (0 samples)")
+    if value.dtype in _INT_SCALE:
+        return value.float() / _INT_SCALE[value.dtype]
+    wav = value.float()
+    if not torch.isfinite(wav).all():
+        raise ValueError(f"{name}: the waveform contains NaN or Inf samples")
+    peak = float(wav.abs().max())
+    if peak > MAX_FLOAT_AMPLITUDE:
+        hint = "int16" if peak <= 32768 else "int32"
+        raise ValueError(f"{name}: float samples peak at {peak:.6g}, far outside [-1, 1]; this looks like "
+                         f"{hint} samples stored as float: divide by {_INT_SCALE[getattr(torch, hint)]:.0f} "
+                         f"(or pass the {hint} array itself, which is rescaled)")
+    if not allow_silence and peak == 0.0:
+        raise ValueError(f"{name}: the waveform is all zeros (silence)")
+    return wav

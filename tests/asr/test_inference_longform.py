@@ -209,7 +209,7 @@ def test_infer_cli_json_stdout_is_json_only_in_a_fresh_process(local_ctc_dir, ut
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["file"] for r in rows] == [str(bad), str(path)]
     assert "cannot read audio" in rows[0]["error"] and rows[1]["text"] == Speech2Text(local_ctc_dir)(utterances[0]).text
-    assert f"{bad}: error:" in out.stderr and "1 of 2 files could not be read" in out.stderr
+    assert f"{bad}: error:" in out.stderr and "1 of 2 files could not be decoded" in out.stderr
 
 
 def test_joined_pairs_bench_scores_joined_and_apart_decoding(ctc_dir, tiny_recipe, tmp_path):
