@@ -99,8 +99,14 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   log "Stage 2: format data dirs into ${data_feats}"
+  # format_data skips a set whose stamp (${data_feats}/<set>/.done) matches its inputs (data dir
+  # files, audio files, options) and says why it reruns otherwise; fast when nothing changed.
+  # Each set once, the first time it is named: the training set keeps its duration filter even
+  # when it is also an evaluation set.
+  _seen=" "
   for dset in ${train_set} ${valid_set} ${test_sets}; do
-    [ -d "${data_feats}/${dset}" ] && [ "${data_feats}/${dset}/.done" -nt "data/${dset}/text" ] && continue
+    case "${_seen}" in *" ${dset} "*) continue ;; esac
+    _seen+="${dset} "
     _opts=""
     if [ "${dset}" = "${train_set}" ]; then
       _opts="--min_duration ${min_wav_duration} --max_duration ${max_wav_duration}"

@@ -132,12 +132,22 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ -n "${codec_config}" ]
     --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/wav.scp,audio,sound"
     --use_preprocessor true --num_workers 0 --use_matplotlib false --use_tensorboard false
   )
-  if [ ! -f "${stats}/train/audio_shape" ]; then
+  # the statistics are kept while everything they were computed from is unchanged (nar.base.stamps:
+  # the dumped lists hashed, the audio stat'ed, the config, the options; the shape files as written)
+  _stats_stamp=(--stamp "${stats}/.stamp.json" --what "Stage 7: statistics ${stats}"
+    --audio_scp "${data_feats}/${train_set}/wav.scp" --audio_scp "${data_feats}/${valid_set}/wav.scp"
+    --input "train_utt2num_samples=${data_feats}/${train_set}/utt2num_samples"
+    --input "valid_utt2num_samples=${data_feats}/${valid_set}/utt2num_samples"
+    --input "config=${codec_config}" --option "codec_args=${codec_args}"
+    --output "train_shape=${stats}/train/audio_shape" --output "valid_shape=${stats}/valid/audio_shape")
+  if ! python -m nar.base.stamps check "${_stats_stamp[@]}"; then
+    rm -f "${stats}/.stamp.json"
     # shellcheck disable=SC2086
     python -m audio_gen.bin.codec_train --collect_stats true --config "${codec_config}" "${data_opts[@]}" \
       --train_shape_file "${data_feats}/${train_set}/wav.scp" --valid_shape_file "${data_feats}/${valid_set}/wav.scp" \
       --output_dir "${stats}" --ngpu 0 ${codec_args} > "${stats}/collect_stats.log" 2>&1 \
       || { log "codec statistics failed; see ${stats}/collect_stats.log"; tail -n 20 "${stats}/collect_stats.log"; exit 1; }
+    python -m nar.base.stamps write "${_stats_stamp[@]}"
   fi
   # --resume true: a killed run continues from its last checkpoint
   # shellcheck disable=SC2086

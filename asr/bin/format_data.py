@@ -6,6 +6,12 @@ Usage:
 Validates ``--src`` (errors name the file and the problem), writes ``--dst`` with absolute
 audio paths, ``utt2num_samples`` and ``utt2dur``, drops utterances outside the duration range
 (logged, counted), and marks completion with ``--dst/.done``.
+
+``--dst/.done`` is a stamp (:mod:`nar.base.stamps`, JSON): the signature of what the run read
+(the data dir's files, hashed; the audio files, stat'ed; the options) and of what it wrote. A
+run whose inputs, options and outputs all match the stamp is skipped at once (no audio is
+opened); otherwise the log says why it reruns ("wav.scp changed (sha256 differs)", "option
+min_duration 0.1 -> 0.5", ...). ``--force`` rebuilds anyway.
 """
 
 from __future__ import annotations
@@ -13,21 +19,87 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 
 import soundfile
 
+from asr.audio import AudioFileError, check_not_truncated
 from nar.base.kaldi import DataDirError, read_data_dir, validate_data_dir, write_data_dir
+from nar.base.stamps import StageStamp, audio_files_of_scp, signature
+
+logger = logging.getLogger(__name__)
+
+#: the data dir files read (by nar.base.kaldi.read_data_dir and validate_data_dir)
+SOURCE_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "utt2dur", "reco2dur")
+#: the files written into --dst
+OUTPUT_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2num_samples", "utt2dur")
+#: bumped when the output of the same inputs changes: older stamps then rerun
+FORMAT_VERSION = 1
 
 
-def main(argv=None) -> None:
+def check_utf8(path: str | os.PathLike) -> None:
+    """Raise :class:`DataDirError` naming ``path``, the line and the fix if the file is not UTF-8
+    (or starts with a byte order mark, which would become part of the first key)."""
+    data = Path(path).read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise DataDirError(f"{path}:1: starts with a UTF-8 byte order mark, which would become part of the "
+                           f"first key; remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' {path}")
+    try:
+        data.decode("utf-8")
+        return
+    except UnicodeDecodeError:
+        pass
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad = line[e.start:e.end]
+            shown = line.decode("utf-8", errors="backslashreplace")
+            if len(shown) > 80:
+                shown = shown[:77] + "..."
+            raise DataDirError(
+                f"{path}:{lineno}: not valid UTF-8 (byte {bad.hex(' ', 1)} at column {e.start + 1}: \"{shown}\"); "
+                f"data dir files must be UTF-8: convert the file from its encoding, e.g. from Latin-1 with "
+                f"iconv -f latin1 -t utf-8 {path} > {path}.utf8 && mv {path}.utf8 {path}") from None
+
+
+def _inputs(src: Path) -> tuple[dict[str, Path], list[str]]:
+    """The files of the data dir this run reads (present or not) and the audio files it references."""
+    return {name: src / name for name in SOURCE_FILES}, audio_files_of_scp(src / "wav.scp")
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True)
     p.add_argument("--dst", required=True)
     p.add_argument("--min_duration", type=float, default=0.0, help="seconds")
     p.add_argument("--max_duration", type=float, default=float("inf"), help="seconds")
+    p.add_argument("--force", action="store_true", help="rebuild even when the stamp says the inputs are unchanged")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    t0 = time.time()
+    dst = Path(args.dst)
+    stamp = StageStamp(dst / ".done")
+    inputs, audio = _inputs(Path(args.src))
+    options = {"format_version": FORMAT_VERSION, "src": os.path.abspath(args.src),
+               "min_duration": args.min_duration, "max_duration": args.max_duration}
+    # what this run reads, signed before it reads it: an input edited while it runs is seen next time
+    sig = signature(inputs, options, audio)
+    outputs = {name: dst / name for name in OUTPUT_FILES}
+    if args.force:
+        logger.info(f"{dst}: rebuilding (--force)")
+    else:
+        reasons = stamp.changes(sig, outputs=outputs)
+        if not reasons:
+            logger.info(f"{dst}: inputs unchanged since {stamp.written()}, skipped "
+                        f"({len(audio)} audio files checked in {time.time() - t0:.1f} s)")
+            return 0
+        logger.info(f"{dst}: rebuilding: " + "; ".join(reasons))
+
+    for path in inputs.values():
+        if path.is_file():
+            check_utf8(path)
     src = read_data_dir(args.src)  # validates, naming the file and problem
     if src.segments is not None:
         raise DataDirError(f"{args.src}/segments: segmented recordings are not supported yet")
@@ -38,7 +110,10 @@ def main(argv=None) -> None:
             raise DataDirError(f"{args.src}/wav.scp: {utt}: piped commands are not supported: {value!r}")
         path = os.path.abspath(path)
         try:
+            check_not_truncated(path)  # libsndfile would report the frames that are there
             info = soundfile.info(path)
+        except AudioFileError as e:
+            raise DataDirError(f"{args.src}/wav.scp: {utt}: {e}") from e
         except Exception as e:
             raise DataDirError(f"{args.src}/wav.scp: {utt}: cannot read {path}: {e}") from e
         dur = info.frames / info.samplerate
@@ -49,10 +124,9 @@ def main(argv=None) -> None:
     if not wav_scp:
         raise DataDirError(f"{args.src}: every utterance is outside [{args.min_duration}, {args.max_duration}] s")
     if dropped:
-        logging.info(f"{args.src}: dropped {len(dropped)} utterances outside the duration range, e.g. {dropped[0]}")
-    dst = Path(args.dst)
+        logger.info(f"{args.src}: dropped {len(dropped)} utterances outside the duration range, e.g. {dropped[0]}")
     dst.mkdir(parents=True, exist_ok=True)
-    (dst / ".done").unlink(missing_ok=True)
+    stamp.remove()  # .done means complete: gone while the outputs are rewritten
     keep = set(wav_scp)
     write_data_dir(
         str(dst),
@@ -62,9 +136,10 @@ def main(argv=None) -> None:
         extra={"utt2num_samples": num_samples, "utt2dur": durations},
     )
     validate_data_dir(str(dst))
-    (dst / ".done").touch()
+    stamp.write(sig, outputs=outputs, tool="asr.bin.format_data")
     total = sum(float(d) for d in durations.values()) / 3600
-    logging.info(f"{dst}: {len(wav_scp)} utterances, {total:.2f} h")
+    logger.info(f"{dst}: {len(wav_scp)} utterances, {total:.2f} h")
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ audio_gen), so ``asr``, ``tts`` and ``audio_gen`` all import it; the algorithms 
 :mod:`nar.base.checks`      input validators whose errors name the argument
 :mod:`nar.base.evalcli`     the scaffold of the evaluation command-line tools
 :mod:`nar.base.training`    the one training loop outside ESPnet: steps, atomic checkpoints, resume
+:mod:`nar.base.resume`      ESPnet trainings that survive any kill (atomic saves, epoch repair)
+:mod:`nar.base.lock`        one writer per experiment or output directory
+:mod:`nar.base.stamps`      stage stamps: a stage is skipped only if every input is unchanged
 ==========================  ==================================================================
 
 The submodules are imported by name (``from nar.base.kaldi import read_kaldi_map``); this

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by the templates whose first two stages are the same (codec.sh, tts.sh): stage 1 runs
-# the corpus's local/data.sh, stage 2 formats every set into ${data_feats}/<set> (a set whose
-# .done is newer than its text is skipped). Needs stage, stop_stage, nj, local_data_opts,
+# the corpus's local/data.sh, stage 2 formats every set into ${data_feats}/<set> (asr.bin.format_data
+# skips a set whose stamp, ${data_feats}/<set>/.done, matches its inputs: data dir files, audio
+# files, options; and says why it reruns otherwise). Needs stage, stop_stage, nj, local_data_opts,
 # data_feats, all_sets and log() (options.sh).
 
 run_data_stages() {
@@ -14,7 +15,6 @@ run_data_stages() {
     log "Stage 2: format data dirs into ${data_feats}"
     local dset
     for dset in ${all_sets}; do
-      [ -d "${data_feats}/${dset}" ] && [ "${data_feats}/${dset}/.done" -nt "data/${dset}/text" ] && continue
       python -m asr.bin.format_data --src "data/${dset}" --dst "${data_feats}/${dset}"
     done
   fi
