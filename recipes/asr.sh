@@ -38,8 +38,8 @@ opt train_set train "training data set name (under data/)"
 opt valid_set dev "validation data set name"
 opt test_sets "dev test" "space-separated evaluation sets"
 opt local_data_opts "" "options passed to local/data.sh"
-opt min_wav_duration 0.1 "drop training utterances shorter than this (seconds)"
-opt max_wav_duration 20 "drop training utterances longer than this (seconds)"
+opt min_wav_duration 0.1 "drop training and validation utterances shorter than this (seconds; as ESPnet)"
+opt max_wav_duration 20 "drop training and validation utterances longer than this (seconds; as ESPnet)"
 opt token_type char "char or bpe"
 opt nbpe 300 "BPE vocabulary size (token_type bpe)"
 opt bpemode unigram "sentencepiece model type: unigram or bpe"
@@ -108,7 +108,10 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     case "${_seen}" in *" ${dset} "*) continue ;; esac
     _seen+="${dset} "
     _opts=""
-    if [ "${dset}" = "${train_set}" ]; then
+    # as ESPnet's asr.sh: the training and validation sets are filtered by duration (a too-short
+    # utterance would stop validation); test sets are kept whole (stage 6 skips, and names, an
+    # utterance too short for the model)
+    if [ "${dset}" = "${train_set}" ] || [ "${dset}" = "${valid_set}" ]; then
       _opts="--min_duration ${min_wav_duration} --max_duration ${max_wav_duration}"
     fi
     # shellcheck disable=SC2086

@@ -118,13 +118,19 @@ def main(argv=None) -> int:
             raise DataDirError(f"{args.src}/wav.scp: {utt}: cannot read {path}: {e}") from e
         dur = info.frames / info.samplerate
         if not args.min_duration <= dur <= args.max_duration:
-            dropped.append(utt)
+            dropped.append((utt, dur))
             continue
         wav_scp[utt], num_samples[utt], durations[utt] = path, info.frames, f"{dur:.3f}"
     if not wav_scp:
         raise DataDirError(f"{args.src}: every utterance is outside [{args.min_duration}, {args.max_duration}] s")
     if dropped:
-        logger.info(f"{args.src}: dropped {len(dropped)} utterances outside the duration range, e.g. {dropped[0]}")
+        for what, items in (("shorter than", [(u, d) for u, d in dropped if d < args.min_duration]),
+                            ("longer than", [(u, d) for u, d in dropped if d > args.max_duration])):
+            if items:
+                bound = args.min_duration if what == "shorter than" else args.max_duration
+                shown = " ".join(f"{u} ({d:.3f} s)" for u, d in items[:20]) + (" ..." if len(items) > 20 else "")
+                logger.warning(f"{args.src}: dropped {len(items)} of {len(src.wav_scp)} utterances {what} "
+                               f"{bound:g} s: {shown}")
     dst.mkdir(parents=True, exist_ok=True)
     stamp.remove()  # .done means complete: gone while the outputs are rewritten
     keep = set(wav_scp)

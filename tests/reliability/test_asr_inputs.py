@@ -144,3 +144,27 @@ def test_decode_skips_a_one_sample_utterance_and_decodes_the_rest(tiny_recipe, m
     for k in keys:  # the others decoded as they decode on their own
         assert hyps[k] == alone(scp[k]).text
     assert json.loads((out / "rtf.json").read_text())["skipped_too_short"] == ["zz_one_sample"]
+
+
+def test_stage2_drops_too_short_training_utterances_by_id(tmp_path, caplog):
+    """Stage 2 (asr.bin.format_data with the recipe's --min_duration, for train and valid sets):
+    a one-sample utterance is dropped, counted and named in the log; the others stay."""
+    import logging
+
+    from asr.bin.format_data import main as format_main
+
+    src = tmp_path / "data"
+    src.mkdir()
+    lengths = {"u1": 16000, "u2_tiny": 1, "u3": 8000, "u4_long": 16000 * 3}
+    for utt, n in lengths.items():
+        soundfile.write(tmp_path / f"{utt}.wav", _tone(n), 16000)
+    (src / "wav.scp").write_text("".join(f"{u} {tmp_path / u}.wav\n" for u in lengths))
+    (src / "text").write_text("".join(f"{u} hello\n" for u in lengths))
+    (src / "utt2spk").write_text("".join(f"{u} s1\n" for u in lengths))
+    (src / "spk2utt").write_text("s1 " + " ".join(lengths) + "\n")
+    with caplog.at_level(logging.INFO):
+        format_main(["--src", str(src), "--dst", str(tmp_path / "dump"), "--min_duration", "0.1",
+                     "--max_duration", "2"])
+    assert "dropped 1 of 4 utterances shorter than 0.1 s: u2_tiny (0.000 s)" in caplog.text
+    assert "dropped 1 of 4 utterances longer than 2 s: u4_long (3.000 s)" in caplog.text
+    assert list(read_kaldi_map(str(tmp_path / "dump/wav.scp"))) == ["u1", "u3"]
