@@ -13,6 +13,7 @@
 #     and, for char models, a word n-gram LM (--word_ngram_order) for ngram_unit: word decoding
 #   4 statistics collection (shapes, feats mean/var)
 #   5 training (python -m asr.bin.train)   6 decoding of every test set and decode config
+#     (--inference_nj N: N jobs through --cmd_backend local|slurm, gathered; reruns redo failed jobs)
 #   7 scoring (WER/CER) and RESULTS.md
 #
 # Hand-off to the recipes that use the ASR model (recipes/codec.sh: semantic tokens and WER;
@@ -54,6 +55,9 @@ opt init_param "" "space-separated ESPnet --init_param entries (file:src_key:dst
 opt feats_normalize global_mvn "global_mvn (needs the stats stage) or utterance_mvn"
 opt inference_configs "conf/decode_greedy.yaml" "space-separated decode configs"
 opt inference_batch_size 16 "utterances per decoding batch"
+opt inference_nj 1 "stage 6 as this many jobs, each a part of every set (speakers kept whole), gathered and then scored; a rerun redoes only failed jobs"
+opt cmd_backend local "how the jobs of --inference_nj run: local (processes on this machine) or slurm (one sbatch --array)"
+opt slurm_opts "" "extra sbatch options for --cmd_backend slurm, e.g. '-p gpu --gres=gpu:1 --mem=16G --time=4:00:00'"
 opt inference_model "" "checkpoint in the experiment dir to decode with, e.g. dev_unseen.wer.ave.pth of asr.bin.select_checkpoints (default: asr.inference's choice, valid.loss.ave.pth first); decode dirs get its name as a suffix"
 opt record_model auto "after training, write the model dir into <expdir>/asr_model_dir for the codec and tts recipes: auto (CTC models only), true or false"
 opt results_title "" "section of RESULTS.md to write (default: the experiment tag)"
@@ -85,6 +89,8 @@ ngram_file+=/${ngram_order}gram.arpa
 word_ngram_file=${expdir}/ngram_word/${word_ngram_order}gram.arpa
 case "${use_ngram}" in true|false) ;; *) log "--use_ngram must be true or false, got '${use_ngram}'"; exit 2 ;; esac
 case "${record_model}" in auto|true|false) ;; *) log "--record_model must be auto, true or false, got '${record_model}'"; exit 2 ;; esac
+case "${cmd_backend}" in local|slurm) ;; *) log "--cmd_backend must be local or slurm, got '${cmd_backend}'"; exit 2 ;; esac
+case "${inference_nj}" in ''|*[!0-9]*) log "--inference_nj must be a positive integer, got '${inference_nj}'"; exit 2 ;; esac
 asr_model_record=${expdir}/asr_model_dir
 inference_suffix=""
 [ -n "${inference_model}" ] && inference_suffix=_$(basename "${inference_model}" .pth)
@@ -245,9 +251,24 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     [ -f "${asr_exp}/${inference_model}" ] || { log "--inference_model: ${asr_exp}/${inference_model} does not exist"; exit 1; }
     _model=(--model_file "${asr_exp}/${inference_model}")
   fi
-  python -m asr.bin.decode --model_dir "${asr_exp}" "${_model[@]}" --config "${_conf[@]}" --data_dir "${_in[@]}" "${_lm[@]}" \
-    --output_dir "${_out[@]}" --batch_size "${inference_batch_size}" --device "${decode_device}" \
-    --num_threads "${num_threads}"
+  if [ "${inference_nj}" -le 1 ]; then
+    python -m asr.bin.decode --model_dir "${asr_exp}" "${_model[@]}" --config "${_conf[@]}" --data_dir "${_in[@]}" "${_lm[@]}" \
+      --output_dir "${_out[@]}" --batch_size "${inference_batch_size}" --device "${decode_device}" \
+      --num_threads "${num_threads}"
+  else
+    # job J decodes part J of every set with every config into <out>/split<N>/J; then the parts
+    # are gathered into <out> (asr.bin.decode --merge). Logs: ${asr_exp}/decode_logs/decode.J.log
+    _split_out=()
+    for _o in "${_out[@]}"; do _split_out+=("${_o}/split${inference_nj}/JOB"); done
+    log "Stage 6: ${inference_nj} jobs (${cmd_backend}); logs in ${asr_exp}/decode_logs"
+    # shellcheck disable=SC2086
+    python -m nar.base.jobs --nj "${inference_nj}" --backend "${cmd_backend}" --slurm_opts "${slurm_opts}" \
+      --log "${asr_exp}/decode_logs/decode.JOB.log" -- \
+      python -m asr.bin.decode --model_dir "${asr_exp}" "${_model[@]}" --config "${_conf[@]}" --data_dir "${_in[@]}" "${_lm[@]}" \
+      --output_dir "${_split_out[@]}" --batch_size "${inference_batch_size}" --device "${decode_device}" \
+      --num_threads "${num_threads}" --split "JOB/${inference_nj}"
+    python -m asr.bin.decode --merge "${inference_nj}" --data_dir "${_in[@]}" --output_dir "${_out[@]}"
+  fi
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then

@@ -35,6 +35,7 @@ import yaml
 
 from asr.audio import as_waveform
 from asr.decoding import DecodeConfig
+from nar.base.files import write_text
 from nar.base.kaldi import read_kaldi_map
 from nar.base.lock import DirectoryLock
 from asr.longform import DEFAULT_BATCH_SECONDS
@@ -81,7 +82,7 @@ def apply_ngram_file(config: dict, ngram_file: str | None, name: str, word_ngram
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_dir", default=None, help="the model (required unless --merge)")
     p.add_argument("--model_file", default=None, help="checkpoint (default: see asr.inference)")
     p.add_argument("--data_dir", required=True, nargs="+", help="one or more dirs with wav.scp")
     p.add_argument("--output_dir", required=True, nargs="+", help="one output dir per data dir")
@@ -94,7 +95,41 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=2)
+    p.add_argument("--split", default=None, metavar="J/N",
+                   help="decode only the J-th of N parts of each data dir (speakers kept whole; a job of a "
+                        "job-split decode: recipes/asr.sh --inference_nj N)")
+    p.add_argument("--merge", type=int, default=None, metavar="N",
+                   help="no decoding: gather the N parts --output_dir/split<N>/<J> of each output dir into it")
     return p
+
+
+def parse_split(value: str) -> tuple[int, int]:
+    """``"J/N"`` -> (J, N) with 1 <= J <= N."""
+    try:
+        j, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise ValueError(f"--split must be J/N (e.g. 2/4), got {value!r}") from None
+    if not 1 <= j <= n:
+        raise ValueError(f"--split {value}: need 1 <= J <= N")
+    return j, n
+
+
+def split_keys(keys: list[str], utt2spk: dict[str, str] | None, parts: int) -> list[list[str]]:
+    """``keys`` (data-dir order) in ``parts`` contiguous parts of near-equal size; with ``utt2spk``,
+    a speaker's utterances stay in one part (per-speaker choices such as test-time VTLN see them
+    all), as Kaldi's ``split_data.sh``. Parts may be empty when there are fewer speakers than parts."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(utt2spk.get(k, k) if utt2spk else k, []).append(k)
+    out: list[list[str]] = [[] for _ in range(parts)]
+    done, part = 0, 0
+    for members in groups.values():
+        # move on once this part holds its share of the keys (boundaries at i * len / parts)
+        while part < parts - 1 and done >= round((part + 1) * len(keys) / parts):
+            part += 1
+        out[part].extend(members)
+        done += len(members)
+    return out
 
 
 def main(argv=None) -> None:
@@ -102,6 +137,18 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if len(args.data_dir) != len(args.output_dir):
         parser.error(f"{len(args.data_dir)} --data_dir but {len(args.output_dir)} --output_dir")
+    if args.merge is not None:
+        if args.merge < 1:
+            parser.error("--merge N needs N >= 1")
+        for data_dir, output_dir in zip(args.data_dir, args.output_dir):
+            merge_splits(Path(data_dir), Path(output_dir), args.merge)
+        return
+    if args.model_dir is None:
+        parser.error("--model_dir is required (unless --merge)")
+    try:
+        args.split = parse_split(args.split) if args.split else None
+    except ValueError as err:
+        parser.error(str(err))
     configs = args.config or [None]
     if len(configs) == 1:
         configs = configs * len(args.data_dir)
@@ -136,6 +183,12 @@ def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Name
     wav_scp = data_dir / "wav.scp"
     utts = read_kaldi_map(str(wav_scp))
     keys = list(utts)
+    if args.split is not None:
+        j, n = args.split
+        utt2spk_file = data_dir / "utt2spk"
+        utt2spk = read_kaldi_map(str(utt2spk_file)) if utt2spk_file.is_file() else None
+        keys = split_keys(keys, utt2spk, n)[j - 1]
+        print(f"{data_dir}: part {j} of {n}: {len(keys)} utterances", file=sys.stderr)
     wavs = {k: as_waveform(utts[k], s2t.sample_rate, name=f"{wav_scp}:{k}") for k in keys}
     from asr.inference import Hypothesis
 
@@ -182,6 +235,52 @@ def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Name
     (out / "rtf.json").write_text(json.dumps(rtf, indent=2))
     print(f"{data_dir}: decoded {len(decoded)} utterances ({audio_seconds:.1f} s of audio) in {elapsed:.1f} s, "
           f"RTF {rtf['rtf']:.4f}" + (f"; {len(skipped)} skipped (too short)" if skipped else ""))
+
+
+RESULT_FILES = ("text", "token", "score", "timestamps")
+
+
+def merge_splits(data_dir: Path, out: Path, parts: int) -> None:
+    """Gather ``out/split<parts>/<j>`` (j = 1..parts, from ``--split j/parts`` jobs) into ``out``:
+    the result files in the data dir's order (every utterance exactly once, else an error naming
+    the part), ``rtf.json`` summed over the jobs, and ``spk2warp``/``speaker_warps.json`` of
+    test-time VTLN."""
+    keys = list(read_kaldi_map(str(data_dir / "wav.scp")))
+    split_dirs = [out / f"split{parts}" / str(j) for j in range(1, parts + 1)]
+    results: dict[str, dict[str, str]] = {name: {} for name in RESULT_FILES}
+    for d in split_dirs:
+        for name in RESULT_FILES:
+            path = d / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: missing: part {d.name} of {parts} has not been decoded (rerun it)")
+            for key, value in read_kaldi_map(str(path), allow_empty_value=True).items():
+                if key in results[name]:
+                    raise ValueError(f"{path}: {key} is in two parts")
+                results[name][key] = value
+    missing = [k for k in keys if k not in results["text"]]
+    if missing:
+        raise ValueError(f"{out}/split{parts}: no hypothesis for {len(missing)} utterances of {data_dir}, e.g. {missing[:3]}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        write_text(out / name, "".join(f"{k} {results[name][k]}\n" for k in keys))  # as decode_set writes
+    rtfs = [json.loads((d / "rtf.json").read_text()) for d in split_dirs]
+    merged = dict(rtfs[0])
+    for field in ("utterances", "audio_seconds", "decode_seconds"):
+        merged[field] = round(sum(r[field] for r in rtfs), 3)
+    merged["rtf"] = round(merged["decode_seconds"] / max(merged["audio_seconds"], 1e-9), 5)
+    merged["skipped_too_short"] = [k for r in rtfs for k in r.get("skipped_too_short", [])]
+    merged["jobs"] = parts
+    merged["slowest_job_seconds"] = max(r["decode_seconds"] for r in rtfs)
+    write_text(out / "rtf.json", json.dumps(merged, indent=2))
+    warps = [d / "spk2warp" for d in split_dirs if (d / "spk2warp").is_file()]
+    if warps:
+        write_text(out / "spk2warp", "".join(sorted(line for w in warps for line in w.read_text().splitlines(True))))
+        chosen = [json.loads((d / "speaker_warps.json").read_text()) for d in split_dirs
+                  if (d / "speaker_warps.json").is_file()]
+        write_text(out / "speaker_warps.json", json.dumps(
+            dict(factors=chosen[0]["factors"], speakers={k: v for c in chosen for k, v in c["speakers"].items()}),
+            indent=2) + "\n")
+    print(f"{out}: merged {parts} parts ({len(keys)} utterances)", file=sys.stderr)
 
 
 def decode_speaker_warped(s2t, data_dir: Path, out: Path, keys: list, wavs: dict, factors: list) -> dict:
