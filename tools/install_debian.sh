@@ -6,10 +6,12 @@ set -euo pipefail
 # build-essential + python3-dev: pip builds pesq (an sdist with a C extension) for the evaluation
 # fluidsynth + timgm6mb-soundfont (6 MB GM soundfont): the music corpus (audio_gen.music); the
 # larger FluidR3_GM (fluid-soundfont-gm, 148 MB) is optional: apt-get install fluid-soundfont-gm
+# slurm-wlm + munge (4 MB): the job-split decoding test starts a one-node Slurm on localhost
 pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
       sox libsox-fmt-all fortunes fortune-mod bible-kjv pocketsphinx-testdata
       build-essential python3-dev
-      fluidsynth timgm6mb-soundfont)
+      fluidsynth timgm6mb-soundfont
+      slurm-wlm munge)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -132,7 +132,17 @@ def _run_slurm(todo: list[int], cmds: dict[int, list[str]], logs: dict[int, Path
         raise JobsFailed(f"sbatch failed ({proc.returncode}): {proc.stderr.strip()}\n  command: {shlex.join(sbatch)}"
                          f"\n  script: {script}")
     os.unlink(script)
-    return {job: 0 if _done(logs[job], cmdlines[job]) else 1 for job in todo}
+    return {job: 0 if _done(logs[job], cmdlines[job]) else _logged_status(logs[job]) for job in todo}
+
+
+def _logged_status(log: Path) -> int:
+    """The exit status a job's batch script logged (-1: it never got to log one, e.g. cancelled)."""
+    try:
+        last = log.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()[-1]
+    except (OSError, IndexError):
+        return -1
+    status = last.rsplit("with exit status ", 1)
+    return int(status[1]) if len(status) == 2 and status[1].strip().isdigit() else -1
 
 
 def run_jobs(command: Sequence[str], num_jobs: int, log: str, backend: str = "local",
