@@ -31,7 +31,10 @@ usage_text "Usage: $0 [options]   (see the header of recipes/asr.sh)"
 opt stage 1 "first stage to run"
 opt stop_stage 100 "last stage to run"
 opt nj 2 "parallel jobs for data preparation"
-opt ngpu 0 "GPUs for training (0: CPU)"
+opt ngpu 0 "GPUs for training per node (0: CPU; > 1: ESPnet's multiprocessing DDP, one process per GPU)"
+opt num_nodes 1 "nodes for training (> 1: one srun task per node inside a Slurm allocation, ESPnet's --dist_launcher slurm; needs --ngpu >= 1 and a shared exp/)"
+opt srun_opts "" "extra srun options for --num_nodes > 1"
+opt train_procs 1 "CPU training processes (--ngpu 0): > 1 runs torch DDP over gloo through torchrun"
 opt decode_device cpu "device for decoding: cpu or cuda"
 opt num_threads 2 "torch threads for training and decoding"
 opt num_workers 0 "data loader workers for statistics and training (0 is fastest on 2 cores)"
@@ -89,6 +92,9 @@ ngram_file+=/${ngram_order}gram.arpa
 word_ngram_file=${expdir}/ngram_word/${word_ngram_order}gram.arpa
 case "${use_ngram}" in true|false) ;; *) log "--use_ngram must be true or false, got '${use_ngram}'"; exit 2 ;; esac
 case "${record_model}" in auto|true|false) ;; *) log "--record_model must be auto, true or false, got '${record_model}'"; exit 2 ;; esac
+for _n in num_nodes train_procs ngpu; do
+  case "${!_n}" in ''|*[!0-9]*) log "--${_n} must be a non-negative integer, got '${!_n}'"; exit 2 ;; esac
+done
 case "${cmd_backend}" in local|slurm) ;; *) log "--cmd_backend must be local or slurm, got '${cmd_backend}'"; exit 2 ;; esac
 case "${inference_nj}" in ''|*[!0-9]*) log "--inference_nj must be a positive integer, got '${inference_nj}'"; exit 2 ;; esac
 asr_model_record=${expdir}/asr_model_dir
@@ -195,8 +201,23 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     # shellcheck disable=SC2206
     _init=(--init_param ${init_param})
   fi
+  # the launcher: one process; ESPnet's own multi-GPU spawn; srun across nodes; torchrun for CPU DDP
+  _launch=(python -m asr.bin.train); _dist=()
+  if [ "${num_nodes}" -gt 1 ]; then
+    [ "${ngpu}" -ge 1 ] || { log "--num_nodes ${num_nodes} needs --ngpu >= 1 (GPUs per node)"; exit 2; }
+    # shellcheck disable=SC2206
+    _launch=(srun --nodes "${num_nodes}" --ntasks-per-node 1 ${srun_opts} python -m asr.bin.train)
+    _dist=(--dist_launcher slurm --multiprocessing_distributed true
+           --dist_init_method "file://$(cd "${asr_exp}" && pwd)/.dist_init_$$")
+  elif [ "${ngpu}" -gt 1 ]; then
+    _dist=(--multiprocessing_distributed true)
+  elif [ "${ngpu}" -eq 0 ] && [ "${train_procs}" -gt 1 ]; then
+    _launch=(torchrun --standalone --nproc_per_node "${train_procs}" -m asr.bin.train)
+    _dist=(--multiprocessing_distributed false --dist_backend gloo)
+  fi
+  log "Stage 5: launcher: ${_launch[*]} ${_dist[*]}"
   # shellcheck disable=SC2086
-  python -m asr.bin.train --config "${asr_config}" "${train_data_opts[@]}" "${_norm[@]}" "${_init[@]}" \
+  "${_launch[@]}" "${_dist[@]}" --config "${asr_config}" "${train_data_opts[@]}" "${_norm[@]}" "${_init[@]}" \
     --train_shape_file "${asr_stats_dir}/train/speech_shape" \
     --train_shape_file "${asr_stats_dir}/train/text_shape.${token_type}" \
     --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \

@@ -98,9 +98,10 @@ def test_split_keys_partitions_contiguously_keeping_speakers_whole(speakers, par
         assert max(sizes) - min(sizes) <= 1
 
 
-def test_recipe_stage6_in_jobs_equals_one_process(tiny_recipe, tmp_path):
-    """run.sh --inference_nj 2 (local backend) decodes and scores the test set exactly as the tiny
-    recipe's single-process stage 6 did; a job that fails is named and only it reruns."""
+def _recipe_beside(tiny_recipe, tmp_path, link_model: bool = True):
+    """A copy of the recipe whose data, dumps, statistics and LMs are the tiny recipe's (symlinks)
+    and whose exp/asr_train_tiny_char holds links to the tiny model's files (decode outputs then
+    go into the copy), or is absent (``link_model=False``: to be trained)."""
     recipe = tmp_path / "egs" / "synth_en" / "asr1"
     recipe.parent.mkdir(parents=True)
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")
@@ -109,13 +110,23 @@ def test_recipe_stage6_in_jobs_equals_one_process(tiny_recipe, tmp_path):
     for d in ("data", "dump"):
         (recipe / d).symlink_to(tiny_recipe / d)
     exp = recipe / "exp"
-    (exp / "asr_train_tiny_char").mkdir(parents=True)
+    exp.mkdir()
     for name in ("asr_stats_char", "ngram_char", "ngram_word"):
         (exp / name).symlink_to(tiny_recipe / "exp" / name)
+    if link_model:
+        (exp / "asr_train_tiny_char").mkdir()
+        for f in (tiny_recipe / "exp" / "asr_train_tiny_char").iterdir():
+            if f.suffix in (".pth", ".yaml", ".npz"):
+                (exp / "asr_train_tiny_char" / f.name).symlink_to(f.resolve())
+    return recipe
+
+
+def test_recipe_stage6_in_jobs_equals_one_process(tiny_recipe, tmp_path):
+    """run.sh --inference_nj 2 (local backend) decodes and scores the test set exactly as the tiny
+    recipe's single-process stage 6 did; a job that fails is named and only it reruns."""
+    recipe = _recipe_beside(tiny_recipe, tmp_path)
+    exp = recipe / "exp"
     model = tiny_recipe / "exp" / "asr_train_tiny_char"
-    for f in model.iterdir():
-        if f.suffix in (".pth", ".yaml", ".npz"):
-            (exp / "asr_train_tiny_char" / f.name).symlink_to(f.resolve())
     cmd = ["./run.sh", "--asr_config", "conf/train_tiny.yaml", "--stage", "6", "--stop_stage", "7",
            "--test_sets", "test", "--inference_configs", "conf/decode_greedy.yaml conf/decode_beam.yaml",
            "--ngram_order", "3", "--inference_batch_size", "3", "--num_threads", "1", "--inference_nj", "2"]
@@ -139,3 +150,20 @@ def test_recipe_stage6_in_jobs_equals_one_process(tiny_recipe, tmp_path):
     blocked.unlink()
     r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "1 of 2 already done" in r.stderr, r.stderr[-2000:]
+
+
+def test_recipe_trains_with_two_cpu_processes(tiny_recipe, tmp_path):
+    """run.sh --train_procs 2: ESPnet's trainer under torchrun, DDP over gloo on the CPU (the path
+    multi-GPU and multi-node runs take with NCCL): both ranks join, rank 0 writes the model."""
+    recipe = _recipe_beside(tiny_recipe, tmp_path, link_model=False)
+    cmd = ["./run.sh", "--asr_config", "conf/train_tiny.yaml", "--stage", "5", "--stop_stage", "5",
+           "--num_threads", "1", "--train_procs", "2", "--record_model", "false"]
+    r = subprocess.run(cmd, cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "launcher: torchrun --standalone --nproc_per_node 2" in r.stdout + r.stderr
+    exp = recipe / "exp" / "asr_train_tiny_char"
+    log = (exp / "train.log").read_text()
+    assert "0/2] " in log and "2epoch results" in log  # rank 0 of a world of 2 logs the epochs
+    state = __import__("torch").load(exp / "checkpoint.pth", map_location="cpu", weights_only=False)
+    assert state["reporter"]["epoch"] == 2
+    assert (exp / "valid.loss.ave.pth").exists()
