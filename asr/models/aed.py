@@ -56,10 +56,13 @@ class AEDAdapter(torch.nn.Module):
         return self.model._extract_feats(speech, speech_lengths)
 
     def encode_feats(self, feats: torch.Tensor, feats_lengths: torch.Tensor) -> EncoderOutput:
-        """The inference part of ``ESPnetASRModel.encode`` from features (no SpecAugment)."""
+        """The inference part of ``ESPnetASRModel.encode`` from features (no SpecAugment).
+
+        ``feats`` is left as it is: ESPnet's normalisers (GlobalMVN, UtteranceMVN) write into a
+        tensor that does not require grad, so they get a copy."""
         m = self.model
         if m.normalize is not None:
-            feats, feats_lengths = m.normalize(feats, feats_lengths)
+            feats, feats_lengths = m.normalize(feats.clone(), feats_lengths)
         if m.preencoder is not None:
             feats, feats_lengths = m.preencoder(feats, feats_lengths)
         with pad_safe_convolutions(m.encoder):

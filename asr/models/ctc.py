@@ -106,8 +106,14 @@ class CTCModel(AbsESPnetModel):
         return self.frontend(speech, speech_lengths)
 
     def encode_feats(self, feats: torch.Tensor, feats_lengths: torch.Tensor) -> EncoderOutput:
-        """Normalised encoder pass from frontend features (B, T', F) with lengths (B,)."""
-        if self.specaug is not None and self.training:
+        """Normalised encoder pass from frontend features (B, T', F) with lengths (B,).
+
+        ``feats`` is left as it is: ESPnet's SpecAug and normalisers (GlobalMVN, UtteranceMVN)
+        write into a tensor that does not require grad, so they get a copy."""
+        augment = self.specaug is not None and self.training
+        if augment or self.normalize is not None:
+            feats = feats.clone()
+        if augment:
             feats, feats_lengths = self.specaug(feats, feats_lengths)
         if self.normalize is not None:
             feats, feats_lengths = self.normalize(feats, feats_lengths)
