@@ -35,7 +35,7 @@ def check_log_probs(log_probs, lengths, blank: int, name: str = "log_probs") -> 
     """Validate ``log_probs`` (B, T, V) float, ``lengths`` (B,) and ``blank``; return int64 lengths.
 
     Raises ``ValueError`` for an empty batch, an empty vocabulary, a blank outside [0, V), lengths
-    out of range, or NaN inside the valid frames; ``TypeError`` for wrong types and dtypes.
+    out of range, or NaN or +inf inside the valid frames; ``TypeError`` for wrong types and dtypes.
     """
     check_tensor(log_probs, name, 3, "float", "(B, T, V)")
     batch, frames, vocab = log_probs.shape
@@ -48,8 +48,13 @@ def check_log_probs(log_probs, lengths, blank: int, name: str = "log_probs") -> 
         raise ValueError(f"blank must be in [0, {vocab}) for V = {vocab}, got blank = {blank}")
     lengths = check_lengths(lengths, batch, frames, "lengths", device=log_probs.device)
     valid = length_mask(lengths, frames)  # (B, T)
-    if bool(torch.isnan(log_probs.amax(-1)).logical_and(valid).any()):  # amax propagates NaN
+    peak = log_probs.amax(-1)  # (B, T); amax propagates NaN
+    if bool(torch.isnan(peak).logical_and(valid).any()):
         raise ValueError(f"{name} contains NaN inside the valid frames")
+    if bool(torch.isposinf(peak).logical_and(valid).any()):  # a log-probability is at most 0
+        item = int(torch.isposinf(peak).logical_and(valid).any(-1).nonzero()[0])
+        raise ValueError(f"{name} contains +inf inside the valid frames (item {item}); log-probabilities "
+                         "are <= 0: pass log_softmax outputs")
     return lengths
 
 

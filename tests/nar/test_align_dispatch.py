@@ -223,15 +223,15 @@ def test_items_torchaudio_gets_wrong_fall_back_to_the_batched_path(kernel_calls)
     finite = lp.nan_to_num(neginf=-50.0)
     assert_same(forced_align(finite, *args[1:]), forced_align(finite, *args[1:], backend="batched"))
     assert len(kernel_calls) == 1
-    # +inf: the recursions meet NaN, which the kernel orders differently (here it returns
-    # [1, 0, 1], the batched path another path): batched path
+    # +inf is no log-probability: refused on every backend before any recursion (torchaudio's
+    # kernel would return [1, 0, 1] here, not a valid alignment of [1, 1])
     lp = torch.tensor([[[-1.0, math.inf, math.inf], [0.0, -1.0, -1.0], [math.inf, -1.0, -1.0]]])
     args = (lp, torch.tensor([3]), torch.tensor([[1, 1]]), torch.tensor([2]))
     assert torchaudio_align(lp[0], torch.tensor([1, 1]), 0)[0].tolist() == [1, 0, 1]
-    assert forced_align(*args, backend="batched")[0].tolist() != [[1, 0, 1]]
     kernel_calls.clear()
-    for backend in ("auto", "torchaudio"):
-        assert_same(outcome(*args, backend=backend), outcome(*args, backend="batched"))
+    for backend in BACKENDS:
+        with pytest.raises(ValueError, match=r"\+inf inside the valid frames"):
+            forced_align(*args, backend=backend)
     assert kernel_calls == []
     # float16 scores that overflow: both paths see no alignment
     lp = torch.full((1, 40, 3), -3000.0, dtype=torch.float16)
@@ -250,3 +250,16 @@ def test_frame_scores_are_differentiable_on_both_paths():
         assert torch.equal(lp.grad.sum(-1), (torch.arange(20) < args[1][:, None]).float())
         results.append((labels, scores.detach(), lp.grad))
     assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_positive_infinity_is_refused_naming_the_item():
+    """+inf is no log-probability; the batched recursion would return an invalid path for it."""
+    import pytest as _pytest
+    import torch as _torch
+
+    from nar.align import forced_align as _fa
+
+    lp = _torch.randn(2, 6, 4).log_softmax(-1)
+    lp[1, 3, 2] = float("inf")
+    with _pytest.raises(ValueError, match=r"\+inf inside the valid frames \(item 1\)"):
+        _fa(lp, _torch.tensor([6, 6]), _torch.tensor([[1, 2], [1, 2]]), _torch.tensor([2, 2]))
