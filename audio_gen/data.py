@@ -24,6 +24,7 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
+from nar.base.checks import check_waveform
 from nar.base.files import atomic_open
 from nar.base.kaldi import read_kaldi_map
 
@@ -42,23 +43,16 @@ class AudioItem:
     end: Optional[float] = None
 
 
-def as_mono_wave(wav, name: str) -> torch.Tensor:
-    """A float32 (N,) waveform from a tensor or array (N,), (1, N) or (N, 1); ``name`` is in errors.
+def as_mono_wave(wav, name: str, allow_silence: bool = True) -> torch.Tensor:
+    """A float32 (N,) waveform in [-1, 1] from a tensor or array (N,), (1, N) or (N, 1); ``name`` is in errors.
 
-    Raises TypeError for other types, ValueError for more channels or NaN/Inf samples.
+    Delegates to :func:`nar.base.checks.check_waveform`: int16/int32 samples are rescaled; a float
+    waveform peaking beyond 1.5 (integer samples stored as float) is an error that says so.
+
+    Raises TypeError for other types or dtypes, ValueError for more channels, no samples, NaN/Inf
+    samples, the integer scale in a float array, or (``allow_silence=False``) all zeros.
     """
-    if isinstance(wav, np.ndarray):
-        wav = torch.from_numpy(wav)
-    if not isinstance(wav, torch.Tensor):
-        raise TypeError(f"{name}: expected a waveform tensor or numpy array, got {type(wav).__name__}")
-    if wav.dim() == 2 and 1 in wav.shape:
-        wav = wav.reshape(-1)
-    if wav.dim() != 1:
-        raise ValueError(f"{name}: expected a mono waveform (N,), got shape {tuple(wav.shape)} (mix down first)")
-    wav = wav.float()
-    if not torch.isfinite(wav).all():
-        raise ValueError(f"{name}: the waveform has NaN or Inf samples")
-    return wav
+    return check_waveform(wav, name, allow_silence=allow_silence)
 
 
 def read_audio_list(data_dir: str | Path) -> list[AudioItem]:

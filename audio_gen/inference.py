@@ -22,30 +22,93 @@ An empty caption ("") generates unconditionally (the null condition guidance use
 never re-masked. Durations beyond the model's training length raise
 :class:`audio_gen.models.magnet.GenerationLengthError`. Every item has its own seed, so a batch
 gives the same audio as its items one by one (MAGNeT and AR).
+
+Every input is checked before any model runs, with a message that names it and the allowed
+range: ``seconds`` from one codec frame to the training length of the models the method runs
+(:class:`~audio_gen.models.magnet.GenerationLengthError`, a ``ValueError``); ``hybrid_seconds``
+(method ``hybrid`` only) at least one frame and shorter than every ``seconds`` (an error, not a
+silent clamp: the AR model writes the first ``hybrid_seconds``, MAGNeT the rest);
+``rescore_weight`` in [0, 1]; the decoding configuration (:func:`check_decoding_config`:
+guidance scales in [0, :data:`MAX_CFG_SCALE`], temperatures in [0, :data:`MAX_TEMPERATURE`],
+steps in [1, :data:`MAX_STEPS`], top-k within the vocabulary); prompts by
+:func:`nar.base.checks.check_waveform` (int16/int32 rescaled, float samples at the integer scale
+refused), each shorter than its ``seconds``. Caption words outside the caption vocabulary are
+encoded as ``<unk>`` with one warning per call that lists them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from tqdm import tqdm
 
-from audio_gen.conditioning import CaptionTokenizer, T5Tokens, pad_ids
+from audio_gen.conditioning import UNK, CaptionTokenizer, T5Tokens, caption_words, pad_ids
 from audio_gen.data import as_mono_wave
 from audio_gen.experiment import load_trained
+from nar.base.checks import check_choice, check_int, check_integer, check_number, check_range, check_seed
 from nar.base.experiment import resolve_path
 from audio_gen.models.ar import DelayAR
-from audio_gen.models.magnet import MAGNeT
+from audio_gen.models.magnet import GenerationLengthError, MAGNeT
 from audio_gen.models.magnet import magnet_config as default_magnet_config
 from nar.mask_predict import MaskPredictConfig
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("magnet", "magnet_rescore", "hybrid", "ar")
+
+#: bounds of the decoding options (:func:`check_decoding_config`); beyond them a value is a
+#: mistake (a scale of 1e6 saturates every step), not an experiment
+MAX_STEPS = 1000
+MAX_TEMPERATURE = 10.0
+MAX_CFG_SCALE = 20.0
+MAX_CONFIDENCE_NOISE = 10.0
+
+
+def check_decoding_config(config: Any, name: str, mask_id: int, vocab: int, stages: int) -> MaskPredictConfig:
+    """Check a mask-predict configuration against the model it drives; return it.
+
+    Args:
+        config: a :class:`~nar.mask_predict.MaskPredictConfig`.
+        name: how errors call it (``"config"``, ``"t2s_config"``...).
+        mask_id: the model's mask token; vocab: its vocabulary (codebook) size, the largest top-k;
+        stages: its codebook stages (the entries ``steps`` needs when it is a tuple).
+
+    Raises:
+        TypeError: not a MaskPredictConfig. ValueError: ``mask_id`` not the model's, ``steps``
+            not one entry per stage or outside [1, :data:`MAX_STEPS`], a temperature outside
+            [0, :data:`MAX_TEMPERATURE`], a guidance scale outside [0, :data:`MAX_CFG_SCALE`],
+            ``confidence_noise`` outside [0, :data:`MAX_CONFIDENCE_NOISE`], ``top_k`` outside
+            [0, vocab], ``top_p`` outside (0, 1], ``cfg_rescale``/``rescore_weight`` outside [0, 1],
+            or NaN/infinite anywhere. Messages read ``<name>.<field> must be ...``.
+    """
+    if not isinstance(config, MaskPredictConfig):
+        raise TypeError(f"{name} must be a nar.mask_predict.MaskPredictConfig, got {type(config).__name__}")
+    if config.mask_id != mask_id:
+        raise ValueError(f"{name}.mask_id must be {mask_id} (the model's mask token), got {config.mask_id!r}")
+    steps = (config.steps,) * stages if isinstance(config.steps, int) else tuple(config.steps)
+    if len(steps) != stages:
+        raise ValueError(f"{name}.steps must be one int or {stages} (one per codebook stage), got {config.steps!r}")
+    if any(not 1 <= s <= MAX_STEPS for s in steps):
+        raise ValueError(f"{name}.steps must be in [1, {MAX_STEPS}] per stage, got {config.steps!r}")
+    for field in ("temperature", "min_temperature"):
+        check_range(getattr(config, field), f"{name}.{field}", 0.0, MAX_TEMPERATURE, note=" (0: argmax)")
+    check_range(config.confidence_noise, f"{name}.confidence_noise", 0.0, MAX_CONFIDENCE_NOISE)
+    check_range(config.cfg_scale, f"{name}.cfg_scale", 0.0, MAX_CFG_SCALE, note=" (0: no guidance)")
+    if config.cfg_scale_end is not None:
+        check_range(config.cfg_scale_end, f"{name}.cfg_scale_end", 0.0, MAX_CFG_SCALE, note=" (0: no guidance)")
+    check_range(config.cfg_rescale, f"{name}.cfg_rescale", 0.0, 1.0)
+    check_range(config.top_p, f"{name}.top_p", 0.0, 1.0, low_open=True, note=" (1: off)")
+    check_range(config.rescore_weight, f"{name}.rescore_weight", 0.0, 1.0)
+    if not 0 <= config.top_k <= vocab:
+        raise ValueError(f"{name}.top_k must be in [0, {vocab}] (0: off; the vocabulary has {vocab} tokens), "
+                         f"got {config.top_k!r}")
+    return config
 
 
 def _caption_tokens(config: dict, model_dir: Path):
@@ -102,63 +165,188 @@ class TextToAudio:
         if (self.codec.num_codebooks, self.codec.codebook_size) != (self.model.num_codebooks, self.model.codebook_size):
             raise ValueError(f"the codec {codec_dir} ({self.codec.num_codebooks} x {self.codec.codebook_size}) does "
                              f"not match the model ({self.model.num_codebooks} x {self.model.codebook_size})")
-        self.config = magnet_config or default_magnet_config(self.model.codebook_size, self.model.num_codebooks)
         self.sample_rate = self.codec.sample_rate
         self.frame_rate = self.codec.frame_rate
+        self.config = magnet_config or default_magnet_config(self.model.codebook_size, self.model.num_codebooks)
+
+    @property
+    def config(self) -> MaskPredictConfig:
+        """MAGNeT's decoding configuration (checked by :func:`check_decoding_config` when set)."""
+        return self._config
+
+    @config.setter
+    def config(self, value: MaskPredictConfig) -> None:
+        self._config = self._check_config(value, "magnet_config")
+
+    def _check_config(self, config, name: str) -> MaskPredictConfig:
+        return check_decoding_config(config, name, self.model.mask_id, self.model.codebook_size,
+                                     self.model.num_codebooks)
 
     @property
     def max_seconds(self) -> float:
         """The longest generation the model was trained for."""
         return self.model.max_frames / self.frame_rate
 
+    def _max_frames(self, method: str) -> int:
+        """The longest generation (frames) of ``method``: the training length of every model it
+        runs over the whole length (MAGNeT; the AR model too for ``ar`` and ``magnet_rescore``)."""
+        if method == "ar":
+            return int(self.ar.max_frames)
+        if method == "magnet_rescore":
+            return int(min(self.model.max_frames, self.ar.max_frames))
+        return int(self.model.max_frames)
+
     def __call__(self, caption: str, seconds: float = 10.0, **kwargs) -> torch.Tensor:
         """One caption -> (N,) waveform at :attr:`sample_rate`."""
         return self.batch([caption], seconds, **kwargs)[0]
 
-    def _tokens(self, tokenizer, captions: Sequence[str]):
+    # ------------------------------------------------------------------ checks
+    def _check_request(self, captions, seconds, method: str, prompts, prompt_sr, seeds, rescore_weight,
+                       hybrid_seconds, config) -> dict:
+        """Every input of a request checked (module docs), before any model runs; the normalised
+        values: captions, frames (one per caption), hybrid_frames, wavs (checked prompts), seeds, config."""
+        check_choice(method, "method", METHODS)
+        if method != "magnet" and self.ar is None:
+            raise ValueError(f"method {method!r} needs the AR model (TextToAudio(..., ar_dir=...))")
+        if isinstance(captions, (str, bytes)) or not hasattr(captions, "__iter__"):
+            raise TypeError(f"captions must be a list of strings, got {type(captions).__name__}")
+        captions = list(captions)
+        b = len(captions)
         for i, c in enumerate(captions):
             if not isinstance(c, str):
                 raise TypeError(f"caption {i}: expected a string, got {type(c).__name__}")
+        rate = float(self.frame_rate)
+        max_frames = self._max_frames(method)
+        low, high = 1.0 / rate, max_frames / rate
+        scalar = isinstance(seconds, numbers.Real) and not isinstance(seconds, bool)
+        try:
+            secs = [seconds] * b if scalar else list(seconds)
+        except TypeError:
+            raise TypeError(f"seconds must be a number or one number per caption, got {seconds!r}") from None
+        if len(secs) != b:
+            raise ValueError(f"seconds must be one number or one per caption ({b}), got {len(secs)} values")
+        frames = []
+        for i, s in enumerate(secs):
+            name = "seconds" if scalar else f"seconds[{i}]"
+            if isinstance(s, bool) or not isinstance(s, numbers.Real):
+                check_number(s, name)
+            if not (math.isfinite(s) and low <= s <= high):
+                raise GenerationLengthError(
+                    f"{name} must be in [{low:.4g}, {high:.4g}] for method {method!r} (from one codec frame at "
+                    f"{rate:g} Hz to the training length of {max_frames} frames), got {s!r}")
+            frames.append(max(1, round(float(s) * rate)))
+        check_range(rescore_weight, "rescore_weight", 0.0, 1.0)
+        hybrid_frames = None
+        if method == "hybrid":
+            h = check_range(hybrid_seconds, "hybrid_seconds", 0.0, self.ar.max_frames / rate, low_open=True,
+                            note=" (the part the AR model writes)")
+            hybrid_frames = round(h * rate)
+            if hybrid_frames < 1:
+                raise ValueError(f"hybrid_seconds must be at least one codec frame ({low:.4g} s at {rate:g} Hz), "
+                                 f"got {hybrid_seconds!r}")
+            for i, (s, f) in enumerate(zip(secs, frames)):
+                if f <= hybrid_frames:
+                    raise ValueError(
+                        f"{'seconds' if scalar else f'seconds[{i}]'} ({s:g}) must be longer than hybrid_seconds "
+                        f"({hybrid_seconds:g}) with method 'hybrid' (the AR model writes the first hybrid_seconds, "
+                        "MAGNeT the rest): lower hybrid_seconds or use method 'ar'")
+        cfg = self.config if config is None else self._check_config(config, "config")
+        if seeds is not None:
+            try:
+                seeds = list(seeds)
+            except TypeError:
+                raise TypeError(f"seeds must be a list of ints (one per caption), got {seeds!r}") from None
+            if len(seeds) != b:
+                raise ValueError(f"seeds must have one entry per caption ({b}), got {len(seeds)}")
+            seeds = [check_seed(x, f"seeds[{i}]") for i, x in enumerate(seeds)]
+        wavs = None
+        if prompts is not None:
+            if not isinstance(prompts, (list, tuple)) or len(prompts) != b:
+                raise ValueError(f"prompts must be a list of {b} waveforms (one per caption) or None")
+            if prompt_sr is None:
+                raise ValueError("prompt_sr (the prompts' sample rate) is required with prompts")
+            prompt_sr = check_integer(prompt_sr, "prompt_sr", 1000, 384_000)
+            wavs = [as_mono_wave(w, f"prompt {i}") for i, w in enumerate(prompts)]
+            for i, (w, f) in enumerate(zip(wavs, frames)):
+                p_secs = len(w) / prompt_sr
+                if p_secs < low:
+                    raise ValueError(f"prompt {i}: {p_secs:.4g} s long, shorter than one codec frame ({low:.4g} s)")
+                if math.ceil(p_secs * rate - 1e-6) >= f:
+                    raise ValueError(f"prompt {i} ({p_secs:.3g} s) must be shorter than "
+                                     f"{'seconds' if scalar else f'seconds[{i}]'} ({secs[i]:g}): nothing would be "
+                                     "left to generate")
+        self._warn_unknown_words(captions, method)
+        return dict(captions=captions, frames=frames, hybrid_frames=hybrid_frames, wavs=wavs, prompt_sr=prompt_sr,
+                    seeds=seeds, config=cfg, rescore_weight=float(rescore_weight))
+
+    def _warn_unknown_words(self, captions: list[str], method: str) -> None:
+        """One warning listing the caption words that the caption models of ``method`` read as ``<unk>``."""
+        tokenizers = [("MAGNeT", self.captions)] if method != "ar" else []
+        if method != "magnet":
+            tokenizers.append(("AR", self.ar_captions))
+        found: dict[str, list[str]] = {}  # listing -> the models it holds for
+        for which, tok in tokenizers:
+            unknown: dict[str, list[int]] = {}
+            for i, c in enumerate(captions):
+                for w in self._unknown_words(tok, c):
+                    if i not in unknown.setdefault(w, []):
+                        unknown[w].append(i)
+            if unknown:
+                listing = ", ".join(f"{w!r} (caption{'s' if len(ix) > 1 else ''} {', '.join(map(str, ix[:5]))}"
+                                    f"{', ...' if len(ix) > 5 else ''})" for w, ix in unknown.items())
+                found.setdefault(listing, []).append(which)
+        if found:
+            logger.warning("captions: words not in the caption vocabulary, read as " + UNK + ": " + "; ".join(
+                f"{listing} [{' and '.join(models)} model{'s' if len(models) > 1 else ''}]"
+                for listing, models in found.items()))
+
+    @staticmethod
+    def _unknown_words(tok, caption: str) -> list[str]:
+        if isinstance(tok, CaptionTokenizer):
+            return [w for w in caption_words(caption) if w not in tok.ids]
+        unk_id = getattr(getattr(tok, "tokenizer", None), "unk_token_id", None)
+        if unk_id is None or not caption.strip():
+            return []
+        hf = tok.tokenizer
+        return [w for w in caption.split() if unk_id in hf(w, add_special_tokens=False)["input_ids"]]
+
+    def _tokens(self, tokenizer, captions: Sequence[str]):
         return pad_ids([tokenizer.encode(c) for c in captions], self.device)
 
-    def _prompt_codes(self, prompts, prompt_sr: Optional[int], batch: int):
-        if prompts is None:
+    def _prompt_codes(self, wavs: Optional[list], prompt_sr: Optional[int], names: list[str]):
+        """Codec codes of checked prompt waveforms (or None, None)."""
+        if wavs is None:
             return None, None
-        if not isinstance(prompts, (list, tuple)) or len(prompts) != batch:
-            raise ValueError(f"prompts must be a list of {batch} waveforms (or None)")
-        if prompt_sr is None:
-            raise ValueError("prompt_sr (the prompts' sample rate) is required with prompts")
-        wavs = [as_mono_wave(w, f"prompt {i}") for i, w in enumerate(prompts)]
         lens = torch.tensor([len(w) for w in wavs])
-        padded = torch.zeros(batch, int(lens.max()))
+        padded = torch.zeros(len(wavs), int(lens.max()))
         for i, w in enumerate(wavs):
             padded[i, : len(w)] = w
         codes, code_lens = self.codec.encode(padded.to(self.device), lens.to(self.device), sample_rate=prompt_sr,
-                                             names=[f"prompt {i}" for i in range(batch)])
+                                             names=names)
         return codes.to(self.device), code_lens.to(self.device)
 
+    # ------------------------------------------------------------------ generation
     def generate_codes(self, captions: Sequence[str], seconds: Union[float, Sequence[float]] = 10.0,
                        method: str = "magnet", prompts=None, prompt_sr: Optional[int] = None,
                        seeds: Optional[Sequence[int]] = None, rescore_weight: float = 0.7,
                        hybrid_seconds: float = 2.0, config: Optional[MaskPredictConfig] = None,
                        progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes (B, K, T) and lengths (B,) for one batch (see :meth:`batch`)."""
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if method != "magnet" and self.ar is None:
-            raise ValueError(f"method {method!r} needs the AR model (TextToAudio(..., ar_dir=...))")
+        req = self._check_request(captions, seconds, method, prompts, prompt_sr, seeds, rescore_weight,
+                                  hybrid_seconds, config)
+        return self._generate(req, slice(None), method, progress)
+
+    def _generate(self, req: dict, sl: slice, method: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes and lengths of the items ``sl`` of a checked request (:meth:`_check_request`)."""
+        captions = req["captions"][sl]
         b = len(captions)
-        secs = [float(seconds)] * b if isinstance(seconds, (int, float)) else [float(s) for s in seconds]
-        if len(secs) != b or any(not s > 0 for s in secs):
-            raise ValueError(f"seconds must be positive (one value or one per caption), got {seconds!r}")
-        frames = torch.tensor([max(1, round(s * self.frame_rate)) for s in secs], device=self.device)
+        frames = torch.tensor(req["frames"][sl], device=self.device)
         gens = None
-        if seeds is not None:
-            seeds = list(seeds)
-            if len(seeds) != b:
-                raise ValueError(f"seeds must have one entry per caption ({b}), got {len(seeds)}")
-            gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-        prompt, prompt_lens = self._prompt_codes(prompts, prompt_sr, b)
+        if req["seeds"] is not None:
+            gens = [torch.Generator(device=self.device).manual_seed(s) for s in req["seeds"][sl]]
+        first = range(len(req["captions"]))[sl].start
+        prompt, prompt_lens = self._prompt_codes(None if req["wavs"] is None else req["wavs"][sl], req["prompt_sr"],
+                                                 [f"prompt {first + i}" for i in range(b)])
         text, text_lens = self._tokens(self.captions, captions)
         bar = tqdm(total=None, desc=f"{method} x{b}", disable=not progress, leave=False)
 
@@ -169,7 +357,7 @@ class TextToAudio:
             if method in ("ar", "hybrid"):
                 ar_text, ar_lens = self._tokens(self.ar_captions, captions)
                 ar_frames = frames if method == "ar" else torch.minimum(
-                    frames - 1, torch.full_like(frames, max(1, round(hybrid_seconds * self.frame_rate))))
+                    frames - 1, torch.full_like(frames, req["hybrid_frames"]))
                 if prompt is not None and method == "hybrid":
                     ar_frames = torch.maximum(ar_frames, torch.minimum(prompt_lens + 1, frames - 1))
                 codes = self.ar.generate(ar_text, ar_lens, ar_frames, prompt=prompt, prompt_lengths=prompt_lens,
@@ -177,10 +365,10 @@ class TextToAudio:
                 if method == "ar":
                     return codes, frames
                 prompt, prompt_lens = codes, ar_frames
-            cfg = config or self.config
+            cfg = req["config"]
             rescore = None
             if method == "magnet_rescore":
-                cfg = replace(cfg, rescore_weight=rescore_weight)
+                cfg = replace(cfg, rescore_weight=req["rescore_weight"])
                 ar_text, ar_lens = self._tokens(self.ar_captions, captions)
                 rescore = self.ar.rescorer(ar_text, ar_lens, frames)
             codes = self.model.generate(text, text_lens, frames, cfg, prompt=prompt, prompt_lengths=prompt_lens,
@@ -193,23 +381,24 @@ class TextToAudio:
     def batch(self, captions: Sequence[str], seconds: Union[float, Sequence[float]] = 10.0,
               method: str = "magnet", prompts=None, prompt_sr: Optional[int] = None,
               seeds: Optional[Sequence[int]] = None, batch_size: int = 16, progress: bool = False,
-              **kwargs) -> list[torch.Tensor]:
+              rescore_weight: float = 0.7, hybrid_seconds: float = 2.0,
+              config: Optional[MaskPredictConfig] = None) -> list[torch.Tensor]:
         """Captions -> list of (N,) waveforms at :attr:`sample_rate`, in batches of
         ``batch_size``. ``seconds``: one duration or one per caption; ``prompts``: optional list
         of waveforms at ``prompt_sr`` to continue; ``seeds``: one per caption (reproducible and
-        batch-independent); other keywords go to :meth:`generate_codes`."""
+        batch-independent); ``rescore_weight``, ``hybrid_seconds``, ``config``: as
+        :meth:`generate_codes`. Every input is checked (module docs) before the first batch runs."""
+        if isinstance(captions, str):
+            raise TypeError("captions must be a list of strings, got a single str (wrap it in a list)")
         captions = list(captions)
         if not captions:
             return []
-        n = len(captions)
-        secs = [seconds] * n if isinstance(seconds, (int, float)) else list(seconds)
-        seeds = list(seeds) if seeds is not None else None
+        batch_size = check_int(batch_size, "batch_size", 1)
+        req = self._check_request(captions, seconds, method, prompts, prompt_sr, seeds, rescore_weight,
+                                  hybrid_seconds, config)
         out: list[torch.Tensor] = []
-        for start in tqdm(range(0, n, batch_size), desc=f"{method} batches", disable=not progress):
-            sl = slice(start, start + batch_size)
-            codes, frames = self.generate_codes(captions[sl], secs[sl], method,
-                                                None if prompts is None else list(prompts)[sl], prompt_sr,
-                                                None if seeds is None else seeds[sl], progress=progress, **kwargs)
+        for start in tqdm(range(0, len(captions), batch_size), desc=f"{method} batches", disable=not progress):
+            codes, frames = self._generate(req, slice(start, start + batch_size), method, progress)
             wav, wav_lens = self.codec.decode(codes, frames)
             out.extend(wav[i, : int(wav_lens[i])].float().cpu() for i in range(wav.shape[0]))
         return out

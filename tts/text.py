@@ -22,13 +22,25 @@ zero-width joiner there; neither gives one symbol per phoneme.) The output is th
   frame) relies on. A stress mark that espeak leaves on its own is moved onto the next phone;
   length marks ``ː`` stay attached as espeak writes them.
 
+What is cleaned before espeak-ng sees the text (:func:`clean_text`; each cleaning is logged as a
+warning that names the item and lists the characters): control characters other than tabs and
+line breaks become a space (espeak-ng reads up to a NUL byte only, so ``"hello\\x00world"`` would
+lose "world"); invisible format characters (zero-width joiners, byte-order marks, soft hyphens)
+are removed; symbols are removed (with the combining marks, such as emoji variation selectors,
+that follow them) except currency signs and :data:`SPOKEN_SYMBOLS`, which espeak-ng reads as
+words of the sentence ("5 $" -> "five dollars") — any other symbol it would read out by its
+Unicode name (an emoji as "grinning face", ``©`` as "copyright"), which is not what the text says.
+
 What is an error (:class:`PhonemizeError`, a ``ValueError``; the message names the item when a
 ``name`` is given and quotes the text): empty or whitespace-only text; text with no letter or
 digit at all (``"!!! ---"``, ``"…"``: espeak would read a lone ``!!!`` as "exclamation", which
-we do not want); espeak producing no phones; espeak missing (install it with
-``apt-get install espeak-ng``); an unknown voice (checked when the phonemizer is made); a
+we do not want), also once the cleaning above has removed what it removes (``"😀"``); espeak
+producing no phones; espeak missing (install it with ``apt-get install espeak-ng``); an unknown voice (checked when the phonemizer is made); a
 non-zero exit or a time-out. Digits, symbols within words and abbreviations are spoken the way
 espeak reads them ("42" → ``f ˈoːɹ ɾ i | t ˈuː``), which is what we want for TTS.
+
+Text files. :func:`check_utf8_file` refuses a file that is not UTF-8 with an error naming the
+file, the line and the byte offset (instead of a bare ``UnicodeDecodeError``).
 
 Ids. :class:`PhoneTokenizer` maps phones to ids with a token list whose first entries are
 ``<blank>`` (0, also the padding id), ``<unk>`` (1) and ``|`` (2), then the phones in sorted
@@ -43,10 +55,11 @@ import re
 import shutil
 import subprocess
 import threading
+import unicodedata
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from nar.base.files import write_lines
+from nar.base.files import check_utf8, write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +76,65 @@ _DROP_CHARS = str.maketrans("", "", "-\u200d")
 _PHONEME_INPUT = re.compile(r"(?<=\[)(?=\[)|(?<=\])(?=\])")  # espeak reads [[...]] as phonemes
 
 
+#: symbols that espeak-ng reads as words of the sentence and that are kept (currency signs too);
+#: every other symbol is dropped by :func:`clean_text`
+SPOKEN_SYMBOLS = frozenset("+=×÷±°")
+#: control characters that are ordinary layout (whitespace), not dropped with a warning
+_LAYOUT = frozenset("\t\n\r\v\f")
+
+
 class PhonemizeError(ValueError):
     """A text could not be turned into phones; the message names the item and quotes the text."""
+
+
+class TextEncodingError(ValueError):
+    """A text file is not UTF-8; the message names the file, the line and the byte offset."""
+
+
+def check_utf8_file(path: str | os.PathLike) -> None:
+    """:func:`nar.base.files.check_utf8` raising :class:`TextEncodingError` (the first undecodable
+    line as ``<path>:<line>: ...`` with the byte offset and the byte). A missing file is left to
+    the reader."""
+    check_utf8(path, TextEncodingError)
+
+
+def _listing(chars: list[str]) -> str:
+    """The distinct characters of ``chars`` in order, each quoted with its code point and name."""
+    return ", ".join(f"{c!r} (U+{ord(c):04X}{' ' + unicodedata.name(c) if unicodedata.name(c, '') else ''})"
+                     for c in dict.fromkeys(chars))
+
+
+def clean_text(text: str, name: str | None = None) -> str:
+    """``text`` without what espeak-ng must not be given (see the module docstring), logging one
+    warning per kind of removal that lists the characters; ``name`` (an item) is in the warnings.
+
+    Control characters other than tabs and line breaks become spaces; format characters,
+    private-use and unassigned code points, and symbols other than currency signs and
+    :data:`SPOKEN_SYMBOLS` are removed, with the combining marks that follow a removed symbol.
+    """
+    controls: list[str] = []
+    dropped: list[str] = []
+    out: list[str] = []
+    after_dropped = False  # a combining mark (emoji variation selector) goes with its symbol
+    for c in text:
+        cat = unicodedata.category(c)
+        if cat == "Cc" and c not in _LAYOUT:
+            controls.append(c)
+            out.append(" ")
+            after_dropped = False
+        elif (cat in ("Cf", "Co", "Cn", "Cs") or (cat[0] == "S" and cat != "Sc" and c not in SPOKEN_SYMBOLS)
+              or (cat[0] == "M" and after_dropped)):
+            dropped.append(c)
+            after_dropped = True
+        else:
+            out.append(c)
+            after_dropped = False
+    if controls:
+        logger.warning(f"{_item(name)}control characters {_listing(controls)} in text {text!r} replaced by spaces")
+    if dropped:
+        logger.warning(f"{_item(name)}dropped {_listing(dropped)} from text {text!r}: symbols and invisible "
+                       "characters that espeak-ng cannot say or would read out by their names")
+    return "".join(out)
 
 
 def parse_espeak_ipa(output: str) -> list[str]:
@@ -145,13 +215,17 @@ class Phonemizer:
         return r.stdout.decode("utf-8", "replace")
 
     def __call__(self, text: str, name: str | None = None) -> list[str]:
-        """Phones of ``text``: a list of IPA symbols with ``"|"`` between words (never first,
-        last, or twice in a row). ``name`` (an utterance id) is only used in error messages."""
+        """Phones of ``text`` (cleaned by :func:`clean_text` first): a list of IPA symbols with ``"|"``
+        between words (never first, last, or twice in a row). ``name`` (an utterance id) is only
+        used in error and warning messages."""
         if not isinstance(text, str):
             raise TypeError(f"{_item(name)}text must be a str, got {type(text).__name__}")
-        norm = " ".join(text.split())
-        if not norm:
+        if not text.strip():
             raise PhonemizeError(f"{_item(name)}empty text {text!r}")
+        norm = " ".join(clean_text(text, name).split())
+        if not norm:
+            raise PhonemizeError(f"{_item(name)}text {text!r} is empty once the characters espeak-ng cannot say "
+                                 "are dropped")
         if not any(c.isalnum() for c in norm):
             raise PhonemizeError(f"{_item(name)}text {text!r} has no letter or digit to pronounce")
         cached = self._cache.get(norm)

@@ -25,6 +25,7 @@ from pathlib import Path
 import soundfile
 
 from asr.audio import AudioFileError, check_not_truncated
+from nar.base.files import check_utf8 as check_utf8_file
 from nar.base.kaldi import DataDirError, read_data_dir, validate_data_dir, write_data_dir
 from nar.base.stamps import StageStamp, audio_files_of_scp, signature
 
@@ -39,29 +40,8 @@ FORMAT_VERSION = 1
 
 
 def check_utf8(path: str | os.PathLike) -> None:
-    """Raise :class:`DataDirError` naming ``path``, the line and the fix if the file is not UTF-8
-    (or starts with a byte order mark, which would become part of the first key)."""
-    data = Path(path).read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        raise DataDirError(f"{path}:1: starts with a UTF-8 byte order mark, which would become part of the "
-                           f"first key; remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' {path}")
-    try:
-        data.decode("utf-8")
-        return
-    except UnicodeDecodeError:
-        pass
-    for lineno, line in enumerate(data.split(b"\n"), 1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            bad = line[e.start:e.end]
-            shown = line.decode("utf-8", errors="backslashreplace")
-            if len(shown) > 80:
-                shown = shown[:77] + "..."
-            raise DataDirError(
-                f"{path}:{lineno}: not valid UTF-8 (byte {bad.hex(' ', 1)} at column {e.start + 1}: \"{shown}\"); "
-                f"data dir files must be UTF-8: convert the file from its encoding, e.g. from Latin-1 with "
-                f"iconv -f latin1 -t utf-8 {path} > {path}.utf8 && mv {path}.utf8 {path}") from None
+    """:func:`nar.base.files.check_utf8` raising :class:`DataDirError`."""
+    check_utf8_file(path, DataDirError)
 
 
 def _inputs(src: Path) -> tuple[dict[str, Path], list[str]]:

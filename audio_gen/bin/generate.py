@@ -12,6 +12,10 @@ The data dir needs ``text`` (``<utt> <caption>``; an empty caption is unconditio
 Resumable: utterances whose wav exists are skipped (each wav is written to a temporary name
 and renamed, so a kill never leaves a truncated file). Item i uses seed ``--seed + i`` (its
 index in the sorted caption list), so results do not depend on the batch size.
+
+Bad input (a data-dir file that is not UTF-8, an option out of range such as ``--seconds inf``)
+ends the run with one line ``audio_gen.bin.generate: error: <message>`` naming the file and
+line or the option, and exit status 1 (the traceback is logged at DEBUG level).
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from tqdm import tqdm
 
 from audio_gen.bin.caption_tokens import read_text
 from audio_gen.data import load_item, read_audio_list
+from nar.base.checks import check_int
 from nar.base.files import atomic_path
+from nar.base.files import check_utf8
 
-logger = logging.getLogger("audio_gen.bin.generate")
+PROG = "audio_gen.bin.generate"
+logger = logging.getLogger(PROG)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -63,13 +70,39 @@ def _write_map(path: Path, mapping: dict) -> None:
     path.write_text("".join(f"{k} {v}\n" for k, v in sorted(mapping.items())), encoding="utf-8")
 
 
+def _parse_steps(value: str) -> tuple:
+    """``--steps`` as a tuple of positive ints."""
+    try:
+        steps = tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise ValueError(f"--steps must be comma-separated integers (one per codebook), got {value!r}") from None
+    if any(x < 1 for x in steps):
+        raise ValueError(f"--steps must be positive integers, got {value!r}")
+    return steps
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        return run(args)
+    except (ValueError, OSError) as e:  # bad input: one line naming it, not a traceback
+        logger.debug("traceback of the error", exc_info=True)
+        print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """The generation of :func:`main` (errors propagate)."""
+    check_int(args.batch_size, "--batch_size", 1)
+    check_int(args.max_utts, "--max_utts", 0)
+    steps = _parse_steps(args.steps) if args.steps else None
+    for name in ("text", "wav.scp", "segments"):
+        check_utf8(Path(args.data_dir) / name)  # a file:line error instead of a bare UnicodeDecodeError
     out_dir = Path(args.out_dir)
+    rows = read_text(args.data_dir)
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    rows = read_text(args.data_dir)
     if args.max_utts:
         rows = rows[: args.max_utts]
     seeds = {u: args.seed + i for i, (u, _) in enumerate(rows)}
@@ -100,10 +133,12 @@ def main(argv=None) -> int:
             raise SystemExit("--model_dir (MAGNeT) is required unless --resynth")
         t2a = TextToAudio(args.model_dir, ar_dir=args.ar_dir, device=args.device,
                           acoustic_tokenizer=args.acoustic_tokenizer)
-        if args.steps:
-            steps = tuple(int(s) for s in args.steps.split(","))
-            t2a.config = magnet_config(t2a.model.codebook_size, t2a.model.num_codebooks, steps=steps)
-        seconds = args.seconds or t2a.max_seconds
+        if steps is not None:
+            try:
+                t2a.config = magnet_config(t2a.model.codebook_size, t2a.model.num_codebooks, steps=steps)
+            except ValueError as e:
+                raise ValueError(f"--steps {args.steps}: {e}") from None
+        seconds = t2a.max_seconds if args.seconds is None else args.seconds
         for start in tqdm(range(0, len(todo), args.batch_size), desc=f"{args.method} batches", file=sys.stderr):
             chunk = todo[start: start + args.batch_size]
             wavs = t2a.batch([c for _, c in chunk], seconds, args.method, seeds=[seeds[u] for u, _ in chunk],

@@ -8,12 +8,15 @@ and the offending value; these helpers are the one implementation of those check
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Any, Iterable, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_choice", "check_int", "check_lengths", "check_number", "check_tensor", "check_waveform",
+__all__ = ["check_choice", "check_int", "check_integer", "check_lengths", "check_number", "check_range",
+           "check_seed", "check_tensor", "check_waveform",
            "MAX_FLOAT_AMPLITUDE"]
 
 
@@ -43,6 +46,40 @@ def check_number(value: Any, name: str, minimum: Optional[float] = None, maximum
     if maximum is not None and (value > maximum or (strict and value == maximum)):
         raise ValueError(f"{name} must be {'<' if strict else '<='} {maximum}, got {value}")
     return float(value)
+
+
+def check_range(value: Any, name: str, low: float, high: float, low_open: bool = False, note: str = "") -> float:
+    """``value`` (a real number, not a bool) as a float in ``[low, high]`` (``low_open``: ``(low, high]``).
+
+    Raises:
+        TypeError: not a number (:func:`nar.base.checks.check_number`'s message). ValueError:
+            NaN, an infinity or a value outside the range; the message names ``name``, states the
+            range (and ``note``, e.g. what the bounds mean) and quotes the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        check_number(value, name)  # raises its TypeError for every non-number
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and (v > low if low_open else v >= low) and v <= high):
+        raise ValueError(f"{name} must be a finite number in {'(' if low_open else '['}{low:g}, {high:g}]{note}, "
+                         f"got {value!r}")
+    return v
+
+
+def check_integer(value: Any, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """:func:`nar.base.checks.check_int` that also takes numpy integers (not bools, not floats)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+    return check_int(value, name, minimum, maximum)
+
+
+def check_seed(value: Any, name: str) -> int:
+    """A seed: an int in the range ``torch.Generator.manual_seed`` accepts."""
+    return check_integer(value, name, -(2 ** 63), 2 ** 64 - 1)
 
 
 def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
@@ -139,7 +176,10 @@ def check_waveform(value: Any, name: str, allow_silence: bool = True) -> Tensor:
     if value.numel() == 0:
         raise ValueError(f"{name}: the waveform is empty (0 samples)")
     if value.dtype in _INT_SCALE:
-        return value.float() / _INT_SCALE[value.dtype]
+        wav = value.float() / _INT_SCALE[value.dtype]
+        if not allow_silence and not bool(value.any()):
+            raise ValueError(f"{name}: the waveform is all zeros (silence)")
+        return wav
     wav = value.float()
     if not torch.isfinite(wav).all():
         raise ValueError(f"{name}: the waveform contains NaN or Inf samples")

@@ -20,7 +20,8 @@ from typing import Any, TextIO
 
 import torch
 
-__all__ = ["atomic_open", "atomic_path", "save_torch", "temporary_name", "write_json", "write_lines", "write_text"]
+__all__ = ["atomic_open", "atomic_path", "check_utf8", "save_torch", "temporary_name", "write_json", "write_lines",
+           "write_text"]
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
@@ -96,3 +97,31 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` atomically (checkpoints, tokenizer weights)."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def check_utf8(path: str | os.PathLike, error: type[Exception] = ValueError) -> None:
+    """Refuse a text file that is not UTF-8, or that starts with a byte order mark (it would become
+    part of the first key of a Kaldi map), before anything reads it.
+
+    Raises:
+        ``error``: ``<path>:<line>: not valid UTF-8: byte 0x.. at byte offset N of the file
+            (column C of the line, after '...'); re-encode ...``. A missing file is left to the reader.
+    """
+    if not os.path.isfile(path):
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise error(f"{path}:1: starts with a UTF-8 byte order mark, which would become part of the first "
+                    f"key; remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' {path}")
+    try:
+        data.decode("utf-8")
+        return
+    except UnicodeDecodeError as e:
+        bad = e.start
+    line_start = data.rfind(b"\n", 0, bad) + 1
+    lineno = data.count(b"\n", 0, bad) + 1
+    good = data[line_start:bad].decode("utf-8", errors="replace")
+    raise error(f"{path}:{lineno}: not valid UTF-8: byte 0x{data[bad]:02x} at byte offset {bad} of the file "
+                f"(column {len(good) + 1} of the line, after {good[-20:]!r}); re-encode the file as UTF-8, "
+                f"e.g. iconv -f latin1 -t utf-8 {path} > {path}.utf8 && mv {path}.utf8 {path}")

@@ -357,7 +357,7 @@ def test_a_data_dir_file_that_is_not_utf8_names_the_file_line_and_fix(tmp_path, 
     with pytest.raises(DataDirError) as e:
         format_data.main(["--src", str(src), "--dst", str(tmp_path / "dst")])
     msg = str(e.value)
-    assert msg.startswith(f"{f}:2: not valid UTF-8 (byte e9 at column ")
+    assert msg.startswith(f"{f}:2: not valid UTF-8: byte 0xe9 at byte offset ")
     assert f"iconv -f latin1 -t utf-8 {f} > {f}.utf8 && mv {f}.utf8 {f}" in msg
     assert not (tmp_path / "dst" / ".done").exists()
 

@@ -12,6 +12,10 @@ utterance of u's speaker in sorted order (:func:`tts.duration.same_speaker_pairs
 with a single utterance are skipped (logged). Writes ``<out_dir>/wav/<utt>.wav``, ``wav.scp``,
 ``text`` (the target sentences), ``prompt.scp`` (prompt wav paths) and ``prompt_text``.
 Resumable: utterances whose wav already exists are not synthesised again.
+
+Bad input (a data-dir file that is not UTF-8, an option out of range, an unusable sentence or
+prompt) ends the run with one line ``tts.bin.synthesize: error: <message>`` naming the file and
+line, option or utterance, and exit status 1 (the traceback is logged at DEBUG level).
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ import torch
 from tqdm import tqdm
 
 from audio_gen.data import AudioListError, load_item, read_audio_list
+from nar.base.checks import check_int
 from nar.base.kaldi import read_kaldi_map, write_kaldi_map
 from nar.base.files import atomic_path
 from tts.duration import same_speaker_pairs
+from tts.text import check_utf8_file
 
-logger = logging.getLogger("tts.bin.synthesize")
+PROG = "tts.bin.synthesize"
+logger = logging.getLogger(PROG)
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -80,6 +87,8 @@ def plan(data_dir: Path, max_utts: int) -> list[tuple[str, str]]:
     for name in ("wav.scp", "text", "utt2spk"):
         if not (data_dir / name).is_file():
             raise FileNotFoundError(f"{data_dir}: {name} is missing (synthesis needs wav.scp, text and utt2spk)")
+    for name in ("wav.scp", "text", "utt2spk", "segments"):
+        check_utf8_file(data_dir / name)  # a file:line error instead of a bare UnicodeDecodeError later
     utt2spk = read_kaldi_map(data_dir / "utt2spk")
     pairs = same_speaker_pairs(sorted(utt2spk), utt2spk)
     skipped = len(utt2spk) - len(pairs)
@@ -95,6 +104,20 @@ def decoding_configs(args: argparse.Namespace, t2s, s2a) -> tuple:
     overrides (options left at None keep the API's defaults)."""
     from dataclasses import replace
 
+    from audio_gen.inference import MAX_CFG_SCALE, MAX_STEPS, MAX_TEMPERATURE
+    from nar.base.checks import check_range
+
+    for opt, high, note in (("t2s_temperature", MAX_TEMPERATURE, " (0: argmax)"),
+                            ("s2a_temperature", MAX_TEMPERATURE, " (0: argmax)"),
+                            ("t2s_cfg_scale", MAX_CFG_SCALE, " (0: off)"),
+                            ("s2a_cfg_scale", MAX_CFG_SCALE, " (0: off)")):
+        if getattr(args, opt) is not None:
+            try:
+                check_range(getattr(args, opt), f"--{opt}", 0.0, high, note=note)
+            except ValueError as e:
+                raise SystemExit(str(e)) from None
+    if args.t2s_steps is not None and not 1 <= args.t2s_steps <= MAX_STEPS:
+        raise SystemExit(f"--t2s_steps must be in [1, {MAX_STEPS}], got {args.t2s_steps}")
     t2s_over = dict(steps=args.t2s_steps, temperature=args.t2s_temperature, cfg_scale=args.t2s_cfg_scale)
     s2a_over = dict(temperature=args.s2a_temperature, cfg_scale=args.s2a_cfg_scale)
     if args.s2a_steps:
@@ -105,6 +128,8 @@ def decoding_configs(args: argparse.Namespace, t2s, s2a) -> tuple:
         n = len(s2a.steps) if isinstance(s2a.steps, tuple) else None
         if n is not None and len(steps) != n:
             raise SystemExit(f"--s2a_steps needs one value per codebook ({n}), got {len(steps)}")
+        if any(not 1 <= x <= MAX_STEPS for x in steps):
+            raise SystemExit(f"--s2a_steps must be integers in [1, {MAX_STEPS}], got {args.s2a_steps!r}")
         s2a_over["steps"] = steps
     t2s = replace(t2s, **{k: v for k, v in t2s_over.items() if v is not None})
     s2a = replace(s2a, **{k: v for k, v in s2a_over.items() if v is not None})
@@ -114,6 +139,18 @@ def decoding_configs(args: argparse.Namespace, t2s, s2a) -> tuple:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (ValueError, OSError) as e:  # bad input: one line naming it, not a traceback
+        logger.debug("traceback of the error", exc_info=True)
+        print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """The synthesis of :func:`main` (errors propagate)."""
+    check_int(args.batch_size, "--batch_size", 1)
+    check_int(args.max_utts, "--max_utts", 0)
     data_dir, out_dir = Path(args.data_dir), Path(args.out_dir)
     pairs = plan(data_dir, args.max_utts)
     texts = read_kaldi_map(data_dir / "text")
