@@ -15,7 +15,6 @@ import sys
 import types
 
 import numpy as np
-from espnet2.tasks.gan_codec import GANCodecTask
 
 from nar.base.resume import ResumableTaskMixin
 
@@ -42,14 +41,24 @@ def patch_chunk_iterator() -> None:
     cif._nar_speech_patched = True
 
 
-class ResumableGANCodecTask(ResumableTaskMixin, GANCodecTask):
-    """ESPnet's GAN codec task; a killed training resumes exactly, one writer per experiment
-    directory (:class:`nar.base.resume.ResumableTaskMixin`)."""
+def __getattr__(name: str):
+    """``ResumableGANCodecTask``: ESPnet's GAN codec task; a killed training resumes exactly, one
+    writer per experiment directory (:class:`nar.base.resume.ResumableTaskMixin`). Built on first
+    use (PEP 562), so importing this module does not import ESPnet; a multi-GPU worker unpickles
+    it by this name."""
+    if name != "ResumableGANCodecTask":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from espnet2.tasks.gan_codec import GANCodecTask
+
+    task = type(name, (ResumableTaskMixin, GANCodecTask), {"__module__": __name__, "__qualname__": name,
+                                                           "__doc__": __getattr__.__doc__})
+    globals()[name] = task
+    return task
 
 
 def main(argv=None) -> None:
     patch_chunk_iterator()
-    ResumableGANCodecTask.main(cmd=argv if argv is not None else sys.argv[1:])
+    __getattr__("ResumableGANCodecTask").main(cmd=argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":

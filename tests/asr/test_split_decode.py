@@ -34,7 +34,7 @@ def test_local_jobs_a_failure_is_named_and_a_rerun_redoes_only_it(tmp_path):
     with pytest.raises(JobsFailed) as err:
         run_jobs(cmd, 3, log)
     msg = str(err.value)
-    assert "1 of 2 jobs failed" in msg and "job 2 (exit status 3)" in msg and "job.2.log" in msg
+    assert "1 of 3 jobs failed" in msg and "job 2 (exit status 3)" in msg and "job.2.log" in msg
     assert "working on 2" in msg  # the log's tail
     assert _runs(tmp_path) == [1, 2, 3]
     (tmp_path / "fail.2").unlink()
