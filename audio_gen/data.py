@@ -5,8 +5,14 @@ Audio lists are Kaldi/ESPnet data dirs (``wav.scp`` with ``<utt> <path>``, optio
 Token archives are what ESPnet's data loader reads with the ``npy`` file type: one
 ``<out>/data/<utt>.npy`` per utterance and ``<out>/<name>.scp`` mapping ``<utt>`` to it, plus
 a shape file ``<out>/<name>_shape`` (``<utt> <T>,<K>``) for ESPnet's length batching.
-Writing is resumable: an utterance whose ``.npy`` already exists is skipped; each file is
-written to a temporary name and renamed, so a kill never leaves a truncated archive entry.
+Writing is resumable, and an entry is reused only while every input it was made from is
+unchanged: the archive's stamp ``<out>/.stamp.json`` (:class:`nar.base.stamps.ItemStamp`)
+records the tokenizer's identity (its files' signatures: a refitted or replaced tokenizer
+re-encodes everything) and, per utterance, the audio file's path, size and ``mtime_ns`` and the
+segment times. An utterance whose audio or segment changed is encoded again; one no longer in
+the list leaves the archive (its ``.npy`` deleted, the scp and shape files rewritten). Each
+file is written to a temporary name and renamed, so a kill never leaves a truncated archive
+entry, and a killed run resumes with the entries it wrote.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from tqdm import tqdm
 from nar.base.checks import check_waveform
 from nar.base.files import atomic_open
 from nar.base.kaldi import read_kaldi_map
+from nar.base.stamps import ItemStamp, file_signature
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +135,7 @@ class TokenArchive:
         if missing:
             raise AudioListError(f"{self.out_dir}: {len(missing)} utterances have no codes (e.g. {missing[:3]})")
         scp = self.out_dir / f"{self.name}.scp"
-        with open(scp, "w") as f_scp, open(self.out_dir / f"{self.name}_shape", "w") as f_shape:
+        with atomic_open(scp) as f_scp, atomic_open(self.out_dir / f"{self.name}_shape") as f_shape:
             for k in keys:
                 arr = np.load(self.path(k), mmap_mode="r")
                 f_scp.write(f"{k} {self.path(k).resolve()}\n")
@@ -158,22 +165,65 @@ def iter_batches(items: list[AudioItem], sample_rate: int, batch_seconds: float,
         yield batch
 
 
+#: the stamp of a token archive (see the module docs)
+ARCHIVE_STAMP = ".stamp.json"
+
+
+def audio_signature(item: AudioItem) -> dict:
+    """What an utterance's audio input is: the file (absolute path, size, ``mtime_ns``; not
+    hashed: audio is large) and the segment read from it."""
+    return {"audio": file_signature(item.path, content=False), "segment": [item.start, item.end]}
+
+
+def _archive_entries(archive: TokenArchive) -> list[str]:
+    """Keys of the entries in the archive (``data/<key>.npy``; temporary files excluded)."""
+    return sorted(p.name[:-4] for p in (archive.out_dir / "data").glob("*.npy")
+                  if not p.name.startswith(".") and p.is_file())
+
+
 def encode_to_archive(items: list[AudioItem], archive: TokenArchive, sample_rate: int, batch_seconds: float,
-                      encode, desc: str) -> Path:
-    """Encode the items not yet in ``archive`` in batches and write them; then the scp/shape files.
+                      encode, desc: str, identity: Optional[dict] = None) -> Path:
+    """Encode the items not yet in ``archive`` (or encoded from other inputs) in batches and
+    write them; then the scp/shape files.
 
     ``encode(batch)`` takes ``[(item, wav (N,)), ...]`` and returns one integer array per item.
+    ``identity``: what identifies the tokenizer (JSON values, e.g. the signatures of its files);
+    with ``sample_rate`` it is the archive's setup: any change re-encodes every utterance. See
+    the module docs for the stamp and what each rerun redoes.
     """
+    out = archive.out_dir
+    stamp = ItemStamp(out / ARCHIVE_STAMP)
+    setup = {"tokenizer": identity or {}, "options": {"sample_rate": sample_rate}}
+    inputs = {it.key: audio_signature(it) for it in items}
+    listings = {"scp": out / f"{archive.name}.scp", "shape": out / f"{archive.name}_shape"}
+    present = _archive_entries(archive)
+    plan = stamp.plan(setup, inputs, present, outputs=listings)
+    done = set(present)
+    if plan.complete and all(it.key in done for it in items):
+        logger.info(f"{out}: inputs unchanged since {plan.written}, skipped ({len(items)} utterances)")
+        return listings["scp"]
+    plan.log(logger, str(out), "the tokenizer", total=len(items))
+    stale = plan.stale(present)
+    if stale or not plan.complete:
+        # from here until finish() the scp/shape files would not describe the archive
+        for path in listings.values():
+            path.unlink(missing_ok=True)
+    for key in stale:
+        archive.path(key).unlink(missing_ok=True)
+    # recorded before any entry is written: every entry present from now on was made from these inputs
+    stamp.write(setup, inputs, complete=False, tool="audio_gen.data.encode_to_archive")
     todo = [it for it in items if not archive.done(it.key)]
     if len(todo) < len(items):
-        logger.info(f"{archive.out_dir}: {len(items) - len(todo)} of {len(items)} utterances already done")
+        logger.info(f"{out}: {len(items) - len(todo)} of {len(items)} utterances already done")
     bar = tqdm(total=len(todo), desc=desc, unit="utt", file=sys.stderr)
     for batch in iter_batches(todo, sample_rate, batch_seconds):
         for (it, _), codes in zip(batch, encode(batch)):
             archive.write(it.key, codes)
         bar.update(len(batch))
     bar.close()
-    return archive.finish([it.key for it in items])
+    scp = archive.finish([it.key for it in items])
+    stamp.write(setup, inputs, complete=True, outputs=listings, tool="audio_gen.data.encode_to_archive")
+    return scp
 
 
 def pad_collate(batch, pad: Optional[dict] = None) -> tuple[list[str], dict[str, torch.Tensor]]:

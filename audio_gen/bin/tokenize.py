@@ -7,7 +7,10 @@ Usage:
         --out_dir dump/codes/train dump/codes/test        # several sets, one process
 
 Writes ``<out_dir>/data/<utt>.npy`` (K, T) int16, ``codes.scp`` and ``codes_shape``
-(``<utt> T,K``). Rerunning after a kill skips the utterances already written.
+(``<utt> T,K``). Rerunning after a kill skips the utterances already written, as long as what
+they were encoded from is unchanged (``<out_dir>/.stamp.json``, :mod:`audio_gen.data`): the
+tokenizer's files (another tokenizer in the same directory re-encodes everything), and each
+utterance's audio file and segment.
 """
 
 from __future__ import annotations
@@ -20,9 +23,16 @@ import torch
 
 from audio_gen.data import TokenArchive, encode_to_archive, read_audio_list
 from audio_gen.tokenizers import load_tokenizer
+from nar.base.stamps import directory_signature
 
 
-def encode_set(tok, data_dir: str, out_dir: str, batch_seconds: float) -> None:
+def tokenizer_identity(directory) -> dict:
+    """What identifies a saved acoustic tokenizer: the signatures of its files (``tokenizer.json``
+    and the weights it names; the training state of a subdirectory is not part of it)."""
+    return {"files": directory_signature(directory)}
+
+
+def encode_set(tok, data_dir: str, out_dir: str, batch_seconds: float, identity: dict | None = None) -> None:
     items = read_audio_list(data_dir)
 
     def encode(batch):
@@ -33,7 +43,7 @@ def encode_set(tok, data_dir: str, out_dir: str, batch_seconds: float) -> None:
         return [codes[i, :, : int(code_lens[i])].cpu().numpy() for i in range(len(batch))]
 
     scp = encode_to_archive(items, TokenArchive(out_dir, "codes"), tok.sample_rate, batch_seconds, encode,
-                            f"tokenizing {data_dir}")
+                            f"tokenizing {data_dir}", identity=identity)
     print(f"{scp}: {len(items)} utterances, {tok.describe()}")
 
 
@@ -48,9 +58,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if len(args.data_dir) != len(args.out_dir):
         p.error(f"{len(args.data_dir)} --data_dir but {len(args.out_dir)} --out_dir")
+    identity = tokenizer_identity(args.tokenizer)  # before loading: a change while it runs is seen next time
     tok = load_tokenizer(args.tokenizer, device=args.device)
     for data_dir, out_dir in zip(args.data_dir, args.out_dir):
-        encode_set(tok, data_dir, out_dir, args.batch_seconds)
+        encode_set(tok, data_dir, out_dir, args.batch_seconds, identity)
     return 0
 
 

@@ -13,6 +13,14 @@ killed run resumes from its last checkpoint when started again with the same com
 are drawn from a generator seeded by (seed, step) and the random states are restored, so a
 resumed run computes what an uninterrupted one would.
 
+A finished run leaves ``<out_dir>/.stamp.json`` (:class:`nar.base.stamps.StageStamp`): the
+training data (``wav.scp``, ``segments`` hashed, audio stat'ed), the tokenizer's files (hashed)
+and the options that shape the weights (all but ``--num_threads``, ``--checkpoint_every``,
+``--dev_dir`` and ``--dev_utts``, which only change the speed and the log). A rerun keeps a
+finished vocoder ("already trained") when they are unchanged, and otherwise stops with an error
+that lists the differences: delete ``<out_dir>`` or pass ``--force`` (train from scratch,
+discarding the finished result and the training state) to train again.
+
 Each step: ``batch_size`` random crops of ``segment_frames`` frames from the training audio;
 the vocoder's input is the crop's log-mel, or, with probability ``quantized_prob`` per crop,
 the tokenizer's quantised log-mel (what ``decode`` will feed it); the target is the crop.
@@ -35,6 +43,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from audio_gen.bin.fit_tokenizer import STAMP, check_finished, data_signature
 from audio_gen.data import load_item, read_audio_list
 from audio_gen.tokenizers import MelRVQTokenizer, load_tokenizer
 from audio_gen.tokenizers.base import CONFIG_FILE
@@ -46,6 +55,7 @@ from audio_gen.tokenizers.vocoder import (
     multi_resolution_stft_loss,
     num_parameters,
 )
+from nar.base.stamps import StageStamp
 from nar.base.training import StepTrainer
 
 logger = logging.getLogger("train_vocoder")
@@ -73,12 +83,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint_every", type=int, default=250)
     p.add_argument("--num_threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true",
+                   help="train from scratch: discard a finished vocoder (or a killed run's state) in --out_dir")
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1 or args.segment_frames < 2 or args.checkpoint_every < 1:
         p.error("--steps, --batch_size, --checkpoint_every must be >= 1 and --segment_frames >= 2")
     if not 0.0 <= args.quantized_prob <= 1.0:
         p.error(f"--quantized_prob must be in [0, 1], got {args.quantized_prob}")
     return args
+
+
+#: the options that do not change the trained weights (speed, logging, the dev set of the log)
+NOT_SIGNED = ("data_dir", "dev_dir", "tokenizer_dir", "out_dir", "dev_utts", "checkpoint_every", "num_threads", "force")
+
+
+def training_signature(args: argparse.Namespace) -> dict:
+    """What a finished training depended on: the data, the tokenizer's files, the options."""
+    tok_dir = Path(args.tokenizer_dir)
+    names = sorted(q.name for q in tok_dir.iterdir() if q.is_file() and not q.name.startswith(".")) \
+        if tok_dir.is_dir() else []
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_SIGNED}
+    options["tokenizer_dir"] = str(tok_dir.resolve())
+    return data_signature(args.data_dir, options, {f"tokenizer {name}": tok_dir / name for name in names})
 
 
 def lr_factor(step: int, total: int, warmup: int = 200, floor: float = 0.1) -> float:
@@ -156,11 +182,18 @@ def main(argv=None) -> int:
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     out = Path(args.out_dir)
-    if (out / CONFIG_FILE).is_file():
+    sig = training_signature(args)  # before reading: a change while it trains is seen next time
+    if (out / CONFIG_FILE).is_file() and not args.force:
         done = load_tokenizer(out)
         if getattr(done, "vocoder", None) is not None:
+            check_finished(out, sig, "train")
             print(f"{out}: already trained ({done.describe()}); delete it to retrain")
             return 0
+    if args.force:
+        logger.info(f"{out}: training from scratch (--force)")
+        for name in (CONFIG_FILE, "train/checkpoint.pt", "train/log.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    (out / STAMP).unlink(missing_ok=True)  # a stamp stands for a finished training only
     tok = load_tokenizer(args.tokenizer_dir)
     if not isinstance(tok, MelRVQTokenizer):
         raise SystemExit(f"{args.tokenizer_dir}: a vocoder is trained for a mel-RVQ tokenizer, this is {tok.kind!r}")
@@ -263,6 +296,7 @@ def main(argv=None) -> int:
         step = trainer.run(train_step, after_save=log)
     tok.attach_vocoder(vocoder.eval())
     tok.save(out)
+    StageStamp(out / STAMP).write(sig, tool="audio_gen.bin.train_vocoder")
     print(f"{out}: {tok.describe()} ({num_parameters(vocoder) / 1e6:.2f} M vocoder parameters, {step} steps)")
     return 0
 

@@ -21,6 +21,12 @@ The stamp is a JSON file written atomically (:mod:`nar.base.files`) when the sta
 unreadable or foreign stamp means "rerun", with the reason. ``python -m nar.base.stamps
 check|write`` does the same for stages whose skip decision is made in bash.
 
+Jobs that make one output per item and resume after a kill (token archives, generated waves)
+use :class:`ItemStamp`: the job's setup (a model's or tokenizer's files, see
+:func:`directory_signature` and :func:`model_file_signature`; options) and each item's own
+inputs, so that a rerun redoes everything when the setup changed and only the changed items
+otherwise.
+
 Part of the base layer (:mod:`nar.base`): the standard library and :mod:`nar.base.files` only.
 """
 
@@ -38,7 +44,9 @@ from typing import Any
 
 from nar.base.files import write_json
 
-__all__ = ["STAMP_FORMAT", "StageStamp", "StampError", "audio_files_of_scp", "file_signature", "signature"]
+__all__ = ["HASH_LIMIT", "ItemPlan", "ItemStamp", "STAMP_FORMAT", "StageStamp", "StampError", "audio_files_of_scp",
+           "directory_signature", "file_signature", "model_file_signature", "normalise", "option_changes",
+           "signature", "signature_changes"]
 
 #: version of the stamp's JSON layout; a stamp of another version is not trusted (rerun)
 STAMP_FORMAT = 1
@@ -334,6 +342,228 @@ class StageStamp:
     def remove(self) -> None:
         """Delete the stamp (before a stage rewrites its outputs: a kill must not leave a stamp
         beside half-rewritten outputs)."""
+        self.path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- models, directories, items
+
+#: files larger than this (model weights) are signed by size and ``mtime_ns`` only: hashing
+#: hundreds of megabytes on every run would cost seconds, and a rewritten file has a new mtime
+HASH_LIMIT = 64 << 20
+
+
+def model_file_signature(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`file_signature` of a file loaded as weights or configuration: content hashed up to
+    :data:`HASH_LIMIT` bytes (bigger: size and mtime), plus ``"target"``, the file a symlink
+    resolves to (a ``valid.acc.ave.pth`` link pointed at another average is a change)."""
+    path = Path(os.path.abspath(path))
+    try:
+        small = path.stat().st_size <= HASH_LIMIT
+    except OSError:
+        small = False
+    sig = file_signature(path, content=small)
+    real = os.path.realpath(path)
+    if real != str(path) and not sig.get("missing"):
+        sig["target"] = _printable(real)
+    return sig
+
+
+def directory_signature(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{name: model_file_signature}`` of the files directly in ``directory`` (a saved tokenizer:
+    its config and weights). Hidden files (stamps, locks, temporary files of atomic writes) are
+    left out and subdirectories not entered (a training state under ``train/``); a missing
+    directory gives ``{}``."""
+    directory = Path(directory)
+    try:
+        names = sorted(p.name for p in directory.iterdir() if not p.name.startswith(".") and p.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {_printable(name): model_file_signature(directory / name) for name in names}
+
+
+def normalise(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, keys strings), so that a fresh
+    signature and a stamped one compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def option_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``["option seconds 0.4 -> 0.2", "option foo added (= 1)", ...]`` (both normalised)."""
+    return _option_changes(old, new)
+
+
+def _is_file_signature(value: Any) -> bool:
+    return isinstance(value, Mapping) and "path" in value and ("missing" in value or "size" in value)
+
+
+def _file_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    if old.get("missing") and new.get("missing"):
+        return ""
+    if old.get("path") != new.get("path"):
+        return f"is now {new.get('path')} (was {old.get('path')})"
+    if new.get("missing"):
+        return f"missing ({new.get('path')})"
+    if old.get("missing"):
+        return "appeared"
+    if old.get("target") != new.get("target"):
+        return f"now resolves to {new.get('target') or new.get('path')} (was {old.get('target') or old.get('path')})"
+    if "sha256" in old and "sha256" in new:
+        return "changed (sha256 differs)" if old["sha256"] != new["sha256"] else ""
+    what = [w for w, key in (("size", "size"), ("mtime", "mtime_ns")) if old.get(key) != new.get(key)]
+    return f"changed ({', '.join(what)})" if what else ""
+
+
+def signature_changes(old: Any, new: Any, name: str = "") -> list[str]:
+    """Why the nested signature ``new`` differs from ``old``: one line per differing leaf.
+
+    Both are JSON values (see :func:`normalise`): dicts are compared key by key (names joined
+    with ``/``), file signatures (:func:`file_signature`, :func:`model_file_signature`) by
+    content when both are hashed, else by size and mtime; a dict under the key ``options`` as
+    :func:`option_changes` does; anything else by equality (``"seed 0 -> 3"``).
+    """
+    label = name or "value"
+    if _is_file_signature(old) and _is_file_signature(new):
+        why = _file_difference(old, new)
+        return [f"{label} {why}"] if why else []
+    if isinstance(old, Mapping) and isinstance(new, Mapping) and not (_is_file_signature(old) or _is_file_signature(new)):
+        if name.rpartition("/")[2] == "options":
+            return [name.rpartition("/")[0] + (": " if "/" in name else "") + r for r in option_changes(old, new)]
+        reasons = []
+        for key, value in new.items():
+            sub = f"{name}/{key}" if name else str(key)
+            if key not in old:
+                reasons.append(f"{sub} added" if isinstance(value, Mapping) else f"{sub} added (= {_show(value)})")
+            else:
+                reasons += signature_changes(old[key], value, sub)
+        reasons += [f"{name}/{key} removed" if name else f"{key} removed" for key in old if key not in new]
+        return reasons
+    return [] if old == new else [f"{label} {_show(old)} -> {_show(new)}"]
+
+
+class ItemPlan:
+    """What a rerun of a per-item job must redo (:meth:`ItemStamp.plan`).
+
+    Attributes:
+        reset: why every existing output is redone (``[]``: they are checked one by one).
+        changed: key -> why, for the existing outputs whose item's inputs changed.
+        removed: keys of existing outputs whose item is no longer listed.
+        outputs: why the job's listing files must be written again (``[]``: as stamped).
+        complete: the stamp says the job finished with these inputs (the listings included).
+        written: when the stamp was written ("" without one).
+    """
+
+    def __init__(self, reset, changed, removed, outputs, complete, written, setup_changed=False):
+        self.reset: list[str] = reset
+        #: whether ``reset`` lists changes of the setup (else: there is no usable stamp)
+        self.setup_changed: bool = setup_changed
+        self.changed: dict[str, str] = changed
+        self.removed: list[str] = removed
+        self.outputs: list[str] = outputs
+        self.complete: bool = complete
+        self.written: str = written
+
+    def stale(self, present: Iterable[str]) -> list[str]:
+        """The existing outputs (keys among ``present``) to delete before the job resumes."""
+        if self.reset:
+            return list(present)
+        return [k for k in present if k in self.changed or k in set(self.removed)]
+
+    def log(self, logger, where: str, setup: str, unit: str = "utterances", total: int = 0) -> None:
+        """The plan in the log: why everything, or which items, are redone."""
+        if self.reset and self.setup_changed:
+            logger.info(f"{where}: {setup} changed: {'; '.join(self.reset)}; redoing all {total} {unit}")
+        elif self.reset:
+            logger.info(f"{where}: {'; '.join(self.reset)}; redoing all {total} {unit}")
+        if self.changed:
+            shown = ", ".join(f"{k} ({why})" for k, why in list(self.changed.items())[:3])
+            more = ", ..." if len(self.changed) > 3 else ""
+            logger.info(f"{where}: {len(self.changed)} {unit} changed since they were done, e.g. {shown}{more}; "
+                        "redoing them")
+        if self.removed:
+            shown = ", ".join(self.removed[:3]) + (", ..." if len(self.removed) > 3 else "")
+            logger.info(f"{where}: {len(self.removed)} {unit} no longer listed, their outputs removed: {shown}")
+
+
+class ItemStamp:
+    """The stamp of a resumable per-item job (a token archive, a directory of generated waves).
+
+    It records the job's ``setup`` (what every item depends on: a model's or tokenizer's files,
+    options) and each item's own inputs (a caption, an audio file's stat, a seed), as JSON at
+    ``path``. It is written twice: before the work starts, with ``complete: false`` (a killed run
+    resumes: an output present is kept when its item is recorded with the current inputs), and
+    when the job has finished (``complete: true``, with the signatures of its listing files).
+    The caller deletes the outputs :meth:`ItemPlan.stale` names *before* it writes the first
+    stamp, so an output present is always one made from what the stamp records.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def read(self) -> tuple[dict[str, Any] | None, str]:
+        """(the stamp, "") or (None, why there is none)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None, f"no stamp {self.path.name}"
+        except OSError as e:
+            return None, f"stamp {self.path} unreadable ({e})"
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            return None, f"stamp {self.path} is not valid JSON ({e})"
+        if (not isinstance(data, dict) or data.get("format") != STAMP_FORMAT or not isinstance(data.get("items"), dict)
+                or "setup" not in data):
+            return None, f"stamp {self.path} has another layout"
+        return data, ""
+
+    def plan(self, setup: Mapping[str, Any], items: Mapping[str, Any], present: Iterable[str],
+             outputs: Mapping[str, str | os.PathLike] | None = None) -> ItemPlan:
+        """Compare the current ``setup`` and ``items`` (key -> the item's inputs, JSON values)
+        with the stamp; ``present``: the keys whose output exists; ``outputs``: the listing
+        files (name -> path) a complete job wrote."""
+        setup, items = normalise(setup), normalise(items)
+        present = list(present)
+        data, why = self.read()
+        removed = [k for k in present if k not in items]
+        if data is None:
+            # outputs without a stamp: an older version wrote them, from inputs nobody recorded
+            reset = [f"{why}: the {len(present)} existing outputs cannot be checked against their inputs"] if present else []
+            return ItemPlan(reset, {}, removed, [], False, "")
+        written = str(data.get("written", ""))
+        if data["setup"] != setup:
+            reasons = signature_changes(data["setup"], setup) or ["the setup differs"]
+            return ItemPlan(reasons, {}, removed, [], False, written, setup_changed=True)
+        changed = {}
+        for key in present:
+            if key not in items:
+                continue
+            old = data["items"].get(key)
+            if old is None:
+                changed[key] = "not recorded by the stamped run"
+            elif old != items[key]:
+                changed[key] = "; ".join(signature_changes(old, items[key])) or "inputs differ"
+        complete = bool(data.get("complete"))
+        out_reasons = []
+        if complete and outputs is not None:
+            now = {name: file_signature(path) for name, path in outputs.items()}
+            out_reasons = _file_changes("output ", data.get("outputs") or {}, now)
+        return ItemPlan([], changed, removed, out_reasons, complete and not out_reasons and not changed
+                        and not removed and set(items) == set(data["items"]), written)
+
+    def write(self, setup: Mapping[str, Any], items: Mapping[str, Any], complete: bool,
+              outputs: Mapping[str, str | os.PathLike] | None = None, tool: str = "") -> None:
+        """Record ``setup`` and ``items`` (and, when ``complete``, the ``outputs`` as they are now), atomically."""
+        write_json(self.path, {
+            "format": STAMP_FORMAT,
+            "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "tool": tool,
+            "complete": bool(complete),
+            "setup": normalise(setup),
+            "outputs": {name: file_signature(path) for name, path in (outputs or {}).items()},
+            "items": normalise(items),
+        }, indent=None)
+
+    def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
 

@@ -28,9 +28,12 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "tok"
-    fit_tokenizer.main(["--data_dir", str(data_dir), "--out_dir", str(out), "--num_codebooks", "2",
-                        "--codebook_size", "16", "--n_mels", "32", "--iters", "5", "--griffin_lim_iters", "4"])
+    fit_tokenizer.main(["--data_dir", str(data_dir), "--out_dir", str(out), *FIT_OPTIONS])
     return out
+
+
+FIT_OPTIONS = ["--num_codebooks", "2", "--codebook_size", "16", "--n_mels", "32", "--iters", "5",
+               "--griffin_lim_iters", "4"]
 
 
 def test_tokenize_writes_espnet_readable_archives_and_resumes(data_dir, fitted, tmp_path):
@@ -60,7 +63,8 @@ def test_tokenize_writes_espnet_readable_archives_and_resumes(data_dir, fitted, 
 
 def test_fit_keeps_a_finished_tokenizer(data_dir, fitted, capsys):
     before = (fitted / "codebooks.pt").stat().st_mtime_ns
-    fit_tokenizer.main(["--data_dir", str(data_dir), "--out_dir", str(fitted)])
+    # the same command: kept (other options are an error: tests/reliability/test_worker_stamps.py)
+    fit_tokenizer.main(["--data_dir", str(data_dir), "--out_dir", str(fitted), *FIT_OPTIONS])
     assert "already trained" in capsys.readouterr().out
     assert (fitted / "codebooks.pt").stat().st_mtime_ns == before
 

@@ -11,7 +11,20 @@ The data dir needs ``wav.scp``, ``text`` and ``utt2spk``. The prompt of utteranc
 utterance of u's speaker in sorted order (:func:`tts.duration.same_speaker_pairs`); speakers
 with a single utterance are skipped (logged). Writes ``<out_dir>/wav/<utt>.wav``, ``wav.scp``,
 ``text`` (the target sentences), ``prompt.scp`` (prompt wav paths) and ``prompt_text``.
-Resumable: utterances whose wav already exists are not synthesised again.
+
+Resumable, and a wave is reused only while what it was made from is unchanged: the stamp
+``<out_dir>/.stamp.json`` (:class:`nar.base.stamps.ItemStamp`) records the setup (the T2S and
+S2A directories' ``config.yaml`` and the checkpoint each loads; the semantic tokenizer's files
+and its feature source's; the acoustic tokenizer's files; the duration model file; the duration
+rule, both decoding configurations, the oracle options and ``--seed``; for ``--resynth`` the
+acoustic tokenizer) and, per utterance, the sentence, the prompt's id, transcript and audio
+file (path, size, mtime, segment), the seed, and with an oracle option the reference audio
+(``--resynth``: the utterance's audio). A rerun whose setup changed says why and synthesises
+everything again (the old waves are deleted first); one whose sentences or prompts changed
+redoes those utterances; utterances no longer listed lose their waves; an unchanged rerun
+synthesises nothing. ``--batch_size`` and ``--device`` are not part of the setup. One process
+at a time writes an output directory (:class:`nar.base.lock.DirectoryLock`,
+``<out_dir>/.nar_lock``); a second one stops at once with an error that names the first.
 
 Bad input (a data-dir file that is not UTF-8, an option out of range, an unusable sentence or
 prompt) ends the run with one line ``tts.bin.synthesize: error: <message>`` naming the file and
@@ -31,15 +44,27 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from audio_gen.data import AudioListError, load_item, read_audio_list
+from dataclasses import asdict
+
+from audio_gen.bin.generate import trained_dir_signature
+from audio_gen.data import AudioListError, audio_signature, load_item, read_audio_list
 from nar.base.checks import check_int
+from nar.base.experiment import resolve_path
 from nar.base.kaldi import read_kaldi_map, write_kaldi_map
 from nar.base.files import atomic_path
+from nar.base.lock import DirectoryLock, DirectoryLockedError
+from nar.base.stamps import ItemStamp, directory_signature, file_signature
+from tts.bin.semantic_tokens import semantic_tokenizer_signature
 from tts.duration import same_speaker_pairs
 from tts.text import check_utf8_file
 
 PROG = "tts.bin.synthesize"
 logger = logging.getLogger(PROG)
+
+#: the stamp of an output directory (module docs)
+STAMP = ".stamp.json"
+#: the listing files written when a run has finished
+LISTINGS = ("wav.scp", "text", "prompt.scp", "prompt_text")
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -136,12 +161,28 @@ def decoding_configs(args: argparse.Namespace, t2s, s2a) -> tuple:
     return t2s, s2a
 
 
+def synthesis_setup(args: argparse.Namespace, tts) -> dict:
+    """What every synthesised wave depends on (module docs)."""
+    t2s, t2s_cfg = trained_dir_signature(args.t2s_dir)
+    s2a, s2a_cfg = trained_dir_signature(args.s2a_dir)
+    sem_dir = args.semantic_tokenizer or resolve_path(t2s_cfg["semantic_tokenizer"], Path(args.t2s_dir))
+    ac_dir = args.acoustic_tokenizer or resolve_path(s2a_cfg["acoustic_tokenizer"], Path(args.s2a_dir))
+    setup = {"t2s": t2s, "s2a": s2a, "semantic_tokenizer": semantic_tokenizer_signature(sem_dir),
+             "acoustic_tokenizer": directory_signature(ac_dir)}
+    if args.duration == "model":
+        setup["duration_model"] = file_signature(args.duration_model)
+    setup["options"] = {"duration": args.duration, "t2s_decoding": asdict(tts.t2s_config),
+                        "s2a_decoding": asdict(tts.s2a_config), "oracle_semantic": args.oracle_semantic,
+                        "oracle_duration": args.oracle_duration, "seed": args.seed}
+    return setup
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
-    except (ValueError, OSError) as e:  # bad input: one line naming it, not a traceback
+    except (ValueError, OSError, DirectoryLockedError) as e:  # bad input: one line naming it, not a traceback
         logger.debug("traceback of the error", exc_info=True)
         print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 1
@@ -159,13 +200,22 @@ def run(args: argparse.Namespace) -> int:
         for key in (utt, prompt):
             if key not in items or key not in texts:
                 raise AudioListError(f"{data_dir}: utterance {key} is missing from wav.scp or text")
+    with DirectoryLock(out_dir, "synthesis"):
+        return _synthesize(args, data_dir, out_dir, pairs, texts, items)
+
+
+def _synthesize(args: argparse.Namespace, data_dir: Path, out_dir: Path, pairs: list, texts: dict, items: dict) -> int:
+    """The synthesis of :func:`run`, holding the output directory's lock."""
+    index = {utt: i for i, (utt, _) in enumerate(pairs)}
     if args.resynth:
         from audio_gen.tokenizers import load_tokenizer
 
         if not args.acoustic_tokenizer:
             raise SystemExit("--resynth needs --acoustic_tokenizer")
+        setup = {"acoustic_tokenizer": directory_signature(args.acoustic_tokenizer), "options": {"resynth": True}}
         tok = load_tokenizer(args.acoustic_tokenizer)
         sample_rate = int(tok.sample_rate)
+        inputs = {u: audio_signature(items[u]) for u, _ in pairs}
     else:
         if not args.t2s_dir or not args.s2a_dir:
             raise SystemExit("give --t2s_dir and --s2a_dir (or --resynth)")
@@ -176,9 +226,29 @@ def run(args: argparse.Namespace) -> int:
                           acoustic_tokenizer=args.acoustic_tokenizer)
         tts.t2s_config, tts.s2a_config = decoding_configs(args, tts.t2s_config, tts.s2a_config)
         sample_rate = tts.sample_rate
+        setup = synthesis_setup(args, tts)
+        inputs = {}
+        for u, p in pairs:
+            inputs[u] = {"text": texts[u], "prompt": p, "prompt_text": texts[p], "prompt_audio": audio_signature(items[p]),
+                         "seed": args.seed + index[u]}
+            if args.oracle_semantic or args.oracle_duration:
+                inputs[u]["reference_audio"] = audio_signature(items[u])
     wav_dir = out_dir / "wav"
+    stamp = ItemStamp(out_dir / STAMP)
+    present = sorted(q.name[:-4] for q in wav_dir.glob("*.wav") if not q.name.startswith(".")) if wav_dir.is_dir() else []
+    listings = {name: out_dir / name for name in LISTINGS}
+    plan = stamp.plan(setup, inputs, present, outputs=listings)
+    if plan.complete and all(u in set(present) for u, _ in pairs):
+        logger.info(f"{out_dir}: inputs unchanged since {plan.written}, skipped ({len(pairs)} utterances)")
+        return 0
+    plan.log(logger, str(out_dir), "the models or the options", total=len(pairs))
+    for path in listings.values():  # until the run has finished they would list missing or old waves
+        path.unlink(missing_ok=True)
+    for u in plan.stale(present):
+        (wav_dir / f"{u}.wav").unlink(missing_ok=True)
     wav_dir.mkdir(parents=True, exist_ok=True)
-    index = {utt: i for i, (utt, _) in enumerate(pairs)}
+    # recorded before any wave is written: every wave present from now on was made from these inputs
+    stamp.write(setup, inputs, complete=False, tool=PROG)
     todo = [(u, p) for u, p in pairs if not (wav_dir / f"{u}.wav").is_file()]
     logger.info(f"{len(pairs)} utterances, {len(pairs) - len(todo)} already done, {len(todo)} to synthesise")
     audio_seconds, busy = 0.0, 0.0
@@ -222,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
                  "rtf": busy / max(audio_seconds, 1e-9), "batch_size": args.batch_size}
         (out_dir / "synth_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
         logger.info(f"{len(todo)} utterances, {audio_seconds:.1f} s of audio in {busy:.1f} s (RTF {stats['rtf']:.3f})")
+    stamp.write(setup, inputs, complete=True, outputs=listings, tool=PROG)
     return 0
 
 
