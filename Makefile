@@ -11,12 +11,13 @@ FUNASR_TEST_PKGS := funasr==1.4.16 six==1.17.0 jieba==0.42.1
 # demo knobs (see egs/synth_en/asr1/demo.sh --help), e.g. DEMO_ARGS="--ctc_epochs 4 --finetune_epochs 1"
 DEMO_ARGS ?=
 
-.PHONY: setup demo test bench clean-venv help
+.PHONY: setup demo test bench peers clean-venv help
 
 help:
 	@echo "make demo   # install if needed, build the offline corpus, train, decode, score, print the table"
 	@echo "make test   # install if needed, run the test suite"
 	@echo "make bench  # benchmarks in bench/ (tables + JSON under bench/results)"
+	@echo "make peers  # bench/peers.py: nar-speech against FunASR, ESPnet, flashlight, pyctcdecode (installs them)"
 
 setup: $(STAMPS)/debian $(STAMPS)/venv
 
@@ -43,6 +44,14 @@ test: setup $(STAMPS)/funasr
 
 bench: setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/core_ops.py
+
+$(STAMPS)/peers: $(STAMPS)/funasr
+	$(PY) -m pip install -q --no-cache-dir -e ".[peers]"
+	$(PY) -m pip install -q --no-cache-dir --no-deps pyctcdecode==0.5.0
+	@mkdir -p $(STAMPS) && touch $@
+
+peers: setup $(STAMPS)/peers
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/peers.py
 
 clean-venv:
 	rm -rf $(VENV) $(STAMPS)
