@@ -15,7 +15,11 @@ output mask is therefore recomputed from each item's own length.
 
 The fix is claimed for the encoders of :data:`SUPPORTED_ENCODERS` with the subsampling blocks
 of :data:`SUBSAMPLING_SLICES` (or none); :func:`check_pad_safe` refuses any other encoder with a
-clear error when a model is built, instead of silently leaving it unfixed.
+clear error when a model is built, instead of silently leaving it unfixed. One attention variant
+is padding-dependent by construction and cannot be fixed from outside: ESPnet's legacy relative
+positions (its relative shift wraps values across the padded length). It is kept, for parity
+with the checkpoints that use it (converted FunASR Conformers), with a warning when the model is
+built (``bench/peers.py``: with varied lengths, batch equals alone on 11 of 16 items; FunASR 4).
 
 Shapes: B batch, T frames (after subsampling), C channels.
 """
@@ -23,6 +27,7 @@ Shapes: B batch, T frames (after subsampling), C channels.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator
 
 import torch
@@ -38,7 +43,19 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
     Conv2dSubsampling8,
 )
 
+from espnet.nets.pytorch_backend.transformer.attention import LegacyRelPositionMultiHeadedAttention
+
 from nar.base.tensors import length_mask
+
+logger = logging.getLogger(__name__)
+
+
+def uses_legacy_relative_positions(encoder: torch.nn.Module) -> bool:
+    """Whether the encoder attends with ESPnet's legacy relative positions (``rel_pos_type:
+    legacy``, FunASR's and old ESPnet configs' ``rel_pos`` + ``rel_selfattn``), whose relative
+    shift wraps values across the padded length: such an encoder's output for an item depends on
+    the padding around it, in ESPnet and FunASR alike."""
+    return any(isinstance(m, LegacyRelPositionMultiHeadedAttention) for m in encoder.modules())
 
 #: ESPnet encoders whose layers are per-frame except masked attention and temporal Conv1d
 #: (which :func:`pad_safe_convolutions` masks): the ones a padded batch decodes like its items
@@ -68,6 +85,12 @@ def check_pad_safe(encoder: torch.nn.Module) -> None:
         raise ValueError(f"encoder {type(encoder).__name__}: nar-speech decodes batches padding-invariantly "
                          f"only with {names}; choose one of them (encoder: conformer, e_branchformer, "
                          f"branchformer, transformer)")
+    if uses_legacy_relative_positions(encoder):
+        # kept for parity with the checkpoints that use them (converted FunASR Conformers)
+        logger.warning(f"encoder {type(encoder).__name__} uses ESPnet's legacy relative positions "
+                       "(rel_pos_type: legacy): its output depends on the padded length, so a padded batch "
+                       "can decode an item differently from the item alone (as in ESPnet and FunASR); "
+                       "decode with batch_size=1 for per-item results, or train with rel_pos_type: latest")
     embed = encoder.embed
     if type(embed) not in SUBSAMPLING_SLICES and not isinstance(embed, torch.nn.Sequential):
         raise ValueError(f"encoder {type(encoder).__name__}: input layer {type(embed).__name__} is not one "

@@ -111,3 +111,29 @@ def test_config_errors_name_the_key():
         NARASRTask.build_model_from_dict(conf)
     with pytest.raises(SystemExit):  # argparse rejects an unknown model name, listing choices
         NARASRTask.get_parser().parse_args(["--model", "nonexistent"])
+
+
+def test_legacy_relative_positions_are_named_as_padding_dependent(caplog):
+    """ESPnet's legacy relative positions wrap values across the padded length: a padded batch
+    then differs from its items alone (shown here), and building such a model warns so."""
+    import logging
+
+    from asr.models.padding import uses_legacy_relative_positions
+
+    latest = NARASRTask.build_model_from_dict(tiny_config())
+    assert not uses_legacy_relative_positions(latest.encoder)
+    conf = tiny_config(rel_pos_type="legacy", pos_enc_layer_type="legacy_rel_pos",
+                       selfattention_layer_type="legacy_rel_selfattn")
+    with caplog.at_level(logging.WARNING, logger="asr.models.padding"):
+        model = NARASRTask.build_model_from_dict(conf).eval()
+    assert uses_legacy_relative_positions(model.encoder)
+    assert "legacy relative positions" in caplog.text and "batch_size=1" in caplog.text
+    feats, lens, _, _ = make_batch(4, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        batch = model.encode_feats(feats, lens)
+        differs = False
+        for b in range(4):
+            alone = model.encode_feats(feats[b:b + 1, : int(lens[b])], lens[b:b + 1])
+            n = int(alone.lengths[0])
+            differs |= not torch.allclose(batch.hidden[b, :n], alone.hidden[0, :n], atol=1e-5)
+    assert differs  # the property the warning states (with rel_pos_type latest, test_ctc_model shows equality)
