@@ -99,6 +99,14 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         else:
             log = (d / "log" / "d.log").read_text()[-500:] if (d / "log" / "d.log").exists() else ""
             _skip(f"the Slurm node did not become idle in 30 s (state {state!r}): {log}")
+        try:  # a job must run at all (a node that accepts no job would hang sbatch --wait)
+            r = subprocess.run(["sbatch", "--wait", "--parsable", f"--output={d}/probe.out", "--wrap", "true"],
+                               env=env, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True, timeout=30)
+            _skip("the one-node Slurm started but ran no job within 60 s")
+        if r.returncode != 0:
+            _skip(f"the one-node Slurm refused a trivial job ({r.returncode}): {r.stderr.strip()[-300:]}")
         yield env
     finally:
         for pid_file in (d / "d.pid", d / "ctld.pid", d / "munge" / "munged.pid"):
