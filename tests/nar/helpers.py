@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torchaudio
 
 
 def padded_log_probs(lengths, vocab, seed, mode="normal", dtype=torch.float32, pad_value=float("nan")):
@@ -52,3 +55,26 @@ def random_targets(lengths, vocab, seed, blank=0, repeat_prob=0.3):
 
 def per_item_generators(batch, seed):
     return [torch.Generator().manual_seed(seed * 1000 + b) for b in range(batch)]
+
+
+def torchaudio_align(log_probs, targets, blank):
+    """torchaudio's public forced_align on one unpadded item (B = 1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path, scores = torchaudio.functional.forced_align(
+            log_probs[None].contiguous(), targets[None].int(), blank=blank)
+    return path[0].long(), scores[0]
+
+
+def assert_labels_equal_torchaudio(labels, scores, lp, lengths, targets, target_lengths, blank):
+    """Each item of a forced alignment (labels, frame scores) equals torchaudio's on the item alone;
+    padding frames are blank with score 0; an empty target (which torchaudio refuses) is all blank."""
+    for b, n in enumerate(int(x) for x in lengths):
+        m = int(target_lengths[b])
+        assert torch.all(labels[b, n:] == blank) and torch.all(scores[b, n:] == 0)
+        if m == 0:
+            assert torch.all(labels[b, :n] == blank)
+            continue
+        ref_path, ref_scores = torchaudio_align(lp[b, :n], targets[b, :m], blank)
+        assert torch.equal(labels[b, :n], ref_path), f"item {b}"
+        assert torch.equal(scores[b, :n], ref_scores)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -22,29 +21,12 @@ from nar.align import (
 )
 from nar.ctc import ctc_greedy_search
 
-from .helpers import padded_log_probs, per_item_generators, random_targets
-
-
-def torchaudio_align(log_probs, targets, blank):
-    """torchaudio's forced_align on one unpadded item (B = 1)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path, scores = torchaudio.functional.forced_align(
-            log_probs[None].contiguous(), targets[None].int(), blank=blank)
-    return path[0].long(), scores[0]
+from .helpers import assert_labels_equal_torchaudio, padded_log_probs, per_item_generators, random_targets
 
 
 def assert_matches_torchaudio(lp, lengths, targets, target_lengths, blank):
     labels, scores = forced_align(lp, torch.tensor(lengths), targets, target_lengths, blank=blank)
-    for b, n in enumerate(lengths):
-        m = int(target_lengths[b])
-        assert torch.all(labels[b, n:] == blank) and torch.all(scores[b, n:] == 0)
-        if m == 0:  # torchaudio cannot align an empty target; the only path is all blank
-            assert torch.all(labels[b, :n] == blank)
-            continue
-        ref_path, ref_scores = torchaudio_align(lp[b, :n], targets[b, :m], blank)
-        assert torch.equal(labels[b, :n], ref_path), f"item {b}"
-        assert torch.equal(scores[b, :n], ref_scores)
+    assert_labels_equal_torchaudio(labels, scores, lp, lengths, targets, target_lengths, blank)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)

@@ -5,27 +5,16 @@ as torchaudio.functional.forced_align per item, ties included, and the same erro
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
-import torchaudio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nar.align as align
 from nar.align import BACKENDS, TIE_RULES, forced_align
 
-from .helpers import padded_log_probs
-
-
-def torchaudio_align(log_probs, targets, blank):
-    """torchaudio's public forced_align on one unpadded item (B = 1)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path, scores = torchaudio.functional.forced_align(
-            log_probs[None].contiguous(), targets[None].int(), blank=blank)
-    return path[0].long(), scores[0]
+from .helpers import assert_labels_equal_torchaudio, padded_log_probs, torchaudio_align
 
 
 def outcome(log_probs, lengths, targets, target_lengths, **kwargs):
@@ -89,14 +78,7 @@ def test_backends_equal_each_other_and_torchaudio_per_item(data):
         assert "probability 0" in batched  # the only error these inputs can cause
         return
     labels, scores = batched
-    for b, (n, m) in enumerate(zip(lengths.tolist(), target_lengths.tolist())):
-        assert torch.all(labels[b, n:] == blank) and torch.all(scores[b, n:] == 0)
-        if m == 0:  # torchaudio refuses an empty target; the only path is all blank
-            assert torch.all(labels[b, :n] == blank)
-            continue
-        ref_path, ref_scores = torchaudio_align(lp[b, :n], targets[b, :m], blank)
-        assert torch.equal(labels[b, :n], ref_path), f"item {b}"
-        assert torch.equal(scores[b, :n], ref_scores)
+    assert_labels_equal_torchaudio(labels, scores, lp, lengths, targets, target_lengths, blank)
 
 
 @settings(max_examples=80, deadline=None, derandomize=True)
