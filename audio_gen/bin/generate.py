@@ -52,7 +52,8 @@ from nar.base.checks import check_int
 from nar.base.experiment import find_checkpoint, read_config, resolve_path
 from nar.base.files import atomic_path, write_text
 from nar.base.files import check_utf8
-from nar.base.lock import DirectoryLock, DirectoryLockedError
+from nar.base.evalcli import run_reporting_input_errors
+from nar.base.lock import DirectoryLock
 from nar.base.stamps import ItemStamp, directory_signature, file_signature, model_file_signature
 
 PROG = "audio_gen.bin.generate"
@@ -142,12 +143,7 @@ def _parse_steps(value: str) -> tuple:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        return run(args)
-    except (ValueError, OSError, DirectoryLockedError) as e:  # bad input: one line naming it, not a traceback
-        logger.debug("traceback of the error", exc_info=True)
-        print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
-        return 1
+    return run_reporting_input_errors(PROG, run, args, logger)
 
 
 def run(args: argparse.Namespace) -> int:

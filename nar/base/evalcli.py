@@ -9,7 +9,9 @@
 - the command line: ``--num_threads`` (:func:`add_threads_argument`, :func:`set_threads`), the
   ``table`` subcommand's options and row names (:func:`add_table_command`, :func:`table_names`),
   comma-separated values (:func:`split_csv`) and the entry point that turns an input error into
-  one ``<prog>: error: ...`` line and exit status 2 (:func:`run_cli`).
+  one ``<prog>: error: ...`` line and exit status 2 (:func:`run_cli`); the generation CLIs'
+  (``tts.bin.synthesize``, ``audio_gen.bin.generate``) one-line errors with exit status 1
+  (:func:`run_reporting_input_errors`).
 
 Part of the base layer (:mod:`nar.base`): torch and the standard library only.
 """
@@ -29,6 +31,7 @@ import torch
 
 from nar.base.files import write_json, write_lines, write_text
 from nar.base.kaldi import read_kaldi_map
+from nar.base.lock import DirectoryLockedError
 
 __all__ = ["RESULT_FILE", "add_table_command", "add_threads_argument", "emit_table", "markdown_table",
            "read_result_json", "read_scp", "run_cli", "set_threads", "split_csv", "table_names",
@@ -180,3 +183,16 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | No
         logger.debug("input error", exc_info=True)
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+
+def run_reporting_input_errors(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                               logger: logging.Logger) -> int:
+    """``run(args)``, where bad input (``ValueError``, ``OSError``, a directory another process
+    writes) becomes one line ``<prog>: error: <message>`` on stderr (a multi-line message joined,
+    its traceback at debug level) and exit status 1: the generation CLIs' ``main``."""
+    try:
+        return run(args)
+    except (ValueError, OSError, DirectoryLockedError) as e:
+        logger.debug("traceback of the error", exc_info=True)
+        print(f"{prog}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        return 1

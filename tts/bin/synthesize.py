@@ -52,7 +52,8 @@ from nar.base.checks import check_int
 from nar.base.experiment import resolve_path
 from nar.base.kaldi import read_kaldi_map, write_kaldi_map
 from nar.base.files import atomic_path
-from nar.base.lock import DirectoryLock, DirectoryLockedError
+from nar.base.evalcli import run_reporting_input_errors
+from nar.base.lock import DirectoryLock
 from nar.base.stamps import ItemStamp, directory_signature, file_signature
 from tts.bin.semantic_tokens import semantic_tokenizer_signature
 from tts.duration import same_speaker_pairs
@@ -180,12 +181,7 @@ def synthesis_setup(args: argparse.Namespace, tts) -> dict:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, OSError, DirectoryLockedError) as e:  # bad input: one line naming it, not a traceback
-        logger.debug("traceback of the error", exc_info=True)
-        print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
-        return 1
+    return run_reporting_input_errors(PROG, run, args, logger)
 
 
 def run(args: argparse.Namespace) -> int:
