@@ -200,7 +200,8 @@ def decode_set(s2t, data_dir: Path, out: Path, config: dict, args: argparse.Name
               f"{s2t.min_samples} samples ({1000 * s2t.min_samples / s2t.sample_rate:.0f} ms) the model needs for "
               f"one encoder frame; their hypotheses are empty: {' '.join(skipped[:20])}"
               f"{' ...' if len(skipped) > 20 else ''}", file=sys.stderr)
-    decoded = [k for k in keys if k not in set(skipped)]
+    too_short = set(skipped)
+    decoded = [k for k in keys if k not in too_short]
     start = time.perf_counter()
     results = {k: Hypothesis(text="", tokens=(), token_ids=(), score=float("-inf"), timestamps=()) for k in skipped}
     if decoded and config.get("speaker_warps"):

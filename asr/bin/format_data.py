@@ -25,7 +25,7 @@ from pathlib import Path
 import soundfile
 
 from asr.audio import AudioFileError, check_not_truncated
-from nar.base.files import check_utf8 as check_utf8_file
+from nar.base.files import check_utf8
 from nar.base.kaldi import DataDirError, read_data_dir, validate_data_dir, write_data_dir
 from nar.base.stamps import StageStamp, audio_files_of_scp, signature
 
@@ -37,11 +37,6 @@ SOURCE_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "utt2dur", 
 OUTPUT_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2num_samples", "utt2dur")
 #: bumped when the output of the same inputs changes: older stamps then rerun
 FORMAT_VERSION = 1
-
-
-def check_utf8(path: str | os.PathLike) -> None:
-    """:func:`nar.base.files.check_utf8` raising :class:`DataDirError`."""
-    check_utf8_file(path, DataDirError)
 
 
 def _inputs(src: Path) -> tuple[dict[str, Path], list[str]]:
@@ -79,7 +74,7 @@ def main(argv=None) -> int:
 
     for path in inputs.values():
         if path.is_file():
-            check_utf8(path)
+            check_utf8(path, DataDirError)
     src = read_data_dir(args.src)  # validates, naming the file and problem
     if src.segments is not None:
         raise DataDirError(f"{args.src}/segments: segmented recordings are not supported yet")
